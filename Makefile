@@ -1,0 +1,37 @@
+# arcface_lab: the two commands are `make report` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is pinned here (the CPU wheel used on this machine and in CI), not in pyproject.toml,
+# which states a range so GPU users keep their own CUDA build.
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+PARAMS ?= params/default.yaml
+
+.PHONY: setup report test lint typecheck pytest notebooks bench goldens clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch numpy
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+report: setup
+	$(BIN)/arcface-lab run $(PARAMS)
+
+test: setup lint typecheck pytest
+
+lint: setup
+	$(BIN)/ruff check arcface_lab tests
+	$(BIN)/black --check --quiet arcface_lab tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

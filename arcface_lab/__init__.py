@@ -1,0 +1,34 @@
+"""arcface_lab: turn an ArcFace model into a fast inference engine, and prove it is the same model.
+
+The public API is re-exported here; heavy libraries (torch, onnxruntime,
+tensorrt, boto3, papermill) are imported only by the modules that use them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from arcface_lab.data import Preprocess, load_images, synthetic_faces
+from arcface_lab.errors import (
+    ArcfaceLabError,
+    BackendUnavailable,
+    InputError,
+    ParamsError,
+    UnsafeFileError,
+)
+from arcface_lab.registry import create_engine, list_backends, register_backend
+
+__all__ = [
+    "ArcfaceLabError",
+    "BackendUnavailable",
+    "InputError",
+    "ParamsError",
+    "Preprocess",
+    "UnsafeFileError",
+    "__version__",
+    "create_engine",
+    "list_backends",
+    "load_images",
+    "register_backend",
+    "synthetic_faces",
+]

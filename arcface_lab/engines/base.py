@@ -1,0 +1,168 @@
+"""The engine protocol every backend implements.
+
+:class:`Engine` does the bookkeeping once (input checks, preprocessing,
+batching, L2 normalization, the ``info`` record, the context manager); a
+backend overrides only what differs:
+
+- ``availability()`` (classmethod): ``None`` if it can run here, else why not;
+- ``_load()``: build or load whatever runs the model;
+- ``_infer(x)``: one preprocessed float32 batch in, raw ``(n, D)`` embeddings out;
+- ``_close()`` (optional): release it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from arcface_lab.data import check_images
+from arcface_lab.errors import BackendUnavailable, EngineError, InputError
+
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback"]
+
+log = logging.getLogger(__name__)
+
+#: Every precision name arcface_lab knows; each backend supports a subset.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A backend that was asked for and skipped, and why."""
+
+    backend: str
+    reason: str
+
+
+@dataclass
+class EngineInfo:
+    """What ran: recorded in every result so a figure can be traced to its engine."""
+
+    backend: str
+    precision: str
+    device: str
+    model: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    artifact: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Engine(ABC):
+    """Face crops in, ``(N, D)`` float32 embeddings out.
+
+    Args:
+        model: the :class:`~arcface_lab.models.source.ModelSource` to run.
+        precision: one of the backend's ``precisions``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None`` picks the backend's default.
+        batch_size: the largest batch sent to the backend at once.
+        options: backend-specific settings (documented on each backend).
+    """
+
+    #: Registry name; set by each backend.
+    name: ClassVar[str] = ""
+    #: Precisions this backend can run.
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: One line for ``arcface-lab backends``.
+    description: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: Any,
+        precision: str = "fp32",
+        device: str | None = None,
+        batch_size: int = 32,
+        **options: Any,
+    ) -> None:
+        if precision not in self.precisions:
+            raise BackendUnavailable(
+                f"{self.name}: precision {precision!r} not supported "
+                f"(supported: {', '.join(self.precisions)})"
+            )
+        if batch_size < 1:
+            raise InputError(f"--batch-size: expected >= 1, got {batch_size}")
+        self.model = model
+        self.precision = precision
+        self.batch_size = batch_size
+        self.options = options
+        self.info = EngineInfo(
+            backend=self.name,
+            precision=precision,
+            device=device or "cpu",
+            model={"spec": getattr(model, "spec", str(model))},
+        )
+        self._loaded = False
+        self.device = device
+        self._load()
+        self._loaded = True
+
+    # -- what a backend implements -------------------------------------------------------
+
+    @classmethod
+    def availability(cls) -> str | None:
+        """``None`` when this backend can run here, else the reason it cannot."""
+        return None
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Build or load the runnable model; fill ``self.info``."""
+
+    @abstractmethod
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Raw embeddings for one preprocessed float32 batch."""
+
+    def _close(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Release what ``_load`` acquired."""
+
+    # -- what every engine gets -----------------------------------------------------------
+
+    def embed(
+        self, images: np.ndarray, normalize: bool = True, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Embeddings of ``uint8 (N, H, W, 3)`` RGB face crops, L2-normalized unless asked not."""
+        if not self._loaded:
+            raise EngineError(f"{self.name}: engine is closed")
+        preprocess = self.model.preprocess
+        check_images(images, preprocess.size)
+        step = batch_size or self.batch_size
+        chunks = []
+        for start in range(0, len(images), step):
+            x = preprocess(images[start : start + step])
+            out = np.asarray(self._infer(x), dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != x.shape[0]:
+                raise EngineError(
+                    f"{self.name}: expected ({x.shape[0]}, D) embeddings, got {out.shape}"
+                )
+            chunks.append(out)
+        emb = np.concatenate(chunks)
+        if not np.all(np.isfinite(emb)):
+            bad = int(np.count_nonzero(~np.isfinite(emb).all(axis=1)))
+            raise EngineError(
+                f"{self.name} ({self.precision}): {bad} of {len(emb)} embeddings are not finite "
+                "(overflow in reduced precision?)"
+            )
+        if normalize:
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return emb
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close()
+            self._loaded = False
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(precision={self.precision!r}, device={self.info.device!r})"

@@ -1,0 +1,129 @@
+"""ONNX Runtime: CPU, CUDA and TensorRT execution providers.
+
+``fp16`` runs an FP16 copy of the canonical model whose inputs and outputs
+stay FP32. On the CPU provider that is *not* FP16 arithmetic: ONNX Runtime
+casts each node back to FP32 on CPUs without native FP16, so it measures
+weight rounding only (recorded as a warning).
+
+Options:
+    providers: ``"auto"`` (default: CUDA then CPU when a GPU build is present),
+        or a comma-separated list of ``cpu``, ``cuda``, ``tensorrt``.
+    threads: intra-op threads (0: ONNX Runtime's default).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import numpy as np
+
+from arcface_lab.engines.base import Engine
+from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.registry import register_backend
+
+__all__ = ["OnnxRuntimeEngine"]
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@register_backend
+class OnnxRuntimeEngine(Engine):
+    """ONNX Runtime over the canonical ONNX model (FP32, or an FP16 copy with FP32 I/O)."""
+
+    name = "onnxruntime"
+    precisions = ("fp32", "fp16")
+    description = "ONNX Runtime (CPU, CUDA, TensorRT execution providers)"
+
+    @classmethod
+    def availability(cls) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime or onnxruntime-gpu)"
+        return None
+
+    def _provider_list(self, available: list[str]) -> list[Any]:
+        wanted = self.options.get("providers", "auto")
+        if wanted == "auto":
+            names = ["cpu"]
+            if self.device != "cpu" and _PROVIDERS["cuda"] in available:
+                names = ["cuda", "cpu"]
+        else:
+            names = [p.strip().lower() for p in str(wanted).split(",") if p.strip()]
+            unknown = [p for p in names if p not in _PROVIDERS]
+            if unknown:
+                raise InputError(
+                    f"onnxruntime providers: unknown {unknown}; expected {', '.join(_PROVIDERS)}"
+                )
+        missing = [p for p in names if _PROVIDERS[p] not in available]
+        if missing:
+            raise BackendUnavailable(
+                f"onnxruntime: execution provider(s) {', '.join(missing)} not in this build "
+                f"(available: {', '.join(available)})"
+            )
+        providers: list[Any] = []
+        for p in names:
+            if p == "tensorrt":
+                cache = self.model.cache_dir / "ort-trt-cache"
+                cache.mkdir(parents=True, exist_ok=True)
+                trt_opts = {
+                    "trt_fp16_enable": self.precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache),
+                }
+                providers.append((_PROVIDERS[p], trt_opts))
+            else:
+                providers.append(_PROVIDERS[p])
+        return providers
+
+    def _model_path(self) -> str:
+        from arcface_lab.models.onnx_io import fp16_copy
+
+        fp32 = self.model.onnx_path()
+        if self.precision == "fp32":
+            return str(fp32)
+        half = fp32.with_name(fp32.stem + "-fp16.onnx")
+        if not half.is_file():
+            fp16_copy(fp32, half)
+        return str(half)
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        providers = self._provider_list(ort.get_available_providers())
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = int(self.options.get("threads", 0))
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(self._model_path(), opts, providers=providers)
+        used = self._session.get_providers()
+        asked = [p if isinstance(p, str) else p[0] for p in providers]
+        dropped = [p for p in asked if p not in used]
+        if dropped:
+            msg = f"onnxruntime dropped {', '.join(dropped)} at session creation; ran on {used[0]}"
+            log.warning(msg)
+            self.info.warnings.append(msg)
+        self._input = self._session.get_inputs()[0].name
+        self.info.device = "cuda" if used[0] != "CPUExecutionProvider" else "cpu"
+        self.info.versions = {"onnxruntime": ort.__version__}
+        self.info.details = {"providers": used, "threads": threads or "default"}
+        if self.precision == "fp16" and used[0] == "CPUExecutionProvider":
+            self.info.warnings.append(
+                "fp16 on the CPU execution provider: ONNX Runtime casts back to fp32 per node; "
+                "this measures weight rounding only, not fp16 arithmetic"
+            )
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._session.run(None, {self._input: x})[0]
+        return out
+
+    def _close(self) -> None:
+        del self._session

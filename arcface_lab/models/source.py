@@ -1,0 +1,228 @@
+"""What ``--model`` names: a checkpoint, an ONNX file or ``seeded:<arch>``.
+
+:class:`ModelSource` is the one object engines receive. It knows how to give
+a PyTorch module (checkpoints and seeded models only) and the canonical FP32
+ONNX file with a dynamic batch axis (exported, or checked and rewritten from
+a given ONNX file), cached under a folder by content hash so that the export
+happens once per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from arcface_lab.data import Preprocess
+from arcface_lab.errors import BackendUnavailable, InputError, ModelFormatError
+from arcface_lab.models.onnx_io import (
+    OnnxModelInfo,
+    atomic_path,
+    export_onnx,
+    file_sha256,
+    inspect_onnx,
+    load_onnx,
+    make_batch_dynamic,
+)
+
+if TYPE_CHECKING:
+    from arcface_lab.models.iresnet import IResNet
+
+__all__ = ["ModelSource", "default_cache_dir", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+SEEDED_PREFIX = "seeded:"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/arcface_lab`` (else ``~/.cache/arcface_lab``)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "arcface_lab"
+
+
+@dataclass
+class ModelSource:
+    """A model to embed faces with, and how its inputs are preprocessed."""
+
+    spec: str
+    kind: str  # "seeded" | "checkpoint" | "onnx"
+    path: Path | None = None
+    arch: str | None = None
+    seed: int = 0
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    _module: IResNet | None = field(default=None, repr=False)
+    _onnx: Path | None = field(default=None, repr=False)
+    _sha: str | None = field(default=None, repr=False)
+
+    @property
+    def has_torch_module(self) -> bool:
+        return self.kind in ("seeded", "checkpoint")
+
+    def torch_module(self) -> IResNet:
+        """The model as an eval-mode FP32 PyTorch module (not for ONNX sources)."""
+        if self._module is None:
+            from arcface_lab.models.checkpoint import load_checkpoint_model, seeded_model
+
+            if self.kind == "seeded":
+                assert self.arch is not None
+                self._module = seeded_model(self.arch, self.seed)
+            elif self.kind == "checkpoint":
+                assert self.path is not None
+                self._module = load_checkpoint_model(self.path, self.arch)
+                self.arch = self.arch or _arch_of(self._module)
+            else:
+                raise BackendUnavailable(
+                    f"{self.spec}: an ONNX model has no PyTorch module; "
+                    "use a .pth checkpoint or seeded:<arch> for the torch backend"
+                )
+        return self._module
+
+    def sha256(self) -> str:
+        """Content hash identifying the model (weights and, for seeded, the recipe)."""
+        if self._sha is None:
+            if self.kind == "seeded":
+                h = hashlib.sha256(f"{self.spec}:seed={self.seed}".encode())
+                for name, tensor in self.torch_module().state_dict().items():
+                    h.update(name.encode())
+                    h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+                self._sha = h.hexdigest()
+            else:
+                assert self.path is not None
+                self._sha = file_sha256(self.path)
+        return self._sha
+
+    def onnx_path(self) -> Path:
+        """The canonical FP32 ONNX file (dynamic batch), made once and cached."""
+        if self._onnx is None:
+            if self.kind == "onnx":
+                self._onnx = self._prepare_given_onnx()
+            else:
+                dest = self.cache_dir / "onnx" / f"{self.sha256()}.onnx"
+                if not dest.is_file():
+                    log.info("exporting %s to ONNX at %s", self.spec, dest)
+                    h, w = self.preprocess.size
+                    export_onnx(self.torch_module(), dest, (3, h, w))
+                self._onnx = dest
+        return self._onnx
+
+    def onnx_info(self) -> OnnxModelInfo:
+        path = self.onnx_path()
+        return inspect_onnx(load_onnx(path, load_external=False), path)
+
+    def _prepare_given_onnx(self) -> Path:
+        assert self.path is not None
+        model = load_onnx(self.path, load_external=False)
+        info = inspect_onnx(model, self.path)
+        if info.dynamic_batch:
+            return self.path
+        dest = self.cache_dir / "onnx" / f"{self.sha256()}-dynamic.onnx"
+        if dest.is_file():
+            return dest
+        log.info("%s: static batch %s rewritten to dynamic", self.path, info.input_shape[0])
+        model = load_onnx(self.path)  # external data now read (locations already checked)
+        fixed = make_batch_dynamic(model)
+        import onnx
+
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            onnx.save(model, str(tmp))
+            _verify_dynamic_batch(tmp, self.preprocess, str(self.path), fixed)
+        return dest
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "arch": self.arch,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256(),
+        }
+
+
+def _arch_of(module: IResNet) -> str:
+    from arcface_lab.models.iresnet import ARCH_LAYERS
+
+    return next((k for k, v in ARCH_LAYERS.items() if v == module.layers_config), "custom")
+
+
+def _verify_dynamic_batch(path: Path, preprocess: Preprocess, source: str, fixed: int) -> None:
+    """Batch of 3 must give the same rows as three batch-1 runs."""
+    import onnxruntime as ort
+
+    from arcface_lab.data import synthetic_faces
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = preprocess(synthetic_faces(3, seed=1, size=preprocess.size))
+        name = sess.get_inputs()[0].name
+        batched = sess.run(None, {name: x})[0]
+        single = np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(3)])
+    except Exception as exc:  # ORT raises its own exception types for shape errors
+        raise ModelFormatError(
+            f"{source}: its static batch could not be made dynamic "
+            f"({fixed} reshapes rewritten): {exc}"
+        ) from None
+    if batched.shape != single.shape or not np.allclose(batched, single, rtol=1e-4, atol=1e-4):
+        raise ModelFormatError(
+            f"{source}: after rewriting its static batch to dynamic, a batch of 3 no longer "
+            "matches three single runs; export the model with a dynamic batch axis instead"
+        )
+
+
+def resolve_model(
+    spec: str,
+    arch: str | None = None,
+    preprocess: Preprocess | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+) -> ModelSource:
+    """Turn ``--model`` (``.pth``, ``.onnx`` or ``seeded:<arch>``) into a :class:`ModelSource`."""
+    from arcface_lab.models.iresnet import ARCH_LAYERS
+
+    base = ModelSource(spec=spec, kind="seeded", preprocess=preprocess or Preprocess(), seed=seed)
+    if cache_dir is not None:
+        base = replace(base, cache_dir=Path(cache_dir))
+    if spec.startswith(SEEDED_PREFIX):
+        name = spec[len(SEEDED_PREFIX) :].lower()
+        if name not in ARCH_LAYERS:
+            raise InputError(
+                f"--model {spec}: unknown architecture {name!r}; "
+                f"expected seeded:<{'|'.join(ARCH_LAYERS)}>"
+            )
+        return replace(base, arch=name)
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(
+            f"--model {spec}: no such file (expected a .pth checkpoint, an .onnx model "
+            "or seeded:<arch>)"
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        return replace(base, kind="checkpoint", path=path, arch=arch)
+    if suffix == ".onnx":
+        info = inspect_onnx(load_onnx(path, load_external=False), path)
+        inferred = _preprocess_from_shape(info.input_shape, base.preprocess)
+        if base.preprocess.layout == "NHWC" and inferred.layout != "NHWC":
+            raise InputError(
+                f"--nhwc: {spec} takes input {info.input_name!r} of shape "
+                f"{list(info.input_shape)}, which is NCHW"
+            )
+        return replace(base, kind="onnx", path=path, preprocess=inferred)
+    raise InputError(f"--model {spec}: unknown suffix {suffix!r}; expected .pth, .onnx or seeded:")
+
+
+def _preprocess_from_shape(shape: tuple[int | str, ...], default: Preprocess) -> Preprocess:
+    _, a, b, c = shape
+    if c == 3 and a != 3:
+        layout, hw = "NHWC", (a, b)
+    else:
+        layout, hw = "NCHW", (b, c)
+    size = tuple(int(d) for d in hw) if all(isinstance(d, int) for d in hw) else default.size
+    return replace(default, layout=layout, size=size)  # type: ignore[arg-type]

@@ -1,0 +1,298 @@
+"""Params files: one YAML file describes a run; thresholds live here, never in code.
+
+Every section is a frozen dataclass validated on construction. Unknown keys
+are errors (a typo must not silently fall back to a default), and every
+message names the file and the dotted field, e.g.
+``params/ci.yaml: thresholds.cosine_min.fp16: expected a number in (0, 1], got 'high'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arcface_lab.errors import ParamsError
+
+__all__ = [
+    "BackendParams",
+    "BenchParams",
+    "DataParams",
+    "ModelParams",
+    "Params",
+    "StoreParams",
+    "Thresholds",
+    "load_params",
+]
+
+_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+class _Ctx:
+    """Where a value came from, for error messages."""
+
+    def __init__(self, source: str, path: str = "") -> None:
+        self.source, self.path = source, path
+
+    def child(self, key: str) -> _Ctx:
+        return _Ctx(self.source, f"{self.path}.{key}" if self.path else key)
+
+    def error(self, expected: str, got: Any) -> ParamsError:
+        where = f"{self.path}: " if self.path else ""
+        return ParamsError(f"{self.source}: {where}expected {expected}, got {got!r}")
+
+
+def _mapping(value: Any, ctx: _Ctx, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.error("a mapping", value)
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        where = f"{ctx.path}: " if ctx.path else ""
+        raise ParamsError(
+            f"{ctx.source}: {where}unknown key(s) {', '.join(map(str, unknown))}; "
+            f"expected any of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _str(value: Any, ctx: _Ctx, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.error("a non-empty string", value)
+    if choices and value not in choices:
+        raise ctx.error(f"one of {', '.join(choices)}", value)
+    return value
+
+
+def _opt_str(value: Any, ctx: _Ctx) -> str | None:
+    return None if value is None else _str(value, ctx)
+
+
+def _int(value: Any, ctx: _Ctx, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ctx.error(f"an integer >= {minimum}", value)
+    return value
+
+
+def _float(value: Any, ctx: _Ctx, lo: float = 0.0, hi: float = float("inf")) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ctx.error(f"a number in [{lo}, {hi}]", value)
+    return float(value)
+
+
+def _bool(value: Any, ctx: _Ctx) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.error("true or false", value)
+    return value
+
+
+def _list(value: Any, ctx: _Ctx) -> list[Any]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value:
+        raise ctx.error("a non-empty list", value)
+    return value
+
+
+def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
+    m = _mapping(value, ctx, _PRECISIONS)
+    return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    spec: str = "seeded:r50"
+    arch: str | None = None
+    seed: int = 0
+    mean: float = 127.5
+    std: float = 127.5
+    bgr: bool = False
+    layout: str = "NCHW"
+    size: tuple[int, int] = (112, 112)
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> ModelParams:
+        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        size = m.get("size", [112, 112])
+        if not isinstance(size, list | tuple) or len(size) != 2:
+            raise ctx.child("size").error("[height, width]", size)
+        return cls(
+            spec=_str(m.get("spec", cls.spec), ctx.child("spec")),
+            arch=_opt_str(m.get("arch"), ctx.child("arch")),
+            seed=_int(m.get("seed", 0), ctx.child("seed")),
+            mean=_float(m.get("mean", cls.mean), ctx.child("mean"), 0, 255),
+            std=_float(m.get("std", cls.std), ctx.child("std"), 1e-6),
+            bgr=_bool(m.get("bgr", False), ctx.child("bgr")),
+            layout=_str(m.get("layout", "NCHW"), ctx.child("layout"), ("NCHW", "NHWC")),
+            size=(_int(size[0], ctx.child("size"), 1), _int(size[1], ctx.child("size"), 1)),
+        )
+
+
+@dataclass(frozen=True)
+class BackendParams:
+    chain: tuple[str, ...] = ("onnxruntime", "torch")
+    reference: str = "torch"
+    precisions: tuple[str, ...] = ("fp32", "fp16")
+    strict: bool = False
+    batch_size: int = 32
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> BackendParams:
+        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        chain = _list(m.get("chain", list(cls.chain)), ctx.child("chain"))
+        precisions = _list(m.get("precisions", list(cls.precisions)), ctx.child("precisions"))
+        options = m.get("options", {}) or {}
+        if not isinstance(options, Mapping) or not all(
+            isinstance(v, Mapping) for v in options.values()
+        ):
+            raise ctx.child("options").error("a mapping of backend name to options", options)
+        return cls(
+            chain=tuple(_str(c, ctx.child("chain")) for c in chain),
+            reference=_str(m.get("reference", cls.reference), ctx.child("reference")),
+            precisions=tuple(_str(p, ctx.child("precisions"), _PRECISIONS) for p in precisions),
+            strict=_bool(m.get("strict", False), ctx.child("strict")),
+            batch_size=_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),
+            options={str(k): dict(v) for k, v in options.items()},
+        )
+
+
+@dataclass(frozen=True)
+class DataParams:
+    images: str = "synthetic:64"
+    pairs: str = "synthetic:200"
+    flip: bool = True
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> DataParams:
+        m = _mapping(raw, ctx, ("images", "pairs", "flip"))
+        return cls(
+            images=_str(m.get("images", cls.images), ctx.child("images")),
+            pairs=_str(m.get("pairs", cls.pairs), ctx.child("pairs")),
+            flip=_bool(m.get("flip", True), ctx.child("flip")),
+        )
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    warmup_s: float = 1.0
+    budget_s: float = 10.0
+    min_repeats: int = 3
+    target_cov: float = 0.025
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> BenchParams:
+        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        sizes = _list(m.get("batch_sizes", list(cls.batch_sizes)), ctx.child("batch_sizes"))
+        return cls(
+            batch_sizes=tuple(_int(b, ctx.child("batch_sizes"), 1) for b in sizes),
+            warmup_s=_float(m.get("warmup_s", cls.warmup_s), ctx.child("warmup_s")),
+            budget_s=_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s")),
+            min_repeats=_int(m.get("min_repeats", cls.min_repeats), ctx.child("min_repeats"), 1),
+            target_cov=_float(m.get("target_cov", cls.target_cov), ctx.child("target_cov"), 0, 1),
+        )
+
+
+@dataclass(frozen=True)
+class StoreParams:
+    local: str | None = None
+    s3: str | None = None
+    s3_endpoint: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> StoreParams:
+        m = _mapping(raw, ctx, ("local", "s3", "s3_endpoint"))
+        s3 = _opt_str(m.get("s3"), ctx.child("s3"))
+        if s3 is not None and not s3.startswith("s3://"):
+            raise ctx.child("s3").error("s3://BUCKET/PREFIX", s3)
+        return cls(
+            local=_opt_str(m.get("local"), ctx.child("local")),
+            s3=s3,
+            s3_endpoint=_opt_str(m.get("s3_endpoint"), ctx.child("s3_endpoint")),
+        )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Acceptance targets. Missing entries are simply not checked."""
+
+    cosine_min: dict[str, float] = field(default_factory=dict)
+    accuracy_delta_max: dict[str, float] = field(default_factory=dict)
+    decision_flips_max: int | None = None
+    speedup_min: dict[str, float] = field(default_factory=dict)
+    speedup_batch: int = 32
+    vram_mb_max: float | None = None
+    target_note: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> Thresholds:
+        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        flips, vram = m.get("decision_flips_max"), m.get("vram_mb_max")
+        return cls(
+            cosine_min=_per_precision(m.get("cosine_min"), ctx.child("cosine_min"), 0, 1),
+            accuracy_delta_max=_per_precision(
+                m.get("accuracy_delta_max"), ctx.child("accuracy_delta_max"), 0, 1
+            ),
+            decision_flips_max=(
+                None if flips is None else _int(flips, ctx.child("decision_flips_max"))
+            ),
+            speedup_min=_per_precision(m.get("speedup_min"), ctx.child("speedup_min"), 0, 1e6),
+            speedup_batch=_int(m.get("speedup_batch", 32), ctx.child("speedup_batch"), 1),
+            vram_mb_max=None if vram is None else _float(vram, ctx.child("vram_mb_max")),
+            target_note=str(m.get("target_note", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    """A whole run."""
+
+    name: str = "default"
+    model: ModelParams = field(default_factory=ModelParams)
+    backends: BackendParams = field(default_factory=BackendParams)
+    data: DataParams = field(default_factory=DataParams)
+    bench: BenchParams = field(default_factory=BenchParams)
+    store: StoreParams = field(default_factory=StoreParams)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    source: str = "<defaults>"
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str = "<mapping>") -> Params:
+        ctx = _Ctx(source)
+        keys = ("name", "model", "backends", "data", "bench", "store", "thresholds")
+        m = _mapping(raw, ctx, keys)
+        return cls(
+            name=_str(m.get("name", "run"), ctx.child("name")),
+            model=ModelParams.parse(m.get("model"), ctx.child("model")),
+            backends=BackendParams.parse(m.get("backends"), ctx.child("backends")),
+            data=DataParams.parse(m.get("data"), ctx.child("data")),
+            bench=BenchParams.parse(m.get("bench"), ctx.child("bench")),
+            store=StoreParams.parse(m.get("store"), ctx.child("store")),
+            thresholds=Thresholds.parse(m.get("thresholds"), ctx.child("thresholds")),
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params YAML file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read params file ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    return Params.from_mapping(raw, str(path))

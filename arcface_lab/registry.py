@@ -1,0 +1,179 @@
+"""Backends by name, and the fallback chain that picks one.
+
+Backends register with :func:`register_backend`; third-party packages add
+theirs through the ``arcface_lab.backends`` entry-point group (each entry
+point names a module or class that registers on import).
+:func:`create_engine` takes a chain such as ``"tensorrt,onnxruntime,torch"``,
+tries it left to right and records every skipped backend with its reason in
+``engine.info.fallbacks`` (and the log). ``strict=True`` turns the first skip
+into :class:`BackendUnavailable` instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from arcface_lab.engines.base import Engine, Fallback
+from arcface_lab.errors import BackendUnavailable, UnknownBackendError
+
+__all__ = [
+    "BackendStatus",
+    "create_engine",
+    "get_backend",
+    "list_backends",
+    "parse_chain",
+    "register_backend",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "arcface_lab.backends"
+_BUILTIN_MODULES = (
+    "arcface_lab.engines.torch_ref",
+    "arcface_lab.engines.onnxruntime",
+)
+
+_backends: dict[str, type[Engine]] = {}
+_loaded = False
+_plugin_errors: dict[str, str] = {}
+
+E = TypeVar("E", bound=type[Engine])
+
+
+def register_backend(cls: E) -> E:
+    """Class decorator: make an :class:`Engine` subclass available by its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__}: set the class attribute 'name' to register it")
+    existing = _backends.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise TypeError(
+            f"backend {cls.name!r} is already registered by {existing.__module__}."
+            f"{existing.__qualname__}"
+        )
+    _backends[cls.name] = cls
+    return cls
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break the built-in backends
+            _plugin_errors[ep.name] = f"plugin {ep.value!r} failed to load: {exc}"
+            log.warning("backend plugin %s: %s", ep.name, _plugin_errors[ep.name])
+            continue
+        if isinstance(obj, type) and issubclass(obj, Engine) and obj.name not in _backends:
+            register_backend(obj)
+
+
+def get_backend(name: str) -> type[Engine]:
+    """The engine class registered as ``name``."""
+    _ensure_loaded()
+    try:
+        return _backends[name]
+    except KeyError:
+        known = ", ".join(sorted(_backends)) or "none"
+        raise UnknownBackendError(f"unknown backend {name!r}; known backends: {known}") from None
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One row of ``arcface-lab backends``."""
+
+    name: str
+    available: bool
+    reason: str | None
+    precisions: tuple[str, ...]
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "available": self.available,
+            "reason": self.reason,
+            "precisions": list(self.precisions),
+            "description": self.description,
+        }
+
+
+def list_backends(pattern: str = "*") -> list[BackendStatus]:
+    """Registered backends matching a glob ``pattern``, with availability and reason."""
+    _ensure_loaded()
+    rows = []
+    for name in sorted(_backends):
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        cls = _backends[name]
+        reason = cls.availability()
+        rows.append(BackendStatus(name, reason is None, reason, cls.precisions, cls.description))
+    for name, reason in sorted(_plugin_errors.items()):
+        if fnmatch.fnmatch(name, pattern):
+            rows.append(BackendStatus(name, False, reason, (), "plugin"))
+    return rows
+
+
+def parse_chain(chain: str | Sequence[str]) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; every name must be known."""
+    names = [n.strip() for n in (chain.split(",") if isinstance(chain, str) else chain)]
+    names = [n for n in names if n]
+    if not names:
+        raise UnknownBackendError("empty backend chain: name at least one backend")
+    for name in names:
+        get_backend(name)
+    return names
+
+
+def create_engine(
+    chain: str | Sequence[str],
+    model: Any,
+    precision: str = "fp32",
+    strict: bool = False,
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """The first backend in ``chain`` that can run ``model`` at ``precision``.
+
+    Every backend skipped on the way is logged and recorded in
+    ``engine.info.fallbacks``. With ``strict=True`` the first skip raises
+    :class:`BackendUnavailable` instead. ``kwargs`` go to every candidate,
+    ``backend_options[name]`` only to that backend.
+    """
+    names = parse_chain(chain)
+    skipped: list[Fallback] = []
+    for name in names:
+        cls = _backends[name]
+        reason = cls.availability()
+        if reason is None and precision not in cls.precisions:
+            reason = (
+                f"precision {precision!r} not supported (supported: {', '.join(cls.precisions)})"
+            )
+        engine = None
+        if reason is None:
+            try:
+                engine = cls(
+                    model, precision=precision, **kwargs, **(backend_options or {}).get(name, {})
+                )
+            except BackendUnavailable as exc:
+                reason = str(exc)
+        if engine is not None:
+            engine.info.fallbacks = skipped + engine.info.fallbacks
+            return engine
+        assert reason is not None
+        if strict:
+            raise BackendUnavailable(f"backend {name!r} unavailable (strict): {reason}")
+        log.warning("backend %s skipped: %s", name, reason)
+        skipped.append(Fallback(name, reason))
+    tried = "; ".join(f"{f.backend}: {f.reason}" for f in skipped)
+    raise BackendUnavailable(f"no backend in {','.join(names)} can run this model: {tried}")

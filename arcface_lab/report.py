@@ -1,0 +1,147 @@
+"""``index.html`` of a run, rendered from the run folder's JSON alone.
+
+No measurement happens here, so a run measured on a GPU machine that has only
+PyTorch can be rendered anywhere (``arcface-lab render RUN_DIR``). The page
+is self-contained: no scripts, no external assets.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from arcface_lab.errors import InputError
+
+__all__ = ["render"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}
+td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;font-size:.9rem}
+th{background:#f3f3f3}.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;font-weight:600}
+.banner{padding:.6rem 1rem;border-radius:4px;font-size:1.2rem}
+.bp{background:#e5f5e8}.bf{background:#fde7ea}code{background:#f3f3f3;padding:0 .2rem}
+"""
+
+
+def _load(run_dir: Path, name: str, required: bool = True) -> Any:
+    path = run_dir / name
+    if not path.is_file():
+        if required:
+            raise InputError(f"{run_dir}: no {name}; is this a run folder?")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return html.escape("" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(run_dir: str | Path) -> Path:
+    """Write ``run_dir/index.html`` from its JSON files; return its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder")
+    env = _load(run_dir, "environment.json")
+    error = _load(run_dir, "error.json", required=False)
+    verdict = _load(run_dir, "verdict.json", required=False)
+    bench = _load(run_dir, "bench.json", required=False) or {"records": []}
+    ver = _load(run_dir, "verification.json", required=False) or {}
+
+    parts = [f"<h1>arcface_lab run: {html.escape(run_dir.name.lstrip('.'))}</h1>"]
+    if error:
+        parts.append(
+            f'<p class="banner bf">The run FAILED: {html.escape(error["error"])}</p>'
+            f"<pre>{html.escape(error.get('traceback', ''))}</pre>"
+        )
+    if verdict:
+        ok = verdict["passed"]
+        parts.append(
+            f'<p class="banner {"bp" if ok else "bf"}">Verdict: '
+            f'<span class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></p>'
+        )
+        if verdict.get("target_note"):
+            parts.append(f"<p>{html.escape(verdict['target_note'])}</p>")
+        rows = [
+            [
+                c["metric"],
+                c["target"],
+                c["measured"],
+                "pass" if c["passed"] else "FAIL",
+                c.get("note", ""),
+            ]
+            for c in verdict["checks"]
+        ]
+        parts.append("<h2>Acceptance</h2>" + _table(["metric", "target", "measured", "", ""], rows))
+        parts.append(
+            "<h3>Acceptance-matrix row</h3><pre>| run | device | checks | verdict |\n"
+            f"|---|---|---|---|\n{html.escape(verdict['matrix_row'])}</pre>"
+        )
+    if ver.get("engines"):
+        kind = ver.get("data_kind", "?")
+        note = (
+            " (synthetic pairs: not real faces, accuracy means nothing)"
+            if kind == "synthetic"
+            else ""
+        )
+        rows = [
+            [
+                name,
+                e["reference"]["accuracy"],
+                e["engine"]["accuracy"],
+                e["accuracy_delta"],
+                e["decision_flips"],
+            ]
+            for name, e in ver["engines"].items()
+        ]
+        parts.append(
+            f"<h2>Verification: {ver['pairs']} pairs, {html.escape(kind)}{note}</h2>"
+            + _table(["engine", "reference acc", "engine acc", "delta", "decision flips"], rows)
+        )
+    if bench["records"]:
+        rows = [
+            [
+                r["backend"],
+                r["precision"],
+                r["batch_size"],
+                r["latency_ms"]["median"],
+                r["latency_ms"]["p90"],
+                r["throughput_ips"],
+                r["speedup_vs_reference"],
+                r["cov"],
+                r["device"],
+            ]
+            for r in bench["records"]
+        ]
+        header = ["backend", "precision", "batch", "median ms", "p90 ms", "img/s", "speedup", "CoV"]
+        parts.append("<h2>Latency</h2>" + _table([*header, "device"], rows))
+    env_rows = [
+        ["model", f"{env['model']['spec']} (sha256 {env['model']['sha256'][:16]}...)"],
+        ["cpu", env["cpu"]],
+        ["gpu", env["gpu"]["name"] if env.get("gpu") else "none"],
+        ["platform", env["platform"]],
+        ["params", env["params_file"]],
+        ["started", env["started_at"]],
+    ] + [[k, v] for k, v in env["versions"].items()]
+    parts.append("<h2>Environment</h2>" + _table(["", ""], env_rows))
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>arcface_lab {run_dir.name}"
+        f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+    out = run_dir / "index.html"
+    tmp = run_dir / ".index.html.partial"
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,60 @@
+"""Params files are validated on load, with errors naming the file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arcface_lab.errors import ParamsError
+from arcface_lab.params import Params, load_params
+
+PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+
+
+@pytest.mark.parametrize("path", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_committed_params_load(path: Path) -> None:
+    params = load_params(path)
+    assert params.backends.chain and params.thresholds.cosine_min
+
+
+def test_defaults_and_values() -> None:
+    p = Params.from_mapping(
+        {"model": {"spec": "seeded:r18"}, "thresholds": {"cosine_min": {"fp16": 0.999}}}
+    )
+    assert p.model.spec == "seeded:r18" and p.thresholds.cosine_min == {"fp16": 0.999}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"modle": {}}, r"x.yaml: unknown key\(s\) modle; expected any of name, model"),
+        ({"model": {"sped": "x"}}, r"x.yaml: model: unknown key\(s\) sped"),
+        (
+            {"thresholds": {"cosine_min": {"fp16": "high"}}},
+            r"thresholds.cosine_min.fp16: expected a number in \[0, 1\], got 'high'",
+        ),
+        (
+            {"thresholds": {"cosine_min": {"fp8": 0.9}}},
+            r"thresholds.cosine_min: unknown key\(s\) fp8",
+        ),
+        (
+            {"backends": {"precisions": ["fp64"]}},
+            r"backends.precisions: expected one of fp32, fp16, bf16, int8, got 'fp64'",
+        ),
+        ({"bench": {"batch_sizes": [0]}}, r"bench.batch_sizes: expected an integer >= 1, got 0"),
+        ({"store": {"s3": "http://x"}}, r"store.s3: expected s3://BUCKET/PREFIX, got 'http://x'"),
+        ([1, 2], r"x.yaml: expected a mapping, got \[1, 2\]"),
+    ],
+)
+def test_bad_values_name_the_field(raw: object, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        Params.from_mapping(raw, "x.yaml")
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="nope.yaml: cannot read params file"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
+        load_params(tmp_path / "bad.yaml")

@@ -33,5 +33,9 @@ typecheck: setup
 pytest: setup
 	$(BIN)/python -m pytest -q
 
+# Golden embeddings are regenerated only deliberately, never by a test.
+goldens: setup
+	$(BIN)/python tests/golden/make_goldens.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

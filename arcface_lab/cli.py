@@ -53,6 +53,14 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--strict", action="store_true", help="fail instead of falling back")
+    g.add_argument("--batch-min", type=int, help="engine profile: smallest batch")
+    g.add_argument("--batch-opt", type=int, help="engine profile: batch to tune for")
+    g.add_argument("--batch-max", type=int, help="engine profile: largest batch")
+    g.add_argument("--store", help="remote engine store, s3://BUCKET/PREFIX")
+    g.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, SeaweedFS, ...)")
+    g.add_argument(
+        "--local-store", type=Path, help="local engine store (default $XDG_CACHE_HOME/arcface_lab)"
+    )
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -69,17 +77,60 @@ def _model(args: argparse.Namespace) -> Any:
     return resolve_model(args.model, arch=args.arch, preprocess=pre, cache_dir=args.cache_dir)
 
 
-def _engine(args: argparse.Namespace, model: Any) -> Any:
+def _store(args: argparse.Namespace) -> Any:
+    from arcface_lab.store import EngineStore, LocalStore, S3Store, default_local_root
+
+    if args.s3_endpoint and not args.store:
+        raise InputError("--s3-endpoint: needs --store s3://BUCKET/PREFIX")
+    local = LocalStore(args.local_store or default_local_root() / "engines")
+    remote = S3Store.from_url(args.store, endpoint_url=args.s3_endpoint) if args.store else None
+    return EngineStore(local, remote, strict=args.strict)
+
+
+def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
     from arcface_lab.registry import create_engine
 
+    profile = {
+        k: v
+        for k, v in (
+            ("batch_min", args.batch_min),
+            ("batch_opt", args.batch_opt),
+            ("batch_max", args.batch_max),
+        )
+        if v is not None
+    }
     return create_engine(
         args.backend,
         model,
-        precision=args.precision,
+        precision=precision or args.precision,
         strict=args.strict,
         device=args.device,
         batch_size=args.batch_size,
+        store=_store(args),
+        **profile,
     )
+
+
+def _reference(model: Any, args: argparse.Namespace) -> Any:
+    """The same model in FP32 on the reference backend (torch; ONNX Runtime for .onnx)."""
+    from arcface_lab.registry import create_engine
+
+    name = "torch" if model.has_torch_module else "onnxruntime"
+    return create_engine(name, model, precision="fp32", strict=True, batch_size=args.batch_size)
+
+
+def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> int:
+    """Exit status for ``--check PARAMS.yaml``: 3 when a threshold is missed."""
+    if not args.check:
+        return EXIT_OK
+    from arcface_lab.acceptance import evaluate
+    from arcface_lab.params import load_params
+
+    checks = evaluate({precision: result}, load_params(args.check).thresholds)
+    for c in checks:
+        measured = "n/a" if c.measured is None else f"{c.measured:.6g}"
+        print(f"check {c.metric} {c.target}: {measured} {'pass' if c.passed else 'FAIL'}")
+    return EXIT_OK if all(c.passed for c in checks) else EXIT_THRESHOLD
 
 
 def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
@@ -151,6 +202,111 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from arcface_lab.validate import cosine_drift
+
+    model = _model(args)
+    images = _images(args.input, model.preprocess.size)
+    with _reference(model, args) as ref:
+        ref_emb = ref.embed(images)
+    with _engine(args, model) as engine:
+        drift = cosine_drift(ref_emb, engine.embed(images))
+        info = engine.info.to_dict()
+    payload = {
+        "images": len(images),
+        "backend_used": info["backend"],
+        "precision": info["precision"],
+        "reference_backend": ref.info.backend,
+        "cosine": drift.to_dict(),
+        "fallbacks": info["fallbacks"],
+        "warnings": info["warnings"],
+        "engine": info,
+        "model": model.describe(),
+    }
+    _write_json(args.out, payload)
+    print(
+        f"{info['backend']} {info['precision']} vs {ref.info.backend} fp32 on {len(images)} faces: "
+        f"cosine min {drift.min:.6f}, p0.1% {drift.p001:.6f}, mean {drift.mean:.6f}"
+    )
+    return _check(args, info["precision"], {"drift": drift.to_dict()})
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from arcface_lab.pairs import load_pairs
+    from arcface_lab.validate import compare_verification, cosine_drift, flip_sum, mirror
+
+    model = _model(args)
+    pairs = load_pairs(args.pairs, model.preprocess.size)
+    faces = np.concatenate([pairs.images_a, pairs.images_b])
+    n = pairs.n_pairs
+
+    def embed_pairs(engine: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        plain = engine.embed(faces)
+        emb = flip_sum(plain, engine.embed(mirror(faces))) if args.flip else plain
+        return plain, emb[:n], emb[n:]
+
+    with _reference(model, args) as ref:
+        ref_plain, ref_a, ref_b = embed_pairs(ref)
+    with _engine(args, model) as engine:
+        eng_plain, eng_a, eng_b = embed_pairs(engine)
+        info = engine.info.to_dict()
+    cmp = compare_verification(ref_a, ref_b, eng_a, eng_b, pairs.same)
+    drift = cosine_drift(ref_plain, eng_plain)
+    payload = {
+        "pairs": n,
+        "data_kind": pairs.kind,
+        "source": pairs.source,
+        "flip": args.flip,
+        "backend_used": info["backend"],
+        "precision": info["precision"],
+        "reference_backend": ref.info.backend,
+        "reference": cmp["reference"],
+        "engine": cmp["engine"],
+        "accuracy_delta": cmp["accuracy_delta"],
+        "decision_flips": cmp["decision_flips"],
+        "flipped_pairs": cmp["flipped_pairs"],
+        "cosine": drift.to_dict(),
+        "tar_at_far": {
+            "far": cmp["engine"]["tar_at_far"]["far"],
+            "reference": cmp["reference"]["tar_at_far"]["tar"],
+            "engine": cmp["engine"]["tar_at_far"]["tar"],
+        },
+        "fallbacks": info["fallbacks"],
+        "warnings": info["warnings"],
+        "model": model.describe(),
+    }
+    _write_json(args.out, payload)
+    label = " (synthetic pairs: accuracy identifies nothing)" if pairs.kind == "synthetic" else ""
+    print(
+        f"{n} pairs{label}: reference {cmp['reference']['accuracy']:.4f}, "
+        f"{info['backend']} {info['precision']} {cmp['engine']['accuracy']:.4f}, "
+        f"delta {cmp['accuracy_delta']:+.4f}, decision flips {cmp['decision_flips']}, "
+        f"cosine min {drift.min:.6f}"
+    )
+    return _check(args, info["precision"], {"drift": drift.to_dict(), "verification": cmp})
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    model = _model(args)
+    with _engine(args, model) as engine:
+        info = engine.info.to_dict()
+    payload = {
+        "backend": info["backend"],
+        "precision": info["precision"],
+        "artifact": info["artifact"],
+        "artifacts": info["details"].get("artifacts", []),
+        "fallbacks": info["fallbacks"],
+        "warnings": info["warnings"],
+        "engine": info,
+        "model": model.describe(),
+    }
+    _write_json(args.out, payload)
+    art = info["artifact"]
+    what = f"{art['kind']} {art['key'][:16]}... origin {art['origin']}" if art else "no artifact"
+    print(f"{info['backend']} {info['precision']}: {what}")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from arcface_lab.params import load_params
     from arcface_lab.pipeline import run
@@ -198,6 +354,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
     p.add_argument("--info-json", type=Path, help="write what ran (backend, fallbacks) here")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("drift", help="per-face cosine of an engine against the reference")
+    _add_model_args(p)
+    _add_engine_args(p)
+    p.add_argument("--input", required=True, help=".npy, image folder, image, or synthetic:N")
+    p.add_argument("--out", required=True, type=Path, help="drift JSON")
+    p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("verify", help="10-fold verification: engine vs reference on pairs")
+    _add_model_args(p)
+    _add_engine_args(p)
+    p.add_argument("--pairs", required=True, help="insightface .bin, pairs .csv or synthetic:N")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip TTA")
+    p.add_argument("--out", required=True, type=Path, help="verification JSON")
+    p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("build", help="build (or fetch) an engine artifact through the store")
+    _add_model_args(p)
+    _add_engine_args(p)
+    p.add_argument("--out", required=True, type=Path, help="build info JSON")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("render", help="write a run folder's index.html from its JSON alone")
     p.add_argument("run_dir", type=Path)

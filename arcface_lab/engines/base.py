@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -121,6 +123,47 @@ class Engine(ABC):
 
     def _close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release what ``_load`` acquired."""
+
+    # -- helpers for backends ----------------------------------------------------------
+
+    def _artifact(
+        self,
+        kind: str,
+        inputs: Mapping[str, Any],
+        build: Callable[[Path], Mapping[str, Any] | None],
+        main: bool = True,
+    ) -> Path:
+        """A verified local path to the artifact ``inputs`` describe, built on a miss.
+
+        Goes through the engine store given as the ``store`` option (an
+        :class:`~arcface_lab.store.EngineStore`; default: a local store under the
+        model's cache folder), so a second run skips the build. ``inputs`` must hold
+        everything that makes the artifact valid (see :func:`arcface_lab.store.artifact_key`).
+        The origin (``built``, ``local`` or ``remote``) and any store warnings are
+        recorded in ``info``: the main artifact in ``info.artifact``, others in
+        ``info.details["artifacts"]``.
+        """
+        from arcface_lab.store import EngineStore, LocalStore
+
+        store = self.options.get("store")
+        if store is None:
+            store = EngineStore(LocalStore(self.model.cache_dir / "engines"))
+        art = store.fetch_or_build({"artifact": kind, "backend": self.name, **inputs}, build)
+        record = {
+            "kind": kind,
+            "key": art.key,
+            "origin": art.origin,
+            "sha256": art.sha256,
+            "size": art.size,
+        }
+        if main:
+            self.info.artifact = record
+        else:
+            self.info.details.setdefault("artifacts", []).append(record)
+        for warning in art.warnings:
+            log.warning("%s: %s", self.name, warning)
+            self.info.warnings.append(warning)
+        return art.path
 
     # -- what every engine gets -----------------------------------------------------------
 

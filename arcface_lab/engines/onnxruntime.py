@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,15 +85,51 @@ class OnnxRuntimeEngine(Engine):
         return providers
 
     def _model_path(self) -> str:
-        from arcface_lab.models.onnx_io import fp16_copy
+        """The canonical FP32 model, or its FP16 copy built once through the engine store."""
+        from arcface_lab.models.onnx_io import file_sha256, fp16_copy
 
         fp32 = self.model.onnx_path()
         if self.precision == "fp32":
             return str(fp32)
-        half = fp32.with_name(fp32.stem + "-fp16.onnx")
-        if not half.is_file():
-            fp16_copy(fp32, half)
-        return str(half)
+        try:
+            converter = version("onnxconverter-common")
+        except PackageNotFoundError:
+            raise BackendUnavailable(
+                "onnxruntime fp16 needs 'onnxconverter-common': pip install onnxconverter-common"
+            ) from None
+
+        def build(tmp: Path) -> None:
+            fp16_copy(fp32, tmp)
+
+        inputs = {
+            "onnx_sha256": file_sha256(fp32),
+            "precision": "fp16",
+            "recipe": "onnxconverter-common float16, keep_io_types=True",
+            "library": {"onnxconverter-common": converter},
+        }
+        return str(self._artifact("onnx-fp16", inputs, build, main=False))
+
+    def _optimized(self, ort: Any, source: str) -> str:
+        """The CPU-optimized graph (ORT_ENABLE_EXTENDED fusions), built once via the store."""
+        from arcface_lab.models.onnx_io import file_sha256
+        from arcface_lab.store import device_fingerprint
+
+        def build(tmp: Path) -> None:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            opts.optimized_model_filepath = str(tmp)
+            opts.log_severity_level = 3
+            ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+        inputs = {
+            "onnx_sha256": file_sha256(source),
+            "precision": self.precision,
+            "level": "ORT_ENABLE_EXTENDED",
+            "providers": ["CPUExecutionProvider"],
+            "library": {"onnxruntime": ort.__version__},
+            "device": device_fingerprint(),
+        }
+        return str(self._artifact("ort-optimized", inputs, build))
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -103,7 +141,10 @@ class OnnxRuntimeEngine(Engine):
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self._session = ort.InferenceSession(self._model_path(), opts, providers=providers)
+        model_path = self._model_path()
+        if providers == ["CPUExecutionProvider"]:
+            model_path = self._optimized(ort, model_path)
+        self._session = ort.InferenceSession(model_path, opts, providers=providers)
         used = self._session.get_providers()
         asked = [p if isinstance(p, str) else p[0] for p in providers]
         dropped = [p for p in asked if p not in used]
@@ -114,7 +155,7 @@ class OnnxRuntimeEngine(Engine):
         self._input = self._session.get_inputs()[0].name
         self.info.device = "cuda" if used[0] != "CPUExecutionProvider" else "cpu"
         self.info.versions = {"onnxruntime": ort.__version__}
-        self.info.details = {"providers": used, "threads": threads or "default"}
+        self.info.details.update(providers=used, threads=threads or "default")
         if self.precision == "fp16" and used[0] == "CPUExecutionProvider":
             self.info.warnings.append(
                 "fp16 on the CPU execution provider: ONNX Runtime casts back to fp32 per node; "

@@ -1,0 +1,279 @@
+"""The command line end to end, through subprocesses: names, flags, outputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import cosines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("xdg")
+    return {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+
+
+def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "arcface_lab", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_backends_json(env) -> None:
+    proc = cli(env, "backends", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["backends"]}
+    assert rows["torch"]["available"] and rows["onnxruntime"]["available"]
+    text = cli(env, "backends")
+    assert text.returncode == 0 and "onnxruntime" in text.stdout
+
+
+def test_embed_torch_and_onnxruntime_agree(env, tmp_path: Path) -> None:
+    faces = tmp_path / "faces.npy"
+    from arcface_lab.data import synthetic_faces
+
+    np.save(faces, synthetic_faces(6, seed=2))
+    out = {}
+    for backend in ("torch", "onnxruntime"):
+        info = tmp_path / f"{backend}.json"
+        proc = cli(
+            env,
+            "embed",
+            "--model",
+            "seeded:r18",
+            "--input",
+            str(faces),
+            "--backend",
+            backend,
+            "--out",
+            str(tmp_path / f"{backend}.npy"),
+            "--info-json",
+            str(info),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"via {backend} fp32 on cpu" in proc.stdout
+        out[backend] = np.load(tmp_path / f"{backend}.npy")
+        assert json.loads(info.read_text())["backend"] == backend
+    assert out["torch"].shape == (6, 512) and out["torch"].dtype == np.float32
+    assert cosines(out["torch"], out["onnxruntime"]).min() >= 0.99999
+
+
+def test_embed_fallback_is_reported(env, tmp_path: Path) -> None:
+    proc = cli(
+        env,
+        "embed",
+        "--model",
+        "seeded:r18",
+        "--input",
+        "synthetic:2",
+        "--backend",
+        "torch,onnxruntime",
+        "--precision",
+        "fp16",
+        "--out",
+        str(tmp_path / "e.npy"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped torch: precision 'fp16' not supported" in proc.stdout
+
+
+def test_export_onnx_from_checkpoint(env, tmp_path: Path) -> None:
+    import torch
+
+    from arcface_lab.models.checkpoint import seeded_model
+
+    torch.save(seeded_model("r18").state_dict(), tmp_path / "backbone.pth")
+    proc = cli(
+        env,
+        "export-onnx",
+        "--weights",
+        str(tmp_path / "backbone.pth"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dynamic batch" in proc.stdout and (tmp_path / "m.onnx").is_file()
+    e = cli(
+        env,
+        "embed",
+        "--model",
+        str(tmp_path / "m.onnx"),
+        "--input",
+        "synthetic:3",
+        "--out",
+        str(tmp_path / "e.npy"),
+    )
+    assert e.returncode == 0 and "via onnxruntime" in e.stdout, e.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["embed", "--model", "seeded:r9", "--input", "synthetic:2", "--out", "x.npy"],
+            ["--model seeded:r9: unknown architecture"],
+        ),
+        (
+            ["embed", "--model", "nope.pth", "--input", "synthetic:2", "--out", "x.npy"],
+            ["--model nope.pth: no such file"],
+        ),
+        (
+            ["embed", "--model", "seeded:r18", "--input", "missing.npy", "--out", "x.npy"],
+            ["missing.npy: no such file or folder"],
+        ),
+        (
+            [
+                "embed",
+                "--model",
+                "seeded:r18",
+                "--input",
+                "synthetic:2",
+                "--out",
+                "x.npy",
+                "--backend",
+                "tensorrtx",
+            ],
+            ["unknown backend 'tensorrtx'; known backends:"],
+        ),
+        (["embed", "--model", "seeded:r18"], ["the following arguments are required"]),
+        (
+            ["verify", "--model", "seeded:r18", "--pairs", "synthetic:5", "--out", "v.json"],
+            ["need at least 10 pairs"],
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(env, tmp_path: Path, args, needles) -> None:
+    assert_one_line_error(cli(env, *args, cwd=tmp_path), 2, *needles)
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "v.json").exists()
+
+
+def test_strict_unavailable_exits_1(env, tmp_path: Path) -> None:
+    proc = cli(
+        env,
+        "embed",
+        "--model",
+        "seeded:r18",
+        "--input",
+        "synthetic:2",
+        "--backend",
+        "torch",
+        "--precision",
+        "fp16",
+        "--strict",
+        "--out",
+        str(tmp_path / "e.npy"),
+    )
+    assert_one_line_error(proc, 1, "backend 'torch' unavailable (strict)")
+
+
+def test_verify_and_drift_json_contract(env, tmp_path: Path) -> None:
+    proc = cli(
+        env,
+        "verify",
+        "--model",
+        "seeded:r18",
+        "--pairs",
+        "synthetic:20",
+        "--backend",
+        "onnxruntime",
+        "--precision",
+        "fp16",
+        "--out",
+        str(tmp_path / "v.json"),
+        "--check",
+        str(ROOT / "params" / "ci.yaml"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    v = json.loads((tmp_path / "v.json").read_text())
+    for key in (
+        "pairs",
+        "data_kind",
+        "backend_used",
+        "precision",
+        "accuracy_delta",
+        "decision_flips",
+        "tar_at_far",
+    ):
+        assert key in v
+    assert v["data_kind"] == "synthetic" and v["pairs"] == 20
+    assert {"accuracy", "accuracy_std", "threshold"} <= set(v["reference"])
+    assert {"accuracy", "accuracy_std"} <= set(v["engine"])
+    assert {"min", "p001", "mean", "worst"} <= set(v["cosine"]) and v["cosine"]["min"] >= 0.999
+    d = cli(
+        env,
+        "drift",
+        "--model",
+        "seeded:r18",
+        "--input",
+        "synthetic:4",
+        "--out",
+        str(tmp_path / "d.json"),
+    )
+    assert d.returncode == 0, d.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["cosine"]["min"] >= 0.99999
+
+
+def test_check_exits_3_when_a_threshold_is_missed(env, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("thresholds:\n  cosine_min: {fp16: 1.0}\n")
+    proc = cli(
+        env,
+        "drift",
+        "--model",
+        "seeded:r18",
+        "--input",
+        "synthetic:4",
+        "--precision",
+        "fp16",
+        "--out",
+        str(tmp_path / "d.json"),
+        "--check",
+        str(strict),
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "check fp16 cosine min >= 1" in proc.stdout and "FAIL" in proc.stdout
+
+
+def test_malicious_bin_is_refused_and_never_runs(env, tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, (f"touch {target}",))
+
+    (tmp_path / "lfw.bin").write_bytes(pickle.dumps(([Payload()], [True])))
+    proc = cli(
+        env,
+        "verify",
+        "--model",
+        "seeded:r18",
+        "--pairs",
+        str(tmp_path / "lfw.bin"),
+        "--out",
+        str(tmp_path / "v.json"),
+    )
+    assert_one_line_error(proc, 2, "lfw.bin", "posix.system")
+    assert not target.exists() and not (tmp_path / "v.json").exists()

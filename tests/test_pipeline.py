@@ -1,0 +1,116 @@
+"""A whole run: JSON written, verdict computed from params, HTML rendered from JSON alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arcface_lab.acceptance import evaluate, matrix_row
+from arcface_lab.bench import measure, summarize
+from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.params import Params, Thresholds, load_params
+from arcface_lab.pipeline import run
+from arcface_lab.report import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny(**overrides: object) -> Params:
+    raw = {
+        "name": "t",
+        "model": {"spec": "seeded:r18"},
+        "backends": {"chain": ["onnxruntime", "torch"], "precisions": ["fp32", "fp16"]},
+        "data": {"images": "synthetic:8", "pairs": "synthetic:20"},
+        "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
+        "thresholds": {"cosine_min": {"fp32": 0.99999, "fp16": 0.999}, "decision_flips_max": 0},
+    }
+    raw.update(overrides)
+    return Params.from_mapping(raw, "tiny")
+
+
+def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    result = run(_tiny(), reports_root=tmp_path)
+    assert result.passed, result.summary_text()
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert {"environment.json", "drift.json", "verification.json", "bench.json"} <= names
+    assert {"verdict.json", "index.html"} <= names
+    bench = json.loads((result.run_dir / "bench.json").read_text())["records"]
+    keys = {"backend", "precision", "batch_size", "throughput_ips", "cov", "speedup_vs_reference"}
+    assert all(keys <= set(r) for r in bench)
+    assert {(r["backend"], r["precision"]) for r in bench} >= {
+        ("torch", "fp32"),
+        ("onnxruntime", "fp16"),
+    }
+    assert not list(tmp_path.glob(".*partial"))
+    # rendered again from the JSON alone
+    (result.run_dir / "index.html").unlink()
+    assert "Verdict" in render(result.run_dir).read_text()
+
+
+def test_failed_run_keeps_its_folder_and_says_so(tmp_path: Path, cache_dir, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    params = _tiny(backends={"chain": ["torch"], "precisions": ["fp16"], "strict": True})
+    with pytest.raises(BackendUnavailable):
+        run(params, out_dir=tmp_path / "r1")
+    failed = tmp_path / "r1.failed"
+    assert (failed / "error.json").is_file() and not (tmp_path / "r1").exists()
+    assert "The run FAILED" in render(failed).read_text()
+
+
+def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "r1").mkdir()
+    with pytest.raises(InputError, match="already exists; runs are never overwritten"):
+        run(_tiny(), out_dir=tmp_path / "r1")
+
+
+def test_verdict_on_constructed_metrics() -> None:
+    t = Thresholds(
+        cosine_min={"fp16": 0.999},
+        accuracy_delta_max={"fp16": 0.001},
+        decision_flips_max=0,
+        speedup_min={"fp16": 5.0},
+        vram_mb_max=2048,
+    )
+    good = {
+        "fp16": {
+            "drift": {"min": 0.9995},
+            "verification": {"accuracy_delta": -0.0005, "decision_flips": 0},
+            "speedup": {32: 6.0},
+            "peak_vram_mb": 900.0,
+        }
+    }
+    assert all(c.passed for c in evaluate(good, t))
+    bad = {
+        "fp16": {
+            "drift": {"min": 0.998},
+            "verification": {"accuracy_delta": -0.002, "decision_flips": 3},
+            "speedup": {32: 4.9},
+            "peak_vram_mb": None,
+        }
+    }
+    checks = evaluate(bad, t)
+    assert [c.passed for c in checks] == [False] * 5
+    assert checks[-1].note == "no GPU in this run"
+    missing = evaluate({"fp16": {"unavailable": "no backend"}}, t)
+    assert all(not c.passed and c.note == "no backend" for c in missing)
+    assert matrix_row("gpu", "H100", checks).endswith("| FAIL |")
+
+
+def test_bench_statistics_on_a_synthetic_timer() -> None:
+    ticks = iter([0.0, 0.5, 1.0] + [x for i in range(10) for x in (10.0 + i, 10.0 + i + 0.1)])
+    timing = measure(
+        lambda: None, 8, warmup_s=0.4, budget_s=100, min_repeats=3, clock=lambda: next(ticks)
+    )
+    assert timing.repeats == 3 and timing.cov == pytest.approx(0.0, abs=1e-9)
+    assert timing.median_ms == pytest.approx(100.0) and timing.throughput_ips == pytest.approx(80.0)
+    s = summarize([0.01, 0.01, 0.01, 0.02], batch_size=1, target_cov=0.025)
+    assert not s.stable and s.p90_ms > s.median_ms == pytest.approx(10.0)
+
+
+def test_committed_params_targets() -> None:
+    gpu = load_params(ROOT / "params" / "gpu.yaml").thresholds
+    assert gpu.speedup_min["fp16"] == 5.0 and gpu.vram_mb_max == 2048
+    assert gpu.cosine_min["fp16"] == 0.999 and gpu.accuracy_delta_max["fp16"] == 0.001

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 report: setup
 	$(BIN)/arcface-lab run $(PARAMS)
 
-test: setup lint typecheck pytest
+test: setup lint typecheck pytest notebooks
 
 lint: setup
 	$(BIN)/ruff check arcface_lab tests
@@ -32,6 +32,10 @@ typecheck: setup
 
 pytest: setup
 	$(BIN)/python -m pytest -q
+
+# The committed notebooks execute on their own (params/ci.yaml) and match their checked output.
+notebooks: setup
+	$(BIN)/python -m pytest -q --nbval-lax notebooks/
 
 # Golden embeddings are regenerated only deliberately, never by a test.
 goldens: setup

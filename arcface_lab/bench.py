@@ -4,21 +4,36 @@ Like trtexec: warm up for ``warmup_s``, then time repeats until the
 coefficient of variation (std / mean) of the latencies drops under
 ``target_cov`` (after at least ``min_repeats``) or ``budget_s`` runs out.
 The CoV is reported either way and an unstable measurement is flagged, never
-hidden. Speedups are ratios of medians measured in the same process on the
-same inputs. GPU work is synchronized before each clock read by the
-``sync`` callback.
+hidden. Speedups are ratios of medians measured in the same run on the same inputs.
+GPU work is synchronized before each clock read by the ``sync`` callback.
+
+Each engine is measured in a process of its own (:func:`run_worker`), so
+peak memory (RSS on CPU; on CUDA NVML's per-process usage, which includes
+the CUDA context, and PyTorch's own peak) is that engine's alone, and thread
+settings are made once at process start.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Timing", "measure", "summarize"]
+from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, EngineError
+
+__all__ = ["BenchSpec", "Timing", "bench_records", "measure", "run_worker", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +129,185 @@ def measure(
             100 * target_cov,
         )
     return timing
+
+
+# -- one backend per subprocess --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Everything a worker process needs to build one engine and time it (JSON-able)."""
+
+    model: str
+    backend: str
+    precision: str
+    batch_sizes: tuple[int, ...]
+    images: str  # path of a uint8 (N, H, W, 3) .npy
+    preprocess: dict[str, Any]
+    arch: str | None = None
+    seed: int = 0
+    device: str | None = None
+    batch_size: int = 32
+    options: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    warmup_s: float = 1.0
+    budget_s: float = 10.0
+    min_repeats: int = 3
+    target_cov: float = 0.025
+    threads: int = 0
+
+
+def _peak_memory(device: str) -> dict[str, Any]:
+    """Peak memory of this process: RSS on CPU; on CUDA the device's view (NVML) and torch's."""
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out: dict[str, Any] = {"peak_rss_mb": rss_mb, "memory_kind": "rss", "peak_memory_mb": rss_mb}
+    if not device.startswith("cuda"):
+        return out
+    import torch
+
+    out["memory_kind"] = "vram"
+    out["torch_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    out["torch_max_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    out["peak_memory_mb"] = out["torch_max_reserved_mb"]
+    out["peak_memory_source"] = "torch max_memory_reserved (excludes the CUDA context)"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                out["nvml_process_mb"] = proc.usedGpuMemory / 2**20
+                out["peak_memory_mb"] = max(out["peak_memory_mb"], out["nvml_process_mb"])
+                out["peak_memory_source"] = "NVML process usage (includes the CUDA context)"
+    except Exception as exc:  # NVML missing or not permitted in a container: say so
+        out["nvml_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _worker(spec: BenchSpec, out_dir: Path) -> None:
+    """Build ``spec``'s engine, embed the images once, time every batch size."""
+    if spec.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+    from arcface_lab.data import Preprocess
+    from arcface_lab.models.source import resolve_model
+    from arcface_lab.registry import create_engine
+    from arcface_lab.store import open_store
+
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    pre = Preprocess(**{**spec.preprocess, "size": tuple(spec.preprocess["size"])})
+    model = resolve_model(spec.model, arch=spec.arch, preprocess=pre, seed=spec.seed)
+    images = np.load(spec.images, allow_pickle=False)
+    started = time.perf_counter()
+    engine = create_engine(
+        spec.backend,
+        model,
+        precision=spec.precision,
+        strict=True,
+        device=spec.device,
+        batch_size=max(spec.batch_size, *spec.batch_sizes),
+        store=open_store(**spec.store),
+        **spec.options,
+    )
+    setup_s = time.perf_counter() - started
+    with engine:
+        np.save(out_dir / "embeddings.npy", engine.embed(images))
+        sync = None
+        if engine.info.device.startswith("cuda"):
+            import torch
+
+            sync = torch.cuda.synchronize
+        timings = {}
+        for size in spec.batch_sizes:
+            batch = np.resize(images, (size, *images.shape[1:]))
+            timings[size] = measure(
+                functools.partial(engine.embed, batch, batch_size=size),
+                size,
+                warmup_s=spec.warmup_s,
+                budget_s=spec.budget_s,
+                min_repeats=spec.min_repeats,
+                target_cov=spec.target_cov,
+                sync=sync,
+            ).to_dict()
+        result = {
+            "info": engine.info.to_dict(),
+            "setup_s": setup_s,
+            "timings": timings,
+            "memory": _peak_memory(engine.info.device),
+        }
+    (out_dir / "result.json").write_text(json.dumps(result, default=str))
+
+
+def run_worker(spec: BenchSpec, timeout_s: float = 1800) -> tuple[dict[str, Any], np.ndarray]:
+    """Run :func:`_worker` for ``spec`` in a fresh Python process; its result and embeddings."""
+    with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
+        (Path(tmp) / "spec.json").write_text(json.dumps(asdict(spec)))
+        proc = subprocess.run(
+            [sys.executable, "-m", "arcface_lab.bench", tmp],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        error = Path(tmp) / "error.json"
+        if error.is_file():  # an arcface_lab error, raised again here with its own type
+            err = json.loads(error.read_text())
+            cls = BackendUnavailable if err["type"] == "BackendUnavailable" else EngineError
+            raise cls(err["message"])
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise EngineError(f"bench worker for {spec.backend} ({spec.precision}) failed:\n{tail}")
+        result = json.loads((Path(tmp) / "result.json").read_text())
+        return result, np.load(Path(tmp) / "embeddings.npy")
+
+
+def bench_records(
+    result: dict[str, Any], embeddings: np.ndarray, reference: dict[str, Any], ref_emb: np.ndarray
+) -> list[dict[str, Any]]:
+    """One record per batch size, with speedup and cosine against the reference run."""
+    info = result["info"]
+    cos = np.sum(embeddings * ref_emb, axis=1) / (
+        np.linalg.norm(embeddings, axis=1) * np.linalg.norm(ref_emb, axis=1)
+    )
+    records = []
+    for size, t in result["timings"].items():
+        ref_t = reference["timings"].get(size)
+        records.append(
+            {
+                "backend": info["backend"],
+                "precision": info["precision"],
+                "batch_size": int(size),
+                "latency_ms": {"median": t["median_ms"], "p90": t["p90_ms"], "p99": t["p99_ms"]},
+                "throughput_ips": t["throughput_ips"],
+                "cov": t["cov"],
+                "stable": t["stable"],
+                "repeats": t["repeats"],
+                "speedup_vs_reference": ref_t["median_ms"] / t["median_ms"] if ref_t else None,
+                "cosine_min": float(cos.min()),
+                "peak_memory_mb": result["memory"]["peak_memory_mb"],
+                "memory_kind": result["memory"]["memory_kind"],
+                "memory": result["memory"],
+                "setup_s": result["setup_s"],
+                "artifact": info.get("artifact"),
+                "device": info["device"],
+                "fallbacks": info["fallbacks"],
+                "warnings": info["warnings"],
+            }
+        )
+    return records
+
+
+if __name__ == "__main__":  # the worker: python -m arcface_lab.bench TMPDIR
+    _dir = Path(sys.argv[1])
+    _spec = json.loads((_dir / "spec.json").read_text())
+    _spec["batch_sizes"] = tuple(_spec["batch_sizes"])
+    try:
+        _worker(BenchSpec(**_spec), _dir)
+    except ArcfaceLabError as _exc:
+        (_dir / "error.json").write_text(
+            json.dumps({"type": type(_exc).__name__, "message": str(_exc)})
+        )
+        sys.exit(1)

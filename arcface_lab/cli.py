@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,13 +79,11 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from arcface_lab.store import EngineStore, LocalStore, S3Store, default_local_root
+    from arcface_lab.store import open_store
 
     if args.s3_endpoint and not args.store:
         raise InputError("--s3-endpoint: needs --store s3://BUCKET/PREFIX")
-    local = LocalStore(args.local_store or default_local_root() / "engines")
-    remote = S3Store.from_url(args.store, endpoint_url=args.s3_endpoint) if args.store else None
-    return EngineStore(local, remote, strict=args.strict)
+    return open_store(args.local_store, args.store, args.s3_endpoint, strict=args.strict)
 
 
 def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
@@ -117,6 +116,20 @@ def _reference(model: Any, args: argparse.Namespace) -> Any:
 
     name = "torch" if model.has_torch_module else "onnxruntime"
     return create_engine(name, model, precision="fp32", strict=True, batch_size=args.batch_size)
+
+
+def _used(info: dict[str, Any], reference: str | None, model: Any) -> dict[str, Any]:
+    """The fields every result JSON carries about what ran."""
+    fields = {
+        "backend_used": info["backend"],
+        "precision": info["precision"],
+        "fallbacks": info["fallbacks"],
+        "warnings": info["warnings"],
+        "model": model.describe(),
+    }
+    if reference is not None:
+        fields["reference_backend"] = reference
+    return fields
 
 
 def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> int:
@@ -214,14 +227,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
         info = engine.info.to_dict()
     payload = {
         "images": len(images),
-        "backend_used": info["backend"],
-        "precision": info["precision"],
-        "reference_backend": ref.info.backend,
+        **_used(info, ref.info.backend, model),
         "cosine": drift.to_dict(),
-        "fallbacks": info["fallbacks"],
-        "warnings": info["warnings"],
         "engine": info,
-        "model": model.describe(),
     }
     _write_json(args.out, payload)
     print(
@@ -257,9 +265,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "data_kind": pairs.kind,
         "source": pairs.source,
         "flip": args.flip,
-        "backend_used": info["backend"],
-        "precision": info["precision"],
-        "reference_backend": ref.info.backend,
+        **_used(info, ref.info.backend, model),
         "reference": cmp["reference"],
         "engine": cmp["engine"],
         "accuracy_delta": cmp["accuracy_delta"],
@@ -271,9 +277,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "reference": cmp["reference"]["tar_at_far"]["tar"],
             "engine": cmp["engine"]["tar_at_far"]["tar"],
         },
-        "fallbacks": info["fallbacks"],
-        "warnings": info["warnings"],
-        "model": model.describe(),
     }
     _write_json(args.out, payload)
     label = " (synthetic pairs: accuracy identifies nothing)" if pairs.kind == "synthetic" else ""
@@ -286,19 +289,100 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _check(args, info["precision"], {"drift": drift.to_dict(), "verification": cmp})
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise InputError(f"--batch-sizes {text!r}: expected positive integers, e.g. 1,8,32")
+    return values
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from arcface_lab.bench import BenchSpec, bench_records, run_worker
+    from arcface_lab.errors import BackendUnavailable
+    from arcface_lab.registry import parse_chain
+
+    sizes = _int_list(args.batch_sizes)
+    names = parse_chain(args.backends)
+    model = _model(args)
+    images = _images(args.input, model.preprocess.size)
+    reference = "torch" if model.has_torch_module else "onnxruntime"
+    pre = model.preprocess
+    common = {
+        "model": args.model,
+        "arch": args.arch,
+        "batch_sizes": sizes,
+        "preprocess": {
+            "mean": pre.mean,
+            "std": pre.std,
+            "bgr": pre.bgr,
+            "layout": pre.layout,
+            "size": list(pre.size),
+        },
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "store": {"local": args.local_store, "s3": args.store, "s3_endpoint": args.s3_endpoint},
+        "warmup_s": args.warmup_s,
+        "budget_s": args.budget_s,
+        "threads": args.threads,
+    }
+    records: list[dict[str, Any]] = []
+    unavailable: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
+        common["images"] = str(Path(tmp) / "images.npy")
+        np.save(common["images"], images)
+        ref_result, ref_emb = run_worker(BenchSpec(backend=reference, precision="fp32", **common))
+        for name in names:
+            precision = "fp32" if name == reference else args.precision
+            if name == reference:
+                result, emb = ref_result, ref_emb
+            else:
+                try:
+                    result, emb = run_worker(BenchSpec(backend=name, precision=precision, **common))
+                except BackendUnavailable as exc:
+                    if args.strict:
+                        raise
+                    unavailable.append(
+                        {"backend": name, "precision": precision, "reason": str(exc)}
+                    )
+                    continue
+            records += bench_records(result, emb, ref_result, ref_emb)
+    payload = {
+        "model": model.describe(),
+        "reference": {"backend": reference, "precision": "fp32"},
+        "images": len(images),
+        "records": records,
+        "unavailable": unavailable,
+    }
+    _write_json(args.out, payload)
+    print(
+        f"{'backend':<12} {'prec':<5} {'batch':>5} {'median ms':>10} {'img/s':>8} "
+        f"{'speedup':>8} {'cos min':>9} {'mem MB':>8}"
+    )
+    for r in records:
+        print(
+            f"{r['backend']:<12} {r['precision']:<5} {r['batch_size']:>5} "
+            f"{r['latency_ms']['median']:>10.2f} {r['throughput_ips']:>8.1f} "
+            f"{r['speedup_vs_reference']:>8.2f} {r['cosine_min']:>9.6f} "
+            f"{r['peak_memory_mb']:>8.0f} {r['memory_kind']}"
+        )
+    for u in unavailable:
+        print(f"{u['backend']:<12} {u['precision']:<5} unavailable: {u['reason']}")
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     model = _model(args)
     with _engine(args, model) as engine:
         info = engine.info.to_dict()
     payload = {
         "backend": info["backend"],
-        "precision": info["precision"],
+        **_used(info, None, model),
         "artifact": info["artifact"],
         "artifacts": info["details"].get("artifacts", []),
-        "fallbacks": info["fallbacks"],
-        "warnings": info["warnings"],
         "engine": info,
-        "model": model.describe(),
     }
     _write_json(args.out, payload)
     art = info["artifact"]
@@ -312,16 +396,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from arcface_lab.pipeline import run
 
     params = load_params(args.params)
-    result = run(params, out_dir=args.out, reports_root=args.reports_root)
+    result = run(
+        params,
+        out_dir=args.out,
+        reports_root=args.reports_root,
+        render=args.render,
+        notebooks_dir=args.notebooks_dir,
+    )
     print(result.summary_text())
     print(f"run folder: {result.run_dir}")
     return EXIT_OK if result.passed else EXIT_THRESHOLD
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from arcface_lab import notebooks
     from arcface_lab.report import render
 
-    print(f"wrote {render(args.run_dir)}")
+    run_dir: Path = args.run_dir
+    measured = (run_dir / "verdict.json").is_file() and not (run_dir / "error.json").is_file()
+    failure: notebooks.NotebookError | None = None
+    if args.notebooks and measured:
+        if notebooks.available():
+            try:
+                for nb in notebooks.execute(run_dir, notebooks_dir=args.notebooks_dir):
+                    print(f"wrote {run_dir / str(nb.html)}")
+            except notebooks.NotebookError as exc:
+                failure = exc  # index.html still written, and says which notebook failed
+        else:
+            print("papermill/nbconvert not installed: index.html only", file=sys.stderr)
+    print(f"wrote {render(run_dir)}")
+    if failure:
+        raise failure
     return EXIT_OK
 
 
@@ -372,20 +477,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("bench", help="latency, throughput, memory and speedup vs the reference")
+    _add_model_args(p)
+    _add_engine_args(p)
+    p.add_argument("--backends", required=True, help="backends to measure, e.g. torch,onnxruntime")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    p.add_argument("--input", default="synthetic:64", help="images (default synthetic:64)")
+    p.add_argument("--warmup-s", type=float, default=1.0)
+    p.add_argument("--budget-s", type=float, default=10.0, help="time budget per batch size")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per engine (0: default)")
+    p.add_argument("--out", required=True, type=Path, help="bench JSON")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("build", help="build (or fetch) an engine artifact through the store")
     _add_model_args(p)
     _add_engine_args(p)
     p.add_argument("--out", required=True, type=Path, help="build info JSON")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("render", help="write a run folder's index.html from its JSON alone")
+    p = sub.add_parser("render", help="write a run folder's HTML from its JSON alone")
     p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--no-notebooks",
+        dest="notebooks",
+        action="store_false",
+        help="index.html only (default: also execute the notebooks when papermill is installed)",
+    )
+    p.add_argument("--notebooks-dir", type=Path, help="notebooks to execute (default notebooks/)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("run", help="a whole run from a params file: measure, then report")
     p.add_argument("params", type=Path)
     p.add_argument("--out", type=Path, help="run folder (default reports/<run-id>)")
     p.add_argument("--reports-root", type=Path, default=Path("reports"))
+    p.add_argument(
+        "--no-render",
+        dest="render",
+        action="store_false",
+        help="measure and write JSON (and index.html) only: no papermill/nbconvert needed",
+    )
+    p.add_argument("--notebooks-dir", type=Path, help="notebooks to execute (default notebooks/)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -97,6 +97,17 @@ def _list(value: Any, ctx: _Ctx) -> list[Any]:
     return value
 
 
+def _backend(value: Any, ctx: _Ctx) -> str:
+    """A registered backend name (plugins included)."""
+    from arcface_lab.registry import list_backends
+
+    name = _str(value, ctx)
+    known = [row.name for row in list_backends()]
+    if name not in known:
+        raise ctx.error(f"a backend name ({', '.join(known)})", name)
+    return name
+
+
 def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
     m = _mapping(value, ctx, _PRECISIONS)
     return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
@@ -150,9 +161,12 @@ class BackendParams:
             isinstance(v, Mapping) for v in options.values()
         ):
             raise ctx.child("options").error("a mapping of backend name to options", options)
+        names = tuple(_backend(c, ctx.child("chain")) for c in chain)
+        for name in options:
+            _backend(name, ctx.child("options"))
         return cls(
-            chain=tuple(_str(c, ctx.child("chain")) for c in chain),
-            reference=_str(m.get("reference", cls.reference), ctx.child("reference")),
+            chain=names,
+            reference=_backend(m.get("reference", cls.reference), ctx.child("reference")),
             precisions=tuple(_str(p, ctx.child("precisions"), _PRECISIONS) for p in precisions),
             strict=_bool(m.get("strict", False), ctx.child("strict")),
             batch_size=_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),

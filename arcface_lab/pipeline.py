@@ -2,21 +2,21 @@
 
 Each step is a plain function writing JSON into the run folder
 (``environment.json``, ``drift.json``, ``verification.json``, ``bench.json``,
-``verdict.json``), then :mod:`arcface_lab.report` renders ``index.html`` from
-that JSON alone. The folder is written as ``.<run-id>.partial`` and renamed
-when complete; a run that fails is renamed ``<run-id>.failed`` with
+``verdict.json``), then the notebooks are executed against that folder with
+papermill and turned into HTML pages (:mod:`arcface_lab.notebooks`), and
+:mod:`arcface_lab.report` renders ``index.html`` from the JSON alone. The
+folder is written as ``.<run-id>.partial`` and renamed when complete; a run
+that fails (a notebook included) is renamed ``<run-id>.failed`` with
 ``error.json``, so an earlier run is never overwritten and a half-written
 folder is never taken for a finished one.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import socket
 import sys
@@ -31,10 +31,11 @@ import numpy as np
 
 from arcface_lab import __version__
 from arcface_lab.acceptance import Check, evaluate, matrix_row
-from arcface_lab.bench import measure
+from arcface_lab.bench import BenchSpec, bench_records, run_worker
 from arcface_lab.data import Preprocess, load_images, synthetic_faces
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.params import Params
+from arcface_lab.store import open_store
 
 __all__ = ["RunResult", "environment", "run"]
 
@@ -142,33 +143,44 @@ def _embed_pairs(engine: Any, pairs: Any, flip: bool) -> tuple[np.ndarray, np.nd
     return emb(pairs.images_a), emb(pairs.images_b)
 
 
-def _bench(engine: Any, images: np.ndarray, params: Params) -> dict[int, Any]:
-    b = params.bench
-    sync = None
-    if engine.info.device.startswith("cuda"):
-        import torch
-
-        sync = torch.cuda.synchronize
-    out = {}
-    for size in b.batch_sizes:
-        batch = np.resize(images, (size, *images.shape[1:])) if len(images) < size else images
-        out[size] = measure(
-            functools.partial(engine.embed, batch[:size], batch_size=size),
-            size,
-            warmup_s=b.warmup_s,
-            budget_s=b.budget_s,
-            min_repeats=b.min_repeats,
-            target_cov=b.target_cov,
-            sync=sync,
-        )
-    return out
+def _bench(
+    params: Params, model: Any, backend: str, precision: str, images_path: Path
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Time one engine in a process of its own (peak memory is then its own)."""
+    b, m, st = params.bench, params.model, params.store
+    pre = model.preprocess
+    spec = BenchSpec(
+        model=m.spec,
+        arch=m.arch,
+        seed=m.seed,
+        backend=backend,
+        precision=precision,
+        batch_sizes=b.batch_sizes,
+        images=str(images_path),
+        preprocess={
+            "mean": pre.mean,
+            "std": pre.std,
+            "bgr": pre.bgr,
+            "layout": pre.layout,
+            "size": list(pre.size),
+        },
+        batch_size=params.backends.batch_size,
+        options=dict(params.backends.options.get(backend, {})),
+        store={"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint},
+        warmup_s=b.warmup_s,
+        budget_s=b.budget_s,
+        min_repeats=b.min_repeats,
+        target_cov=b.target_cov,
+    )
+    log.info("timing %s %s in its own process", backend, precision)
+    return run_worker(spec)
 
 
 def _measure(params: Params, run_dir: Path) -> RunResult:
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
     from arcface_lab.registry import create_engine
-    from arcface_lab.validate import compare_verification, cosine_drift
+    from arcface_lab.validate import compare_verification, cosine_drift, pair_scores
 
     m = params.model
     pre = Preprocess(mean=m.mean, std=m.std, bgr=m.bgr, layout=m.layout, size=m.size)
@@ -179,13 +191,22 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
     images, image_kind = _images(params.data.images, model.preprocess.size)
     pairs = load_pairs(params.data.pairs, model.preprocess.size)
     be = params.backends
-    opts: dict[str, Any] = {"batch_size": be.batch_size, "backend_options": be.options}
+    opts: dict[str, Any] = {
+        "batch_size": be.batch_size,
+        "backend_options": be.options,
+        "store": open_store(
+            params.store.local, params.store.s3, params.store.s3_endpoint, strict=be.strict
+        ),
+    }
 
     log.info("reference: %s", be.reference)
     reference = create_engine(be.reference, model, precision="fp32", strict=True, **opts)
     ref_images = reference.embed(images)
     ref_pairs = _embed_pairs(reference, pairs, params.data.flip)
-    ref_timing = _bench(reference, images, params)
+    ref_scores = pair_scores(*ref_pairs).tolist()
+    images_path = run_dir / ".bench-images.npy"
+    np.save(images_path, images)
+    ref_result, ref_emb = _bench(params, model, be.reference, "fp32", images_path)
 
     results: dict[str, dict[str, Any]] = {}
     drift_out: dict[str, Any] = {"images": len(images), "data_kind": image_kind, "engines": {}}
@@ -196,8 +217,7 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
         "flip": params.data.flip,
         "engines": {},
     }
-    bench_out: dict[str, Any] = {"records": []}
-    bench_out["records"] += _bench_records(reference, ref_timing, ref_timing)
+    bench_out: dict[str, Any] = {"records": bench_records(ref_result, ref_emb, ref_result, ref_emb)}
 
     for precision in be.precisions:
         log.info("precision %s: chain %s", precision, ",".join(be.chain))
@@ -211,27 +231,35 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
             continue
         with engine:
             drift = cosine_drift(ref_images, engine.embed(images))
-            verification = compare_verification(
-                *ref_pairs, *_embed_pairs(engine, pairs, params.data.flip), pairs.same
-            )
-            timing = _bench(engine, images, params)
+            eng_pairs = _embed_pairs(engine, pairs, params.data.flip)
+            verification = compare_verification(*ref_pairs, *eng_pairs, pairs.same)
             info = engine.info.to_dict()
-        records = _bench_records(engine, timing, ref_timing)
+        result, emb = _bench(params, model, info["backend"], precision, images_path)
+        records = bench_records(result, emb, ref_result, ref_emb)
         bench_out["records"] += records
+        memory = result["memory"]
         key = f"{info['backend']}/{precision}"
         drift_out["engines"][key] = {"info": info, **drift.to_dict(), "per_face": drift.per_face}
-        ver_out["engines"][key] = {"info": info, **verification}
+        ver_out["engines"][key] = {
+            "info": info,
+            **verification,
+            # per pair, for the notebooks' score scatter and ROC curves
+            "reference_scores": ref_scores,
+            "engine_scores": pair_scores(*eng_pairs).tolist(),
+            "same": pairs.same.tolist(),
+        }
         results[precision] = {
             "backend": info["backend"],
             "drift": drift.to_dict(),
             "verification": verification,
             "speedup": {r["batch_size"]: r["speedup_vs_reference"] for r in records},
-            "peak_vram_mb": None,
+            "peak_vram_mb": memory["peak_memory_mb"] if memory["memory_kind"] == "vram" else None,
+            "peak_memory": memory,
         }
 
     _write(run_dir, "drift.json", drift_out)
     _write(run_dir, "verification.json", ver_out)
-    bench_out["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    images_path.unlink()
     _write(run_dir, "bench.json", bench_out)
     checks = evaluate(results, params.thresholds)
     device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
@@ -246,31 +274,30 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
     return RunResult(run_dir, checks, device)
 
 
-def _bench_records(engine: Any, timing: dict[int, Any], ref: dict[int, Any]) -> list[dict]:
-    info = engine.info
-    return [
-        {
-            "backend": info.backend,
-            "precision": info.precision,
-            "batch_size": size,
-            "latency_ms": {"median": t.median_ms, "p90": t.p90_ms, "p99": t.p99_ms},
-            "throughput_ips": t.throughput_ips,
-            "cov": t.cov,
-            "stable": t.stable,
-            "repeats": t.repeats,
-            "speedup_vs_reference": ref[size].median_ms / t.median_ms,
-            "device": info.device,
-        }
-        for size, t in timing.items()
-    ]
-
-
 def run(
-    params: Params, out_dir: Path | None = None, reports_root: Path = Path("reports")
+    params: Params,
+    out_dir: Path | None = None,
+    reports_root: Path = Path("reports"),
+    render: bool = True,
+    notebooks_dir: Path | None = None,
 ) -> RunResult:
-    """Measure ``params``, write the run folder and its HTML; return the verdict."""
-    from arcface_lab.report import render
+    """Measure ``params``, write the run folder and its HTML; return the verdict.
 
+    With ``render`` the notebooks (``notebooks_dir``, default the repository's
+    ``notebooks/``) are executed against the run folder with papermill and
+    turned into HTML pages; papermill and nbconvert are checked for before
+    anything is measured. Without it only the JSON and ``index.html`` are
+    written (a measurement machine with just torch; render elsewhere later).
+    A failing notebook fails the run: its error notebook stays in the
+    ``.failed`` folder and ``index.html`` says so.
+    """
+    from arcface_lab.report import render as render_index
+
+    if render:
+        from arcface_lab.notebooks import notebook_paths, require
+
+        require()
+        notebook_paths(notebooks_dir)  # fails now, not after the measurement
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     final = Path(out_dir) if out_dir else Path(reports_root) / f"{stamp}-{params.name}"
     if final.exists():
@@ -281,16 +308,34 @@ def run(
     started = time.perf_counter()
     try:
         result = _measure(params, partial)
-        _write(partial, "timing.json", {"wall_s": time.perf_counter() - started})
-        render(partial)
+        timing = {"wall_s": time.perf_counter() - started}
+        _write(partial, "timing.json", timing)
+        if render:
+            from arcface_lab.notebooks import execute
+
+            source = Path(params.source)
+            rendered = time.perf_counter()
+            execute(
+                partial,
+                params_file=str(source.resolve()) if source.is_file() else "",
+                notebooks_dir=notebooks_dir,
+            )
+            _write(partial, "timing.json", {**timing, "render_s": time.perf_counter() - rendered})
+        render_index(partial)
     except BaseException as exc:
         _write(
             partial,
             "error.json",
             {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
         )
-        failed = final.with_name(final.name + ".failed")
-        shutil.rmtree(failed, ignore_errors=True)
+        try:
+            render_index(partial)  # the page says the run failed and links what was rendered
+        except Exception as render_exc:
+            log.warning("no index.html for the failed run: %s", render_exc)
+        failed, n = final.with_name(f"{final.name}.failed"), 1
+        while failed.exists():  # an earlier failed run of the same name is kept too
+            n += 1
+            failed = final.with_name(f"{final.name}.failed-{n}")
         os.replace(partial, failed)
         print(f"run failed; partial results in {failed}", file=sys.stderr)
         raise

@@ -37,6 +37,8 @@ ENTRY_POINT_GROUP = "arcface_lab.backends"
 _BUILTIN_MODULES = (
     "arcface_lab.engines.torch_ref",
     "arcface_lab.engines.onnxruntime",
+    "arcface_lab.engines.tensorrt",
+    "arcface_lab.engines.torch_fast",
 )
 
 _backends: dict[str, type[Engine]] = {}

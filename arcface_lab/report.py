@@ -2,7 +2,9 @@
 
 No measurement happens here, so a run measured on a GPU machine that has only
 PyTorch can be rendered anywhere (``arcface-lab render RUN_DIR``). The page
-is self-contained: no scripts, no external assets.
+is self-contained: no scripts, no external assets. It links the notebook
+pages listed in ``notebooks.json`` (written by :mod:`arcface_lab.notebooks`)
+and says which notebook failed, if one did.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;font-size:.9rem
 th{background:#f3f3f3}.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;font-weight:600}
 .banner{padding:.6rem 1rem;border-radius:4px;font-size:1.2rem}
 .bp{background:#e5f5e8}.bf{background:#fde7ea}code{background:#f3f3f3;padding:0 .2rem}
+pre{background:#f7f7f7;padding:.5rem;overflow-x:auto}
 """
 
 
@@ -49,6 +52,70 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _run_name(run_dir: Path) -> str:
+    name = run_dir.name.lstrip(".")
+    return name.removesuffix(".partial")
+
+
+def _notebooks(run_dir: Path, rendered: Any, failed_run: bool) -> str:
+    """Links to the notebook pages, or why there are none."""
+    if not rendered and failed_run:
+        return "<h2>Notebooks</h2><p>Not rendered: the run failed before they ran.</p>"
+    if not rendered:
+        return (
+            "<h2>Notebooks</h2><p>Not rendered for this run (<code>--no-render</code>). "
+            f"<code>arcface-lab render {html.escape(str(run_dir))}</code> executes them "
+            "where papermill is installed.</p>"
+        )
+    items, failed = [], []
+    for nb in rendered["notebooks"]:
+        name = html.escape(nb["name"])
+        link = f'<a href="{html.escape(nb["html"])}">{name}</a>' if nb.get("html") else name
+        if nb["status"] == "ok":
+            items.append(f"<li>{link}</li>")
+            continue
+        failed.append(nb)
+        items.append(
+            f'<li>{link} <span class="fail">FAILED</span>: {html.escape(nb["error"])}; '
+            f'papermill\'s error notebook: <a href="{html.escape(nb["ipynb"])}">'
+            f'{html.escape(nb["ipynb"])}</a></li>'
+        )
+    banner = ""
+    if failed:
+        names = ", ".join(html.escape(nb["name"]) for nb in failed)
+        banner = f'<p class="banner bf">Notebook FAILED: {names}</p>'
+    return f"{banner}<h2>Notebooks</h2><ul>{''.join(items)}</ul>"
+
+
+def _environment(env: dict[str, Any]) -> str:
+    gpu = env.get("gpu") or {}
+    model = env["model"]
+    rows = [
+        ["model", f"{model['spec']} ({model.get('kind', '?')}, {model.get('arch') or '?'})"],
+        ["model sha256", model.get("sha256") or "n/a"],
+        ["cpu", f"{env['cpu']} ({env.get('cpu_count', '?')} logical cores)"],
+        ["gpu", gpu.get("name", "none")],
+    ]
+    if gpu:
+        rows += [
+            ["compute capability", gpu.get("capability", "n/a")],
+            ["CUDA", gpu.get("cuda", "n/a")],
+            ["driver", gpu.get("driver", "not recorded")],
+        ]
+    rows += [
+        ["platform", env["platform"]],
+        ["host", env.get("host", "")],
+        ["params file", env["params_file"]],
+        ["started", env["started_at"]],
+    ] + [[k, v] for k, v in env["versions"].items()]
+    params = html.escape(json.dumps(env.get("params", {}), indent=2))
+    return (
+        "<h2>Environment</h2>"
+        + _table(["", ""], rows)
+        + f"<details><summary>params</summary><pre>{params}</pre></details>"
+    )
+
+
 def render(run_dir: str | Path) -> Path:
     """Write ``run_dir/index.html`` from its JSON files; return its path."""
     run_dir = Path(run_dir)
@@ -59,12 +126,14 @@ def render(run_dir: str | Path) -> Path:
     verdict = _load(run_dir, "verdict.json", required=False)
     bench = _load(run_dir, "bench.json", required=False) or {"records": []}
     ver = _load(run_dir, "verification.json", required=False) or {}
+    rendered = _load(run_dir, "notebooks.json", required=False)
 
-    parts = [f"<h1>arcface_lab run: {html.escape(run_dir.name.lstrip('.'))}</h1>"]
+    parts = [f"<h1>arcface_lab run: {html.escape(_run_name(run_dir))}</h1>"]
     if error:
         parts.append(
             f'<p class="banner bf">The run FAILED: {html.escape(error["error"])}</p>'
-            f"<pre>{html.escape(error.get('traceback', ''))}</pre>"
+            f"<details><summary>traceback</summary>"
+            f"<pre>{html.escape(error.get('traceback', ''))}</pre></details>"
         )
     if verdict:
         ok = verdict["passed"]
@@ -84,11 +153,14 @@ def render(run_dir: str | Path) -> Path:
             ]
             for c in verdict["checks"]
         ]
-        parts.append("<h2>Acceptance</h2>" + _table(["metric", "target", "measured", "", ""], rows))
+        header = ["metric", "target", "measured", "pass/fail", "note"]
+        parts.append("<h2>Acceptance</h2>" + _table(header, rows))
         parts.append(
             "<h3>Acceptance-matrix row</h3><pre>| run | device | checks | verdict |\n"
             f"|---|---|---|---|\n{html.escape(verdict['matrix_row'])}</pre>"
         )
+    if verdict or rendered:
+        parts.append(_notebooks(run_dir, rendered, bool(error)))
     if ver.get("engines"):
         kind = ver.get("data_kind", "?")
         note = (
@@ -127,17 +199,10 @@ def render(run_dir: str | Path) -> Path:
         ]
         header = ["backend", "precision", "batch", "median ms", "p90 ms", "img/s", "speedup", "CoV"]
         parts.append("<h2>Latency</h2>" + _table([*header, "device"], rows))
-    env_rows = [
-        ["model", f"{env['model']['spec']} (sha256 {env['model']['sha256'][:16]}...)"],
-        ["cpu", env["cpu"]],
-        ["gpu", env["gpu"]["name"] if env.get("gpu") else "none"],
-        ["platform", env["platform"]],
-        ["params", env["params_file"]],
-        ["started", env["started_at"]],
-    ] + [[k, v] for k, v in env["versions"].items()]
-    parts.append("<h2>Environment</h2>" + _table(["", ""], env_rows))
+    parts.append(_environment(env))
+    title = html.escape(_run_name(run_dir))
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>arcface_lab {run_dir.name}"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>arcface_lab {title}"
         f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
     )
     out = run_dir / "index.html"

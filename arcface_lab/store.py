@@ -69,6 +69,7 @@ __all__ = [
     "device_fingerprint",
     "file_sha256",
     "make_manifest",
+    "open_store",
     "parse_store_url",
 ]
 
@@ -831,3 +832,21 @@ class EngineStore:
             )
         except StoreError as err:
             self._remote_failed(err, f"publishing to the remote store failed: {err}", warnings)
+
+
+def open_store(
+    local: str | os.PathLike[str] | None = None,
+    s3: str | None = None,
+    s3_endpoint: str | None = None,
+    strict: bool = False,
+) -> EngineStore:
+    """The engine store of a params ``store`` section or the CLI's store flags.
+
+    ``local`` defaults to ``default_local_root() / "engines"``; ``s3`` is an
+    ``s3://BUCKET/PREFIX`` URL (optional), ``s3_endpoint`` its endpoint URL.
+    """
+    if s3_endpoint and not s3:
+        raise InputError(f"s3 endpoint {s3_endpoint!r} given without an s3://BUCKET/PREFIX store")
+    root = Path(local) if local else default_local_root() / "engines"
+    remote = S3Store.from_url(s3, endpoint_url=s3_endpoint) if s3 else None
+    return EngineStore(LocalStore(root), remote, strict=strict)

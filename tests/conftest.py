@@ -1,8 +1,9 @@
-"""Shared fixtures: a tiny seeded model, its ONNX export, synthetic faces."""
+"""Shared fixtures: a tiny seeded model, its ONNX export, synthetic faces, a real S3 server."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,36 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return (a * b).sum(axis=1)
+
+
+#: Dummy credentials through the standard AWS chain; no config files, no instance metadata.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "test-key",
+    "AWS_SECRET_ACCESS_KEY": "test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> Iterator[None]:
+    """Set :data:`AWS_TEST_ENV` (and drop profile/endpoint overrides) for the session."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        for name, value in AWS_TEST_ENV.items():
+            mp.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_server(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One SeaweedFS S3 server for the session, with an ``engines`` bucket."""
+    pytest.importorskip("boto3")
+    from tests import seaweedfs
+
+    with seaweedfs.running(tmp_path_factory.mktemp("weed")) as server:
+        seaweedfs.create_bucket(server, "engines")
+        yield server

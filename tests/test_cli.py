@@ -277,3 +277,50 @@ def test_malicious_bin_is_refused_and_never_runs(env, tmp_path: Path) -> None:
     )
     assert_one_line_error(proc, 2, "lfw.bin", "posix.system")
     assert not target.exists() and not (tmp_path / "v.json").exists()
+
+
+def test_bench_json_contract(env, tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    proc = cli(
+        env,
+        "bench",
+        "--model",
+        "seeded:r18",
+        "--backends",
+        "torch,onnxruntime,tensorrt",
+        "--precision",
+        "fp16",
+        "--batch-sizes",
+        "1,2",
+        "--input",
+        "synthetic:4",
+        "--warmup-s",
+        "0",
+        "--budget-s",
+        "0.1",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(out.read_text())
+    records = {(r["backend"], r["precision"], r["batch_size"]): r for r in payload["records"]}
+    assert set(records) == {
+        (b, p, s) for b, p in [("torch", "fp32"), ("onnxruntime", "fp16")] for s in (1, 2)
+    }
+    keys = {
+        "latency_ms",
+        "throughput_ips",
+        "cov",
+        "speedup_vs_reference",
+        "cosine_min",
+        "peak_memory_mb",
+        "memory_kind",
+        "device",
+    }
+    for r in records.values():
+        assert keys <= set(r) and r["memory_kind"] == "rss" and r["peak_memory_mb"] > 0
+        assert {"median", "p90", "p99"} <= set(r["latency_ms"])
+    assert records[("torch", "fp32", 2)]["speedup_vs_reference"] == 1.0
+    assert records[("onnxruntime", "fp16", 2)]["cosine_min"] >= 0.999
+    [missing] = payload["unavailable"]
+    assert missing["backend"] == "tensorrt" and "tensorrt is not installed" in missing["reason"]

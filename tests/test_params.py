@@ -43,6 +43,14 @@ def test_defaults_and_values() -> None:
             r"backends.precisions: expected one of fp32, fp16, bf16, int8, got 'fp64'",
         ),
         ({"bench": {"batch_sizes": [0]}}, r"bench.batch_sizes: expected an integer >= 1, got 0"),
+        (
+            {"backends": {"chain": ["onnxruntime", "tensorrtx"]}},
+            r"backends.chain: expected a backend name \(.*onnxruntime.*\), got 'tensorrtx'",
+        ),
+        (
+            {"backends": {"options": {"ort": {}}}},
+            r"backends.options: expected a backend name .* got 'ort'",
+        ),
         ({"store": {"s3": "http://x"}}, r"store.s3: expected s3://BUCKET/PREFIX, got 'http://x'"),
         ([1, 2], r"x.yaml: expected a mapping, got \[1, 2\]"),
     ],

@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,26 +72,8 @@ def leftovers(root: Path) -> list[Path]:
 
 # --------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module", autouse=True)
-def aws_env() -> Iterator[None]:
-    """Dummy credentials through the standard chain; no config files, no instance metadata."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "test-key")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        yield
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweedfs.SeaweedS3]:
-    pytest.importorskip("boto3")
-    with seaweedfs.running(tmp_path_factory.mktemp("weed")) as server:
-        seaweedfs.create_bucket(server, "engines")
-        yield server
+def _dummy_credentials(aws_env: None) -> None:
+    """Every test here sees the dummy AWS credentials (conftest's ``aws_env``)."""
 
 
 @pytest.fixture

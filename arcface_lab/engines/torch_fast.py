@@ -1,0 +1,220 @@
+"""PyTorch optimized: FP16/BF16, channels-last, ``torch.compile`` and CUDA graphs.
+
+The fast path for GPUs without TensorRT, and (BF16 + channels-last) for CPUs
+with native BF16. The module is a private copy of the model converted with
+``.to(dtype)``; the final ``BatchNorm1d`` (``features``) stays FP32 and so does
+the output, which costs nothing and keeps the embedding's normalization in
+full precision.
+
+On CUDA each batch shape gets one captured CUDA graph with static input and
+output buffers (warmed up on a side stream before capture, as the PyTorch
+CUDA-graphs documentation requires), then replayed. On CPU, ``fp16`` runs but
+is recorded as a warning: torch FP16 convolutions on CPU are 4-27x slower than
+FP32 and measure weight rounding, not a fast path.
+
+Options (``backends.options.torch_fast`` in a params file):
+    channels_last: NHWC memory format (default True).
+    compile: False (default), True (``max-autotune-no-cudagraphs`` on CUDA, the default
+        mode on CPU) or a ``torch.compile`` mode name (``reduce-overhead`` brings its own
+        CUDA graphs and turns ours off).
+    cuda_graphs: capture and replay one CUDA graph per batch shape (default True on CUDA).
+    tf32: allow TF32 for FP32 convolutions and matmuls on CUDA (default False); set only
+        around this engine's own calls, so the strict FP32 reference is not affected.
+    cudnn_benchmark: let cuDNN time its algorithms (default True on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from arcface_lab.engines.base import Engine
+from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.registry import register_backend
+
+__all__ = ["TorchFastEngine"]
+
+CPU_FP16_WARNING = (
+    "fp16 on CPU: torch fp16 convolutions on CPU are 4-27x slower than fp32 and measure "
+    "weight rounding only; bf16 + channels_last is the CPU fast path"
+)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _fp32_wrapper(module: Any) -> Any:
+    """``module`` run in FP32 whatever dtype its input has."""
+    import torch
+
+    class Float32(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.float()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.inner(x.float())
+            return out
+
+    return Float32(module)
+
+
+@register_backend
+class TorchFastEngine(Engine):
+    """PyTorch with reduced precision, channels-last, optional compile and CUDA graphs."""
+
+    name = "torch_fast"
+    precisions = ("fp32", "fp16", "bf16")
+    description = "PyTorch optimized: fp16/bf16, channels-last, torch.compile, CUDA graphs"
+
+    @classmethod
+    def availability(cls) -> str | None:
+        return None if importlib.util.find_spec("torch") else "torch is not installed"
+
+    def _option(self, name: str, default: bool) -> bool:
+        value = self.options.get(name, default)
+        if not isinstance(value, bool):
+            raise InputError(f"torch_fast option {name}: expected true or false, got {value!r}")
+        return value
+
+    def _compile_mode(self, cuda: bool) -> str | None:
+        value = self.options.get("compile", False)
+        if value is False:
+            return None
+        if value is True:
+            return "max-autotune-no-cudagraphs" if cuda else "default"
+        if value not in COMPILE_MODES:
+            raise InputError(
+                f"torch_fast option compile: expected true, false or one of "
+                f"{', '.join(COMPILE_MODES)}, got {value!r}"
+            )
+        return str(value)
+
+    def _load(self) -> None:
+        import torch
+
+        from arcface_lab.engines.torch_ref import torch_device
+
+        if not self.model.has_torch_module:
+            raise BackendUnavailable(
+                f"torch_fast: {self.model.spec} is an ONNX file; the torch_fast backend runs "
+                ".pth checkpoints and seeded: models"
+            )
+        self._torch = torch
+        self.device = torch_device(self.device)
+        cuda = self.device.startswith("cuda")
+        self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            self.precision
+        ]
+        self._channels_last = self._option("channels_last", True)
+        self._tf32 = self._option("tf32", False)
+        self._benchmark = self._option("cudnn_benchmark", cuda)
+        mode = self._compile_mode(cuda)
+        graphs = self._option("cuda_graphs", cuda)
+        if graphs and not cuda:
+            raise InputError("torch_fast option cuda_graphs: needs a CUDA device, got cpu")
+        if mode == "reduce-overhead" and graphs:
+            graphs = False  # torch.compile captures its own CUDA graphs in this mode
+        self._graphs_on = graphs
+
+        # A private copy: the model source's module is shared with other engines.
+        module = copy.deepcopy(self.model.torch_module()).eval().to(self.device)
+        if self._dtype != torch.float32:
+            module = module.to(self._dtype)
+            features = getattr(module, "features", None)
+            if isinstance(features, torch.nn.BatchNorm1d):
+                module.features = _fp32_wrapper(features)
+        if self._channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self._module: Any = module
+        if mode is not None:
+            self._module = torch.compile(module, mode=None if mode == "default" else mode)
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if graphs else None
+
+        details: dict[str, Any] = {
+            "channels_last": self._channels_last,
+            "compile": mode or False,
+            "cuda_graphs": graphs,
+            "fp32_layers": ["features"] if self._dtype != torch.float32 else [],
+            "threads": torch.get_num_threads(),
+        }
+        if cuda:
+            details.update(
+                gpu=torch.cuda.get_device_name(self.device),
+                tf32=self._tf32,
+                cudnn_benchmark=self._benchmark,
+            )
+        elif self.precision == "fp16":
+            self.info.warnings.append(CPU_FP16_WARNING)
+        self.info.device = self.device
+        self.info.versions = {"torch": torch.__version__}
+        self.info.details = details
+
+    @contextlib.contextmanager
+    def _backend_flags(self) -> Iterator[None]:
+        """TF32 and cuDNN benchmark for this engine's calls only; restored afterwards."""
+        torch = self._torch
+        if not self.info.device.startswith("cuda"):
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = self._tf32
+        try:
+            with torch.backends.cudnn.flags(
+                enabled=True, benchmark=self._benchmark, allow_tf32=self._tf32
+            ):
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+
+    def _to_input(self, x: np.ndarray) -> Any:
+        torch = self._torch
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._dtype)
+        return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
+
+    def _forward(self, t: Any) -> Any:
+        return self._module(t).float()
+
+    def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        """The captured graph for ``shape`` with its static input and output buffers."""
+        torch = self._torch
+        if shape in self._graphs:
+            return self._graphs[shape]
+        static_in = torch.zeros(shape, dtype=self._dtype, device=self.device)
+        if self._channels_last:
+            static_in = static_in.contiguous(memory_format=torch.channels_last)
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture stream (cuDNN, allocator)
+            for _ in range(3):
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            static_out = self._forward(static_in)
+        self._graphs[shape] = (graph, static_in, static_out)
+        self.info.details["graph_batch_sizes"] = sorted(s[0] for s in self._graphs)
+        return self._graphs[shape]
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        grad_off = torch.no_grad() if self._graphs_on else torch.inference_mode()
+        with grad_off, self._backend_flags():
+            if self._graphs_on:
+                with torch.cuda.device(self.device):
+                    graph, static_in, static_out = self._graph(tuple(x.shape))
+                    static_in.copy_(self._to_input(x))
+                    graph.replay()
+                    out = static_out.cpu()
+            else:
+                out = self._forward(self._to_input(x)).cpu()
+        arr: np.ndarray = out.numpy()
+        return arr
+
+    def _close(self) -> None:
+        self._graphs.clear()
+        del self._module

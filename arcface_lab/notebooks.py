@@ -1,0 +1,258 @@
+"""The notebooks of a run: executed with papermill, turned into HTML with nbconvert.
+
+Notebooks are thin views over a run folder's JSON (``notebooks/*.ipynb``, each
+with a ``parameters`` cell holding ``run_dir`` and ``params_file``). This
+module has two halves:
+
+* for the pipeline and ``arcface-lab render``: :func:`execute` runs every
+  notebook of a folder against a run folder with papermill, keeps each
+  executed notebook under ``<run>/notebooks/`` (papermill's error notebook
+  when a cell fails), writes ``<run>/<name>.html`` with nbconvert (code
+  hidden) and records what happened in ``<run>/notebooks.json``, which
+  :mod:`arcface_lab.report` reads to link the pages and flag a failure;
+* for the notebooks themselves: :func:`open_run` (a run folder, or a small
+  measurement of ``params_file`` when ``run_dir`` is empty, so a researcher or
+  nbval can open a notebook on its own) and :func:`read_run`.
+
+papermill, nbconvert and nbformat are imported inside the functions that use
+them, so a measurement-only machine (``arcface-lab run --no-render``) needs
+none of them. No notebook execution or HTML conversion is written by hand:
+papermill and nbconvert do it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, InputError
+
+__all__ = [
+    "STATUS_FILE",
+    "NotebookError",
+    "NotebookStatus",
+    "available",
+    "default_notebooks_dir",
+    "execute",
+    "open_run",
+    "read_run",
+    "require",
+]
+
+log = logging.getLogger(__name__)
+
+#: Written into the run folder by :func:`execute`; read by the report.
+STATUS_FILE = "notebooks.json"
+#: Where the executed notebooks go, inside the run folder.
+EXECUTED_DIR = "notebooks"
+_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel")
+_RUN_FILES = ("environment", "drift", "verification", "bench", "verdict")
+
+
+class NotebookError(ArcfaceLabError):
+    """A notebook failed to execute; papermill's error notebook is kept in the run folder."""
+
+    def __init__(self, failed: list[NotebookStatus]) -> None:
+        self.failed = failed
+        what = "; ".join(f"{s.name}: {s.error} (see {s.ipynb})" for s in failed)
+        super().__init__(f"{len(failed)} notebook(s) failed: {what}")
+
+
+@dataclass
+class NotebookStatus:
+    """One notebook of a run: where its pages are and whether it ran."""
+
+    name: str
+    source: str
+    ipynb: str  # executed notebook, relative to the run folder
+    html: str | None  # HTML page, relative to the run folder; None when not written
+    status: str  # "ok" or "failed"
+    error: str = ""
+    seconds: float = 0.0
+
+
+def default_notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` folder (beside the package)."""
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def available() -> bool:
+    """Whether papermill, nbconvert, nbformat and ipykernel are importable here."""
+    return all(importlib.util.find_spec(p) is not None for p in _PACKAGES)
+
+
+def require() -> None:
+    """Raise :class:`BackendUnavailable` naming what to install when :func:`available` is false."""
+    missing = [p for p in _PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        raise BackendUnavailable(
+            f"rendering notebooks needs {', '.join(missing)}: "
+            "pip install 'arcface_lab[notebooks]', or run with --no-render "
+            "(JSON and index.html only) and `arcface-lab render RUN_DIR` elsewhere"
+        )
+
+
+def notebook_paths(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The notebooks of ``notebooks_dir`` (default :func:`default_notebooks_dir`), by name."""
+    folder = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
+    paths = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+    if not paths:
+        raise InputError(f"{folder}: no notebooks (*.ipynb) to execute")
+    return paths
+
+
+class _NoAltTextWarning(logging.Filter):
+    """nbconvert warns for every plot without alt text; matplotlib outputs never have one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Alternative text is missing")
+
+
+_nbconvert_log = logging.getLogger(f"{__name__}.nbconvert")
+_nbconvert_log.addFilter(_NoAltTextWarning())
+
+
+def _to_html(notebook: Path, html: Path, title: str) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook, as_version=4)
+    exporter = HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        log=_nbconvert_log,
+    )
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    tmp = html.with_name(f".{html.name}.partial")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(html)
+
+
+def _execute_one(
+    source: Path, run_dir: Path, params_file: str, timeout_s: float | None
+) -> NotebookStatus:
+    import papermill as pm
+
+    out_dir = run_dir / EXECUTED_DIR
+    out_dir.mkdir(exist_ok=True)
+    executed = out_dir / source.name
+    html = run_dir / f"{source.stem}.html"
+    status = NotebookStatus(
+        source.stem, str(source), f"{EXECUTED_DIR}/{source.name}", html.name, "ok"
+    )
+    started = time.perf_counter()
+    log.info("notebook %s", source.name)
+    try:
+        pm.execute_notebook(
+            source,
+            executed,
+            parameters={"run_dir": str(run_dir.resolve()), "params_file": params_file},
+            cwd=str(source.parent),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            # ipykernel warns on every start that local TCP is unencrypted: noise here
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    except pm.PapermillExecutionError as exc:
+        status.status, status.error = "failed", f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, no kernelspec, ...: recorded the same way
+        status.status, status.error = "failed", f"{type(exc).__name__}: {exc}"
+    status.seconds = round(time.perf_counter() - started, 2)
+    if not executed.is_file():  # failed before papermill wrote anything
+        status.html = None
+        return status
+    try:
+        _to_html(executed, html, f"{source.stem} ({run_dir.name.lstrip('.')})")
+    except Exception as exc:
+        status.html = None
+        if status.status == "ok":
+            status.status, status.error = "failed", f"HTML: {type(exc).__name__}: {exc}"
+    return status
+
+
+def execute(
+    run_dir: str | Path,
+    params_file: str = "",
+    notebooks_dir: str | Path | None = None,
+    timeout_s: float | None = None,
+) -> list[NotebookStatus]:
+    """Execute every notebook against ``run_dir`` and write its HTML page there.
+
+    Every notebook is tried, so one failure still leaves the other pages. The
+    statuses go to ``run_dir/notebooks.json``; when any notebook failed,
+    :class:`NotebookError` is raised after all ran.
+    """
+    require()
+    run_dir = Path(run_dir)
+    if not (run_dir / "verdict.json").is_file():
+        raise InputError(f"{run_dir}: no verdict.json; notebooks need a measured run folder")
+    statuses = [
+        _execute_one(p, run_dir, params_file, timeout_s) for p in notebook_paths(notebooks_dir)
+    ]
+    payload = {"notebooks": [asdict(s) for s in statuses]}
+    (run_dir / STATUS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    failed = [s for s in statuses if s.status != "ok"]
+    if failed:
+        raise NotebookError(failed)
+    return statuses
+
+
+# -- used inside the notebooks -----------------------------------------------------------
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's JSON files as one dict: ``environment``, ``drift``, ``verdict``, ...
+
+    Also ``run_dir`` and ``run_id`` (the folder's name without ``.partial``).
+    """
+    run_dir = Path(run_dir)
+    run_id = run_dir.name.lstrip(".").removesuffix(".partial")
+    out: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_id}
+    for name in _RUN_FILES:
+        path = run_dir / f"{name}.json"
+        if not path.is_file():
+            raise InputError(f"{run_dir}: no {name}.json; is this a measured run folder?")
+        out[name] = json.loads(path.read_text())
+    return out
+
+
+def open_run(run_dir: str = "", params_file: str = "") -> Path:
+    """The run folder a notebook shows.
+
+    ``run_dir`` when given. Empty (a notebook opened on its own, or nbval):
+    ``params_file`` is measured with :func:`arcface_lab.pipeline.run` (JSON
+    only, no notebooks) into a temporary folder, once per parent process, so
+    the notebooks of one Jupyter server or one nbval session share a single
+    measurement.
+    """
+    if run_dir:
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise InputError(f"run_dir {run_dir!r}: no such run folder")
+        return path
+    if not params_file:
+        raise InputError("run_dir and params_file are both empty: give one of them")
+    from filelock import FileLock
+
+    from arcface_lab.params import load_params
+    from arcface_lab.pipeline import run
+
+    params = load_params(params_file)
+    digest = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / "arcface_lab-notebook-runs"
+    root.mkdir(exist_ok=True)
+    out = root / f"{params.name}-{digest}-{os.getppid()}"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "verdict.json").is_file():
+            print(f"run_dir is empty: measuring {params_file} into {out} (about a minute)")
+            run(params, out_dir=out, render=False)
+    return out

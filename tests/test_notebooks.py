@@ -1,0 +1,189 @@
+"""Notebooks of a run: executed with papermill, HTML with nbconvert, linked from index.html.
+
+One real ``arcface-lab run params/ci.yaml`` (module fixture) is shared by the
+tests; the failure and ``--no-render`` tests reuse its measurement through a
+stand-in ``_measure`` so only the rendering is exercised again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arcface_lab import pipeline
+from arcface_lab.acceptance import Check
+from arcface_lab.cli import main
+from arcface_lab.errors import InputError
+from arcface_lab.notebooks import open_run, read_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_PARAMS = str(ROOT / "params" / "ci.yaml")
+DATA = Path(__file__).resolve().parent / "data"
+NOTEBOOKS = ("01_build_engines", "02_embedding_drift", "03_benchmark", "04_acceptance_report")
+MEASURED = ("environment", "drift", "verification", "bench", "verdict")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[int, Path]:
+    """``arcface-lab run params/ci.yaml``: exit status and run folder."""
+    root = tmp_path_factory.mktemp("reports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache_dir))
+        code = main(["run", CI_PARAMS, "--reports-root", str(root)])
+    runs = list(root.iterdir())
+    assert len(runs) == 1, runs
+    return code, runs[0]
+
+
+@pytest.fixture
+def replay(ci_run: tuple[int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pipeline._measure`` replaced by a copy of the fixture run's measurement."""
+    source = ci_run[1]
+
+    def fake_measure(params: object, run_dir: Path) -> pipeline.RunResult:
+        for name in MEASURED:
+            shutil.copy(source / f"{name}.json", run_dir / f"{name}.json")
+        verdict = json.loads((source / "verdict.json").read_text())
+        return pipeline.RunResult(run_dir, [Check(**c) for c in verdict["checks"]])
+
+    monkeypatch.setattr(pipeline, "_measure", fake_measure)
+
+
+def test_run_executes_and_links_the_four_notebooks(ci_run: tuple[int, Path]) -> None:
+    code, run_dir = ci_run
+    assert code == 0
+    index = (run_dir / "index.html").read_text()
+    assert "Verdict" in index and "Acceptance-matrix row" in index
+    for name in NOTEBOOKS:
+        assert (run_dir / "notebooks" / f"{name}.ipynb").is_file()
+        assert f'href="{name}.html"' in index
+        page = (run_dir / f"{name}.html").read_text()
+        assert "Traceback" not in page and "read_run(" not in page  # ran, and code is hidden
+    status = json.loads((run_dir / "notebooks.json").read_text())["notebooks"]
+    assert [(s["name"], s["status"]) for s in status] == [(n, "ok") for n in NOTEBOOKS]
+    # plots embedded: cosine histogram, pair-score scatter + ROC; latency, speedup
+    assert (run_dir / "02_embedding_drift.html").read_text().count("<img") >= 2
+    assert (run_dir / "03_benchmark.html").read_text().count("<img") >= 2
+    executed = json.loads((run_dir / "notebooks" / "04_acceptance_report.ipynb").read_text())
+    checked = [c for c in executed["cells"] if "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+    assert "verdict: PASS" in "".join(checked[0]["outputs"][0]["text"])
+    # per-pair scores for the scatter and ROC plots
+    ver = json.loads((run_dir / "verification.json").read_text())
+    for engine in ver["engines"].values():
+        n = ver["pairs"]
+        assert len(engine["reference_scores"]) == len(engine["engine_scores"]) == n
+        assert len(engine["same"]) == n and set(engine["same"]) == {True, False}
+
+
+def test_render_from_json_alone(ci_run: tuple[int, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "copied-run"
+    copy.mkdir()
+    for name in MEASURED:
+        shutil.copy(ci_run[1] / f"{name}.json", copy)
+    assert main(["render", str(copy)]) == 0
+    index = (copy / "index.html").read_text()
+    for name in NOTEBOOKS:
+        assert (copy / f"{name}.html").is_file() and f'href="{name}.html"' in index
+
+    bare = tmp_path / "index-only"
+    shutil.copytree(copy, bare, ignore=shutil.ignore_patterns("*.html", "notebooks*"))
+    assert main(["render", str(bare), "--no-notebooks"]) == 0
+    assert [p.name for p in bare.glob("*.html")] == ["index.html"]
+    assert "Not rendered for this run" in (bare / "index.html").read_text()
+
+
+def test_failing_notebook_fails_the_run(
+    replay: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r1"
+    code = main(["run", CI_PARAMS, "--out", str(out), "--notebooks-dir", str(DATA)])
+    assert code == 1
+    assert (
+        "broken_notebook: RuntimeError: this notebook fails on purpose" in capsys.readouterr().err
+    )
+    failed = tmp_path / "r1.failed"
+    assert failed.is_dir() and not out.exists() and not list(tmp_path.glob(".*partial"))
+    # papermill's error notebook is kept, with the failing cell's error in it
+    executed = json.loads((failed / "notebooks" / "broken_notebook.ipynb").read_text())
+    errors = [
+        o["ename"]
+        for c in executed["cells"]
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
+    assert errors == ["RuntimeError"]
+    assert "NotebookError" in json.loads((failed / "error.json").read_text())["error"]
+    index = (failed / "index.html").read_text()
+    assert "The run FAILED" in index and "Notebook FAILED: broken_notebook" in index
+    assert 'href="notebooks/broken_notebook.ipynb"' in index
+    assert 'href="broken_notebook.html"' in index  # the error notebook as a page too
+
+    # a second failure under the same name keeps the first one
+    assert main(["run", CI_PARAMS, "--out", str(out), "--notebooks-dir", str(DATA)]) == 1
+    assert len(list(tmp_path.glob("r1.failed*"))) == 2
+
+
+def test_no_render_needs_no_notebook_packages(
+    replay: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    for name in ("papermill", "nbconvert", "nbformat"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, find_spec says missing
+    assert main(["run", CI_PARAMS, "--out", str(tmp_path / "r2"), "--no-render"]) == 0
+    r2 = tmp_path / "r2"
+    assert [p.name for p in r2.glob("*.html")] == ["index.html"]
+    assert "Not rendered for this run (<code>--no-render</code>)" in (r2 / "index.html").read_text()
+
+    # without --no-render it says what is missing before measuring anything
+    capsys.readouterr()
+    assert main(["run", CI_PARAMS, "--out", str(tmp_path / "r3")]) == 1
+    err = capsys.readouterr().err
+    assert "papermill" in err and "--no-render" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r2"]
+
+    # render falls back to index.html only
+    assert main(["render", str(r2)]) == 0
+    assert "index.html only" in capsys.readouterr().err
+
+
+def test_measurement_modules_import_no_notebook_packages() -> None:
+    code = (
+        "import sys\n"
+        "import arcface_lab.cli, arcface_lab.notebooks, arcface_lab.pipeline, arcface_lab.report\n"
+        "heavy = {'papermill', 'nbconvert', 'nbformat', 'pandas', 'matplotlib'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_notebook_helpers(ci_run: tuple[int, Path], tmp_path: Path) -> None:
+    run_dir = ci_run[1]
+    assert open_run(str(run_dir), "ignored.yaml") == run_dir
+    run = read_run(run_dir)
+    assert run["run_id"] == run_dir.name and run["verdict"]["passed"]
+    with pytest.raises(InputError, match="run_dir and params_file are both empty"):
+        open_run("", "")
+    with pytest.raises(InputError, match="no such run folder"):
+        open_run(str(tmp_path / "nope"))
+    with pytest.raises(InputError, match=r"no environment\.json; is this a measured run folder"):
+        read_run(tmp_path)
+
+
+def test_committed_notebooks_are_stripped_and_parameterized() -> None:
+    for name in NOTEBOOKS:
+        nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+        assert len(params) == 1 and 'params_file = "../params/ci.yaml"' in "".join(
+            params[0]["source"]
+        )
+        for cell in code:
+            if "# NBVAL_CHECK_OUTPUT" not in "".join(cell["source"]):
+                assert cell["outputs"] == [], (name, cell["source"])
+        assert "matplotlib.use" not in json.dumps(nb)

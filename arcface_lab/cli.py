@@ -405,6 +405,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(result.summary_text())
     print(f"run folder: {result.run_dir}")
+    print(f"report: {result.run_dir / 'index.html'}")
     return EXIT_OK if result.passed else EXIT_THRESHOLD
 
 

@@ -157,3 +157,23 @@ def test_entry_point_plugins_register(tmp_path: Path, clean_registry, monkeypatc
     assert rows["demo"].available and rows["demo"].description == "a plugin"
     assert not rows["broken"].available and "failed to load" in (rows["broken"].reason or "")
     sys.modules.pop("demo_backend", None)
+
+
+def test_ort_tensorrt_provider_profile_and_absence(r18) -> None:
+    with create_engine(
+        "onnxruntime", r18, precision="fp16", strict=True, batch_min=2, batch_max=64
+    ) as engine:
+        opts = engine._trt_options()
+    assert opts["trt_fp16_enable"] is True
+    assert opts["trt_profile_min_shapes"] == "input:2x3x112x112"
+    assert opts["trt_profile_opt_shapes"] == "input:32x3x112x112"
+    assert opts["trt_profile_max_shapes"] == "input:64x3x112x112"
+    with pytest.raises(
+        BackendUnavailable, match=r"execution provider\(s\) tensorrt not in this build"
+    ):
+        create_engine(
+            "onnxruntime",
+            r18,
+            strict=True,
+            backend_options={"onnxruntime": {"providers": "tensorrt,cpu"}},
+        )

@@ -8,6 +8,11 @@ weight rounding only (recorded as a warning).
 Options:
     providers: ``"auto"`` (default: CUDA then CPU when a GPU build is present),
         or a comma-separated list of ``cpu``, ``cuda``, ``tensorrt``.
+    batch_min, batch_opt, batch_max: the TensorRT provider's optimization profile.
+
+Built artifacts go through the engine store: the FP16 copy, the CPU-optimized
+graph (``ORT_ENABLE_EXTENDED``), and with the TensorRT provider first, the
+engine it built embedded in an EP context model.
     threads: intra-op threads (0: ONNX Runtime's default).
 """
 
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.engines.base import Engine
-from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
 
 __all__ = ["OnnxRuntimeEngine"]
@@ -72,14 +79,7 @@ class OnnxRuntimeEngine(Engine):
         providers: list[Any] = []
         for p in names:
             if p == "tensorrt":
-                cache = self.model.cache_dir / "ort-trt-cache"
-                cache.mkdir(parents=True, exist_ok=True)
-                trt_opts = {
-                    "trt_fp16_enable": self.precision == "fp16",
-                    "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(cache),
-                }
-                providers.append((_PROVIDERS[p], trt_opts))
+                providers.append((_PROVIDERS[p], self._trt_options()))
             else:
                 providers.append(_PROVIDERS[p])
         return providers
@@ -108,6 +108,56 @@ class OnnxRuntimeEngine(Engine):
             "library": {"onnxconverter-common": converter},
         }
         return str(self._artifact("onnx-fp16", inputs, build, main=False))
+
+    def _trt_options(self) -> dict[str, Any]:
+        """TensorRT EP options: precision and one dynamic-batch optimization profile."""
+        name = self.model.onnx_info().input_name
+        item = "x".join(str(d) for d in self.model.preprocess.input_shape(1)[1:])
+        lo, opt = self.options.get("batch_min", 1), self.options.get("batch_opt", self.batch_size)
+        hi = self.options.get("batch_max", max(self.batch_size, opt))
+        return {
+            "trt_fp16_enable": self.precision == "fp16",
+            "trt_profile_min_shapes": f"{name}:{lo}x{item}",
+            "trt_profile_opt_shapes": f"{name}:{opt}x{item}",
+            "trt_profile_max_shapes": f"{name}:{hi}x{item}",
+        }
+
+    def _trt_context_model(self, ort: Any, source: str, providers: list[Any]) -> str:
+        """The TensorRT EP's built engine, embedded in an EPContext ONNX model, via the store.
+
+        ONNX Runtime writes the engine it built into a single "EP context" model
+        (``trt_dump_ep_context_model``, embed mode 1); that file is the artifact, so a
+        second run (or another machine with the same GPU) loads it instead of rebuilding.
+        """
+        from arcface_lab.models.onnx_io import file_sha256
+        from arcface_lab.store import device_fingerprint
+
+        trt_opts = dict(providers[0][1])
+
+        def build(tmp: Path) -> None:
+            with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+                ctx = Path(work) / "model_ctx.onnx"
+                dump = {
+                    **trt_opts,
+                    "trt_dump_ep_context_model": True,
+                    "trt_ep_context_file_path": str(ctx),
+                    "trt_ep_context_embed_mode": 1,
+                }
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                ort.InferenceSession(source, opts, providers=[(providers[0][0], dump)])
+                if not ctx.is_file():
+                    raise EngineError(f"onnxruntime TensorRT EP wrote no EP context model at {ctx}")
+                os.replace(ctx, tmp)
+
+        inputs = {
+            "onnx_sha256": file_sha256(source),
+            "precision": self.precision,
+            "provider_options": trt_opts,
+            "library": {"onnxruntime": ort.__version__},
+            "device": device_fingerprint(),
+        }
+        return str(self._artifact("ort-trt-epcontext", inputs, build))
 
     def _optimized(self, ort: Any, source: str) -> str:
         """The CPU-optimized graph (ORT_ENABLE_EXTENDED fusions), built once via the store."""
@@ -144,6 +194,8 @@ class OnnxRuntimeEngine(Engine):
         model_path = self._model_path()
         if providers == ["CPUExecutionProvider"]:
             model_path = self._optimized(ort, model_path)
+        elif isinstance(providers[0], tuple) and providers[0][0] == _PROVIDERS["tensorrt"]:
+            model_path = self._trt_context_model(ort, model_path, providers)
         self._session = ort.InferenceSession(model_path, opts, providers=providers)
         used = self._session.get_providers()
         asked = [p if isinstance(p, str) else p[0] for p in providers]

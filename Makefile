@@ -37,6 +37,10 @@ pytest: setup
 notebooks: setup
 	$(BIN)/python -m pytest -q --nbval-lax notebooks/
 
+# CPU comparison: every engine in its own process vs torch eager FP32 (table + reports/bench-*/).
+bench: setup
+	$(BIN)/python -m arcface_lab.perf --params $(PARAMS)
+
 # Golden embeddings are regenerated only deliberately, never by a test.
 goldens: setup
 	$(BIN)/python tests/golden/make_goldens.py

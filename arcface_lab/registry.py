@@ -39,6 +39,7 @@ _BUILTIN_MODULES = (
     "arcface_lab.engines.onnxruntime",
     "arcface_lab.engines.tensorrt",
     "arcface_lab.engines.torch_fast",
+    "arcface_lab.engines.openvino",
 )
 
 _backends: dict[str, type[Engine]] = {}

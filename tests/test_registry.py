@@ -76,7 +76,7 @@ def test_onnx_model_skips_torch_with_reason(tmp_path: Path, r18, cache_dir) -> N
 def test_unknown_backend_lists_known() -> None:
     with pytest.raises(
         UnknownBackendError,
-        match=r"unknown backend 'tensorrtx'; known backends: .*onnxruntime, tensorrt, torch, torch_fast",
+        match=r"unknown backend 'tensorrtx'; known backends: .*onnxruntime, openvino, tensorrt, torch, torch_fast",
     ):
         create_engine("tensorrtx,torch", object())
     with pytest.raises(UnknownBackendError, match="empty backend chain"):

@@ -1,0 +1,395 @@
+"""OpenVINO: the CPU fast path (FP32, BF16, INT8 with accuracy-aware mixed precision).
+
+Precisions:
+    fp32: ``INFERENCE_PRECISION_HINT`` is set to ``f32`` explicitly. OpenVINO's CPU plugin
+        defaults to ``bf16`` on CPUs with native BF16, which would make an "fp32" figure a
+        BF16 one.
+    bf16: hint ``bf16``. Refused on a CPU without native BF16 (OpenVINO would quietly run
+        FP32 and the label would lie).
+    int8: the model quantized by :func:`arcface_lab.quantize.quantize_int8` (calibrated on
+        the validation images, the layers whose quantization hurts the embedding most kept
+        in floating point), compiled with the ``bf16`` hint so the kept layers run in BF16
+        (``f32`` on a CPU without native BF16). Offered only when it passes its gates.
+
+Artifacts go through the engine store, so a second creation skips the work:
+    ``openvino-int8``: a tar of the quantized IR (saved with ``compress_to_fp16=False``)
+        and its search report.
+    ``openvino-compiled``: ``CompiledModel.export_model()`` bytes, loaded back with
+        ``Core.import_model``.
+
+``info.details`` keeps first-run costs apart from steady-state latency: ``build_s``
+(reading and converting the ONNX or stored IR), ``calibration_s`` (INT8 calibration and
+precision search), ``compile_s``, ``import_s`` (loading a stored compiled model) and
+``load_s`` (the whole creation). A step the store let this creation skip reads 0.0;
+``int8.timings`` keeps what the INT8 build cost when it ran.
+
+Options (``backends.options.openvino`` in a params file):
+    threads: ``INFERENCE_NUM_THREADS`` (0, the default: OpenVINO's choice, every core).
+    performance_hint: ``LATENCY`` (default: one stream, so a synchronous ``embed`` call
+        uses every core) or ``THROUGHPUT``.
+    cache_compiled: keep the compiled model in the store (default True).
+    int8_cosine_min, int8_flips_max: the INT8 gates, required for ``int8`` (params:
+        ``thresholds.cosine_min.int8`` and ``thresholds.decision_flips_max``).
+    int8_enforce_gates: refuse an INT8 model that fails its gates (default True); False
+        loads it anyway, with a warning, so it can be measured.
+    int8_search: search which layers stay in BF16 (default True); False quantizes every
+        layer and only measures the gates (what INT8 without accuracy control costs).
+    int8_margin: fraction of the cosine headroom left by the BF16-only model that the
+        search may spend on INT8 error (default 0.3; the rest is margin for faces the
+        search never saw: on seeded r50, 0.5 passed on the validation faces and missed
+        0.999 on held-out ones, 0.3 passed both).
+    calibration: the validation images INT8 is calibrated and gated on: ``synthetic:N``
+        (the run's synthetic faces), a ``.npy`` file or folder, or a ``uint8`` array
+        (default ``synthetic:64``, what ``params/default.yaml`` validates on).
+    pairs: verification pairs for the decision-flip gate: ``synthetic:N``, ``.bin``,
+        ``.csv`` or ``none`` (default ``synthetic:100``).
+    flip: flip test-time augmentation for the pairs (default True, as the run does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arcface_lab.engines.base import Engine
+from arcface_lab.errors import BackendUnavailable, EngineError, InputError
+from arcface_lab.registry import register_backend
+
+__all__ = ["MISSING_REASON", "SYNTHETIC_SEED", "OpenVinoEngine"]
+
+log = logging.getLogger(__name__)
+
+MISSING_REASON = "openvino is not installed: pip install openvino"
+#: Seed of the synthetic validation faces, the one ``arcface_lab.pipeline`` uses.
+SYNTHETIC_SEED = 7
+INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v2"
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
+
+
+def _seconds(t0: float) -> float:
+    return round(time.perf_counter() - t0, 4)
+
+
+def _type_name(value: Any) -> str:
+    get = getattr(value, "get_type_name", None)
+    return str(get()) if callable(get) else str(value)
+
+
+def _array_id(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def read_int8_artifact(path: Path) -> tuple[bytes, bytes, dict[str, Any]]:
+    """``(xml, weights, report)`` from an ``openvino-int8`` tar; only its three members are read."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            data = {}
+            for name in _TAR_MEMBERS:
+                member = tar.extractfile(name)
+                if member is None:
+                    raise KeyError(name)
+                data[name] = member.read()
+        report = json.loads(data["report.json"])
+    except (tarfile.TarError, KeyError, ValueError, OSError) as exc:
+        raise EngineError(f"openvino int8: {path}: not a readable INT8 artifact ({exc})") from None
+    return data["model.xml"], data["model.bin"], report
+
+
+def _write_int8_artifact(model: Any, report: dict[str, Any], dest: Path) -> None:
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        with tarfile.open(dest, "w") as tar:
+            tar.add(xml, arcname="model.xml")
+            tar.add(xml.with_suffix(".bin"), arcname="model.bin")
+            blob = json.dumps(report, indent=1, default=str).encode()
+            info = tarfile.TarInfo("report.json")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+@register_backend
+class OpenVinoEngine(Engine):
+    """OpenVINO on the CPU over the canonical ONNX model."""
+
+    name = "openvino"
+    precisions = ("fp32", "bf16", "int8")
+    description = "OpenVINO CPU: FP32, BF16, INT8 with accuracy-aware mixed precision"
+
+    @classmethod
+    def availability(cls) -> str | None:
+        if importlib.util.find_spec("openvino") is None:
+            return MISSING_REASON
+        return None
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _config(self, native_bf16: bool) -> dict[str, Any]:
+        hint = _HINTS.get(self.precision, "bf16" if native_bf16 else "f32")
+        perf = str(self.options.get("performance_hint", "LATENCY")).upper()
+        if perf not in ("LATENCY", "THROUGHPUT"):
+            raise InputError(
+                f"openvino performance_hint: expected LATENCY or THROUGHPUT, got {perf!r}"
+            )
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": perf}
+        threads = self.options.get("threads", 0)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InputError(f"openvino threads: expected an integer >= 0, got {threads!r}")
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        return config
+
+    def _gates(self) -> Any:
+        from arcface_lab.quantize import Gates
+
+        cosine_min = self.options.get("int8_cosine_min")
+        flips_max = self.options.get("int8_flips_max")
+        if cosine_min is None or flips_max is None:
+            raise BackendUnavailable(
+                "openvino int8: no accuracy gates given; pass the options int8_cosine_min and "
+                "int8_flips_max (params: thresholds.cosine_min.int8, thresholds.decision_flips_max)"
+            )
+        return Gates(float(cosine_min), flips_max)
+
+    def _calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
+        from arcface_lab.data import check_images, load_images, synthetic_faces
+
+        spec = self.options.get("calibration", "synthetic:64")
+        size = self.model.preprocess.size
+        if isinstance(spec, np.ndarray):
+            check_images(spec, size, source="openvino calibration")
+            return spec, {"array_sha256": _array_id(spec)}
+        text = str(spec)
+        if text.startswith("synthetic"):
+            count = text.partition(":")[2] or "64"
+            if not count.isdigit() or int(count) < 1:
+                raise InputError(f"openvino calibration {text!r}: expected synthetic:N with N >= 1")
+            images = synthetic_faces(int(count), seed=SYNTHETIC_SEED, size=size)
+            return images, {"spec": f"synthetic:{int(count)}", "seed": SYNTHETIC_SEED}
+        images = load_images(text, size)
+        return images, {"spec": text, "sha256": _array_id(images)}
+
+    def _pairs(self) -> tuple[Any, dict[str, Any] | None]:
+        from arcface_lab.pairs import load_pairs
+
+        spec = self.options.get("pairs", "synthetic:100")
+        if spec is None or str(spec).lower() == "none":
+            return None, None
+        pairs = load_pairs(spec, self.model.preprocess.size)
+        digest = _array_id(pairs.images_a, pairs.images_b, pairs.same)
+        return pairs, {"spec": str(spec), "sha256": digest}
+
+    # -- building ------------------------------------------------------------------------
+
+    def _int8_model(
+        self, core: Any, config: dict[str, Any], times: dict[str, float]
+    ) -> tuple[str, Callable[[], Any]]:
+        """The quantized model through the store: its sha256 and a reader."""
+        import openvino as ov
+
+        from arcface_lab.models.onnx_io import file_sha256
+        from arcface_lab.quantize import quantize_int8
+        from arcface_lab.store import device_fingerprint
+
+        if importlib.util.find_spec("nncf") is None:
+            raise BackendUnavailable("openvino int8 needs nncf: pip install nncf")
+        nncf = importlib.import_module("nncf")  # untyped: used through Any
+
+        gates = self._gates()
+        images, images_id = self._calibration()
+        pairs, pairs_id = self._pairs()
+        flip = bool(self.options.get("flip", True))
+        search = self.options.get("int8_search", True)
+        if not isinstance(search, bool):
+            raise InputError(f"openvino int8_search: expected true or false, got {search!r}")
+        margin = self.options.get("int8_margin", 0.3)
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin <= 1:
+            raise InputError(f"openvino int8_margin: expected a number in (0, 1], got {margin!r}")
+        onnx = self.model.onnx_path()
+
+        def build(tmp: Path) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            fp32 = core.read_model(str(onnx))
+            times["build_s"] += _seconds(t0)
+            t0 = time.perf_counter()
+            result = quantize_int8(
+                fp32,
+                images,
+                self.model.preprocess,
+                gates,
+                config,
+                pairs=pairs,
+                flip=flip,
+                search=search,
+                margin=float(margin),
+                batch_size=self.batch_size,
+                core=core,
+            )
+            times["calibration_s"] = _seconds(t0)
+            _write_int8_artifact(result.model, result.report, tmp)
+            return {"passed": result.passed, "timings": result.report["timings"]}
+
+        inputs = {
+            "onnx_sha256": file_sha256(onnx),
+            "precision": "int8",
+            "recipe": INT8_RECIPE,
+            "gates": gates.to_dict(),
+            "calibration": images_id,
+            "pairs": pairs_id,
+            "flip": flip,
+            "search": search,
+            "margin": float(margin),
+            "inference_precision": config["INFERENCE_PRECISION_HINT"],
+            "library": {"openvino": ov.get_version(), "nncf": nncf.__version__},
+            "device": device_fingerprint(),
+        }
+        path = self._artifact("openvino-int8", inputs, build, main=False)
+        xml, weights, report = read_int8_artifact(path)
+        self._record_int8(report)
+        sha = self.info.details["artifacts"][-1]["sha256"]
+        return sha, lambda: core.read_model(xml, weights)
+
+    def _record_int8(self, report: dict[str, Any]) -> None:
+        result = report.get("result", {})
+        self.info.details["int8"] = {
+            "passed": report.get("passed"),
+            "search": report.get("search", True),
+            "gates": report.get("gates"),
+            "result": result,
+            "int8_layers": len(report.get("int8_layers", [])),
+            "int8_layer_names": report.get("int8_layers", []),
+            "kept_float_layers": report.get("kept_float_layers", []),
+            "int8_macs_fraction": report.get("int8_macs_fraction"),
+            "quantizers": report.get("quantizers"),
+            "quantizers_kept": report.get("quantizers_kept"),
+            "full_int8": report.get("full_int8"),
+            "float_only": report.get("float_only"),
+            "rounds": report.get("rounds"),
+            "timings": report.get("timings"),
+            "failure": report.get("failure"),
+        }
+        if report.get("passed"):
+            return
+        msg = (
+            f"openvino int8 fails its gates ({report.get('failure', 'gates not met')}): cosine min "
+            f"{result.get('cosine_min')} (gate {report['gates']['cosine_min']}), decision flips "
+            f"{result.get('decision_flips')} (gate {report['gates']['decision_flips_max']})"
+        )
+        if self.options.get("int8_enforce_gates", True):
+            raise BackendUnavailable(f"{msg}; not offered (int8_enforce_gates: false measures it)")
+        log.warning("%s; loaded because int8_enforce_gates is false", msg)
+        self.info.warnings.append(msg)
+
+    def _compiled(
+        self,
+        core: Any,
+        config: dict[str, Any],
+        source_sha: str,
+        read: Callable[[], Any],
+        times: dict[str, float],
+    ) -> Any:
+        import openvino as ov
+
+        from arcface_lab.store import device_fingerprint
+
+        def compile_now() -> Any:
+            t0 = time.perf_counter()
+            model = read()
+            times["build_s"] += _seconds(t0)
+            t0 = time.perf_counter()
+            compiled = core.compile_model(model, "CPU", config)
+            times["compile_s"] = _seconds(t0)
+            return compiled
+
+        if not self.options.get("cache_compiled", True):
+            return compile_now()
+        built: dict[str, Any] = {}
+
+        def build(tmp: Path) -> dict[str, Any]:
+            compiled = compile_now()
+            blob = compiled.export_model()
+            tmp.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
+            built["compiled"] = compiled
+            return {"build_s": times["build_s"], "compile_s": times["compile_s"]}
+
+        inputs = {
+            "source_sha256": source_sha,
+            "precision": self.precision,
+            "config": {k: str(v) for k, v in sorted(config.items())},
+            "library": {"openvino": ov.get_version()},
+            "device": device_fingerprint(),
+        }
+        path = self._artifact("openvino-compiled", inputs, build)
+        if "compiled" in built:
+            return built["compiled"]
+        t0 = time.perf_counter()
+        compiled = core.import_model(path.read_bytes(), "CPU", config)
+        times["import_s"] = _seconds(t0)
+        return compiled
+
+    def _load(self) -> None:
+        if self.device not in (None, "cpu"):
+            raise BackendUnavailable(f"openvino: runs on the CPU here, not on {self.device!r}")
+        import openvino as ov
+
+        from arcface_lab.models.onnx_io import file_sha256
+
+        started = time.perf_counter()
+        core = ov.Core()
+        capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        native_bf16 = "BF16" in capabilities
+        if self.precision == "bf16" and not native_bf16:
+            raise BackendUnavailable(
+                "openvino bf16: this CPU has no native BF16 (OPTIMIZATION_CAPABILITIES: "
+                f"{', '.join(capabilities)}); OpenVINO would run FP32"
+            )
+        config = self._config(native_bf16)
+        times = {"build_s": 0.0, "calibration_s": 0.0, "compile_s": 0.0, "import_s": 0.0}
+        self.info.versions = {"openvino": ov.get_version()}
+        if self.precision == "int8":
+            source_sha, read = self._int8_model(core, config, times)
+        else:
+            onnx = self.model.onnx_path()
+            source_sha = file_sha256(onnx)
+
+            def read() -> Any:
+                return core.read_model(str(onnx))
+
+        compiled = self._compiled(core, config, source_sha, read, times)
+        self._compiled_model = compiled
+        self._request = compiled.create_infer_request()
+        self.info.device = "cpu"
+        self.info.details.update(
+            inference_precision=_type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            performance_hint=str(compiled.get_property("PERFORMANCE_HINT")),
+            threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            native_bf16=native_bf16,
+            **times,
+            load_s=_seconds(started),
+        )
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: x})
+        return np.array(result[0], dtype=np.float32, copy=True)
+
+    def _close(self) -> None:
+        del self._request
+        del self._compiled_model

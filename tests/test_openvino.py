@@ -1,0 +1,198 @@
+"""OpenVINO backend: precision labels that hold, the store skipping rebuilds, INT8 gates."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.registry import create_engine, list_backends
+from tests.conftest import cosines
+
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
+HAVE_NNCF = importlib.util.find_spec("nncf") is not None
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed")
+needs_nncf = pytest.mark.skipif(not (HAVE_OPENVINO and HAVE_NNCF), reason="needs openvino+nncf")
+
+
+def _store(path: Path):
+    from arcface_lab.store import EngineStore, LocalStore
+
+    return EngineStore(LocalStore(path))
+
+
+def _native_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def test_missing_openvino_gives_the_install_hint(monkeypatch, r18):
+    from arcface_lab.engines.openvino import OpenVinoEngine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a)
+    )
+    reason = "openvino is not installed: pip install openvino"
+    assert OpenVinoEngine.availability() == reason
+    (row,) = list_backends("openvino")
+    assert not row.available and row.reason == reason
+    with pytest.raises(BackendUnavailable, match="openvino is not installed: pip install openvino"):
+        create_engine("openvino", r18, strict=True)
+    engine = create_engine("openvino,torch", r18)
+    with engine:
+        assert engine.info.backend == "torch"
+        assert engine.info.fallbacks[0].reason == reason
+
+
+def test_int8_gates_are_validated():
+    from arcface_lab.quantize import Gates
+
+    with pytest.raises(InputError, match=r"cosine_min: expected \(0, 1\], got 1.5"):
+        Gates(1.5, 0)
+    with pytest.raises(InputError, match="decision_flips_max: expected an integer >= 0, got -1"):
+        Gates(0.999, -1)
+
+
+# --------------------------------------------------------------------------- fp32 / bf16
+
+
+@needs_openvino
+def test_fp32_is_fp32_and_the_second_creation_loads_from_the_store(r18, faces, torch_r18, tmp_path):
+    store = _store(tmp_path / "store")
+    ref = torch_r18.embed(faces)
+    with create_engine("openvino", r18, precision="fp32", strict=True, store=store) as first:
+        emb = first.embed(faces)
+        details = first.info.details
+        assert details["inference_precision"] == "f32"  # set explicitly, not the bf16 default
+        assert first.info.artifact["kind"] == "openvino-compiled"
+        assert first.info.artifact["origin"] == "built"
+        assert details["compile_s"] > 0 and details["import_s"] == 0
+    assert cosines(ref, emb).min() >= 0.99999
+    with create_engine("openvino", r18, precision="fp32", strict=True, store=store) as second:
+        assert second.info.artifact["origin"] == "local"
+        details = second.info.details
+        assert details["build_s"] == 0 and details["compile_s"] == 0 and details["import_s"] > 0
+        np.testing.assert_allclose(second.embed(faces), emb, atol=1e-6)
+
+
+@needs_openvino
+def test_bf16_keeps_the_embedding(r18, faces, torch_r18, tmp_path):
+    if not _native_bf16():
+        with pytest.raises(BackendUnavailable, match="no native BF16"):
+            create_engine("openvino", r18, precision="bf16", strict=True)
+        return
+    store = _store(tmp_path / "store")
+    with create_engine("openvino", r18, precision="bf16", strict=True, store=store) as engine:
+        assert engine.info.details["inference_precision"] == "bf16"
+        cos = cosines(torch_r18.embed(faces), engine.embed(faces))
+    assert 0.999 <= cos.min() < 0.999999  # really bf16: close, not identical
+
+
+@needs_openvino
+def test_unknown_options_values_are_input_errors(r18, tmp_path):
+    with pytest.raises(InputError, match="performance_hint: expected LATENCY or THROUGHPUT"):
+        create_engine("openvino", r18, strict=True, performance_hint="fast")
+    with pytest.raises(InputError, match="threads: expected an integer >= 0, got -2"):
+        create_engine("openvino", r18, strict=True, threads=-2)
+
+
+# --------------------------------------------------------------------------- int8
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A 16x16 conv net as an ONNX file: INT8 searches on it take seconds."""
+    import torch
+    from torch import nn
+
+    from arcface_lab.models.onnx_io import export_onnx
+    from arcface_lab.models.source import resolve_model
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.PReLU(16),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.PReLU(32),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.PReLU(32),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 32),
+    ).eval()
+    folder = tmp_path_factory.mktemp("tiny")
+    path = export_onnx(net, folder / "tiny.onnx", (3, 16, 16))
+    return resolve_model(str(path), cache_dir=folder / "cache")
+
+
+def _int8(tiny, store, **options):
+    opts = {"calibration": "synthetic:24", "pairs": "synthetic:20", "flip": False, **options}
+    return create_engine("openvino", tiny, precision="int8", strict=True, store=store, **opts)
+
+
+@needs_nncf
+def test_int8_needs_its_gates(tiny, tmp_path):
+    with pytest.raises(BackendUnavailable, match="no accuracy gates given.*int8_cosine_min"):
+        _int8(tiny, _store(tmp_path))
+
+
+@needs_nncf
+def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(tiny, tmp_path):
+    store = _store(tmp_path / "store")
+    with _int8(tiny, store, int8_cosine_min=0.5, int8_flips_max=20) as engine:
+        lenient = engine.info.details["int8"]
+    assert lenient["passed"]
+    full, floating = lenient["full_int8"]["cosine_min"], lenient["float_only"]["cosine_min"]
+    assert full < floating  # int8 costs something, so a gate between the two needs a search
+    gate = round((full + floating) / 2, 6)
+    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20) as engine:
+        report = engine.info.details["int8"]
+        assert engine.info.details["calibration_s"] > 0
+        assert engine.info.details["artifacts"][0]["origin"] == "built"
+    assert report["passed"] and report["result"]["cosine_min"] >= gate
+    assert report["kept_float_layers"], "a gate above full INT8 keeps some layers in BF16"
+    assert 0 < report["int8_layers"] < report["int8_layers"] + len(report["kept_float_layers"])
+    assert any(r.get("passed") for r in report["rounds"])
+    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20) as again:
+        assert again.info.details["artifacts"][0]["origin"] == "local"
+        assert again.info.details["calibration_s"] == 0
+        assert again.info.details["int8"]["kept_float_layers"] == report["kept_float_layers"]
+
+
+@needs_nncf
+def test_int8_that_fails_its_gates_is_not_offered_but_can_be_measured(tiny, tmp_path):
+    store = _store(tmp_path / "store")
+    with pytest.raises(BackendUnavailable, match="openvino int8 fails its gates.*not offered"):
+        _int8(tiny, store, int8_cosine_min=1.0, int8_flips_max=0)
+    with _int8(tiny, store, int8_cosine_min=1.0, int8_flips_max=0, int8_enforce_gates=False) as e:
+        report = e.info.details["int8"]
+        assert e.info.artifact["origin"] == "built"  # the same INT8 artifact, compiled now
+        assert e.info.details["artifacts"][0]["origin"] == "local"
+        assert any("fails its gates" in w for w in e.info.warnings)
+        assert e.embed(tiny_faces()).shape == (4, 32)
+    assert not report["passed"]
+    assert report["result"]["cosine_min"] < 1.0
+    assert "fails the gates" in report["failure"]
+
+
+def tiny_faces() -> np.ndarray:
+    from arcface_lab.data import synthetic_faces
+
+    return synthetic_faces(4, seed=5, size=(16, 16))
+
+
+def test_bench_engine_specs_parse_options_and_refuse_garbage():
+    from arcface_lab.perf import parse_engines
+
+    specs = parse_engines("torch:fp32, openvino:int8:int8_search=false")
+    assert [s.label for s in specs] == ["torch/fp32", "openvino/int8 (int8_search=False)"]
+    assert specs[1].options == (("int8_search", False),)
+    with pytest.raises(InputError, match=r"--engines 'openvino': expected backend:precision"):
+        parse_engines("openvino")

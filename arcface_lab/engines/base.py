@@ -12,6 +12,7 @@ backend overrides only what differs:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -75,6 +76,8 @@ class Engine(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: One line for ``arcface-lab backends``.
     description: ClassVar[str] = ""
+    #: ``(module, how to install it)`` pairs this backend cannot run without.
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(
         self,
@@ -110,7 +113,14 @@ class Engine(ABC):
 
     @classmethod
     def availability(cls) -> str | None:
-        """``None`` when this backend can run here, else the reason it cannot."""
+        """``None`` when this backend can run here, else the reason it cannot.
+
+        Checks ``requires`` without importing anything; backends with more to check
+        (a device, a driver) extend this.
+        """
+        for module, install in cls.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed: {install}"
         return None
 
     @abstractmethod

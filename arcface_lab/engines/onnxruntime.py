@@ -18,7 +18,6 @@ engine it built embedded in an EP context model.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import tempfile
@@ -50,12 +49,7 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
     description = "ONNX Runtime (CPU, CUDA, TensorRT execution providers)"
-
-    @classmethod
-    def availability(cls) -> str | None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install onnxruntime or onnxruntime-gpu)"
-        return None
+    requires = (("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),)
 
     def _provider_list(self, available: list[str]) -> list[Any]:
         wanted = self.options.get("providers", "auto")

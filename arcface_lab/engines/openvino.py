@@ -66,11 +66,10 @@ from arcface_lab.engines.base import Engine
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
 
-__all__ = ["MISSING_REASON", "SYNTHETIC_SEED", "OpenVinoEngine"]
+__all__ = ["SYNTHETIC_SEED", "OpenVinoEngine"]
 
 log = logging.getLogger(__name__)
 
-MISSING_REASON = "openvino is not installed: pip install openvino"
 #: Seed of the synthetic validation faces, the one ``arcface_lab.pipeline`` uses.
 SYNTHETIC_SEED = 7
 INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v2"
@@ -133,12 +132,7 @@ class OpenVinoEngine(Engine):
     name = "openvino"
     precisions = ("fp32", "bf16", "int8")
     description = "OpenVINO CPU: FP32, BF16, INT8 with accuracy-aware mixed precision"
-
-    @classmethod
-    def availability(cls) -> str | None:
-        if importlib.util.find_spec("openvino") is None:
-            return MISSING_REASON
-        return None
+    requires = (("openvino", "pip install openvino"),)
 
     # -- configuration -------------------------------------------------------------------
 

@@ -37,7 +37,6 @@ Options (``backends.options.tensorrt`` in a params file):
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import re
@@ -456,13 +455,16 @@ class TensorRTEngine(Engine):
     name = "tensorrt"
     precisions = ("fp32", "fp16")
     description = "native TensorRT (10.x builder flag, 11.x strongly typed), CUDA only"
+    requires = (
+        ("tensorrt", INSTALL_HINT),
+        ("torch", "pip install torch (a CUDA build: its tensors are the device buffers)"),
+    )
 
     @classmethod
     def availability(cls) -> str | None:
-        if importlib.util.find_spec("tensorrt") is None:
-            return f"tensorrt is not installed: {INSTALL_HINT}"
-        if importlib.util.find_spec("torch") is None:
-            return "tensorrt runs with torch (CUDA build) for device buffers: pip install torch"
+        reason = super().availability()
+        if reason is not None:
+            return reason
         import torch
 
         if not torch.cuda.is_available():

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,10 +68,7 @@ class TorchFastEngine(Engine):
     name = "torch_fast"
     precisions = ("fp32", "fp16", "bf16")
     description = "PyTorch optimized: fp16/bf16, channels-last, torch.compile, CUDA graphs"
-
-    @classmethod
-    def availability(cls) -> str | None:
-        return None if importlib.util.find_spec("torch") else "torch is not installed"
+    requires = (("torch", "pip install torch"),)
 
     def _option(self, name: str, default: bool) -> bool:
         value = self.options.get(name, default)

@@ -6,7 +6,6 @@ is strict FP32 (recorded in ``info.details``).
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import numpy as np
@@ -36,10 +35,7 @@ class TorchEngine(Engine):
     name = "torch"
     precisions = ("fp32",)
     description = "PyTorch eager FP32, the reference (CPU or CUDA)"
-
-    @classmethod
-    def availability(cls) -> str | None:
-        return None if importlib.util.find_spec("torch") else "torch is not installed"
+    requires = (("torch", "pip install torch"),)
 
     def _load(self) -> None:
         import torch

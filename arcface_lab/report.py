@@ -193,12 +193,23 @@ def render(run_dir: str | Path) -> Path:
                 r["throughput_ips"],
                 r["speedup_vs_reference"],
                 r["cov"],
+                r.get("cosine_min"),
+                (
+                    f"{r['peak_memory_mb']:.0f} {r['memory_kind']}"
+                    if r.get("peak_memory_mb") is not None
+                    else None
+                ),
                 r["device"],
             ]
             for r in bench["records"]
         ]
         header = ["backend", "precision", "batch", "median ms", "p90 ms", "img/s", "speedup", "CoV"]
-        parts.append("<h2>Latency</h2>" + _table([*header, "device"], rows))
+        parts.append(
+            "<h2>Latency and memory</h2><p>Each engine timed in a process of its own; "
+            "memory is that process's peak: RSS on CPU; on GPU, VRAM from NVML (CUDA "
+            "context included) where NVML answers, else PyTorch's reserved peak.</p>"
+            + _table([*header, "cosine min", "peak MB", "device"], rows)
+        )
     parts.append(_environment(env))
     title = html.escape(_run_name(run_dir))
     page = (

@@ -40,11 +40,10 @@ SEEDED_PREFIX = "seeded:"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/arcface_lab`` (else ``~/.cache/arcface_lab``)."""
-    import os
+    """``$XDG_CACHE_HOME/arcface_lab`` (else ``~/.cache/arcface_lab``): the store's root."""
+    from arcface_lab.store import default_local_root
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "arcface_lab"
+    return default_local_root()
 
 
 @dataclass

@@ -147,14 +147,9 @@ def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> 
 
 
 def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
-    from arcface_lab.data import load_images, synthetic_faces
+    from arcface_lab.data import images_from_spec
 
-    if spec.startswith("synthetic"):
-        _, _, n = spec.partition(":")
-        if n and not n.isdigit():
-            raise InputError(f"--input {spec}: expected synthetic or synthetic:N")
-        return synthetic_faces(int(n or 64), size=size)
-    return load_images(spec, size)
+    return images_from_spec(spec, size)[0]
 
 
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:

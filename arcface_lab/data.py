@@ -23,6 +23,7 @@ __all__ = [
     "Preprocess",
     "check_images",
     "decode_image",
+    "images_from_spec",
     "load_images",
     "synthetic_faces",
 ]
@@ -142,6 +143,26 @@ def load_images(path: str | Path, size: tuple[int, int] = (112, 112)) -> np.ndar
         f"{path}: expected a .npy array of uint8 (N, H, W, 3), a folder of images "
         f"or an image file ({', '.join(IMAGE_SUFFIXES)})"
     )
+
+
+#: Seed of the synthetic images of runs and benchmarks (``synthetic:N`` in a params file).
+RUN_IMAGE_SEED = 7
+
+
+def images_from_spec(
+    spec: str, size: tuple[int, int] = (112, 112), seed: int = RUN_IMAGE_SEED
+) -> tuple[np.ndarray, str]:
+    """Face crops named by ``spec`` and their kind (``"synthetic"`` or ``"files"``).
+
+    ``spec`` is ``synthetic`` / ``synthetic:N`` (``N`` deterministic synthetic faces,
+    default 64), or a path for :func:`load_images`.
+    """
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        n = spec.partition(":")[2] or "64"
+        if not n.isdigit() or int(n) < 1:
+            raise DataError(f"images {spec!r}: expected synthetic, synthetic:N (N >= 1) or a path")
+        return synthetic_faces(int(n), seed=seed, size=size), "synthetic"
+    return load_images(spec, size), "files"
 
 
 def synthetic_faces(

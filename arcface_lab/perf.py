@@ -43,7 +43,6 @@ DEFAULT_ENGINES = (
     "torch:fp32,onnxruntime:fp32,openvino:fp32,torch_fast:bf16,openvino:bf16,"
     "openvino:int8:int8_search=false,openvino:int8"
 )
-SYNTHETIC_SEED = 7  # as arcface_lab.pipeline
 #: Faces no engine was calibrated or gated on: the cosine check that cannot be overfitted.
 HELD_OUT_SEED, HELD_OUT_IMAGES = 1234, 64
 
@@ -109,14 +108,6 @@ def model_gmacs(onnx_path: Path) -> float | None:
 # --------------------------------------------------------------------------- worker
 
 
-def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
-    from arcface_lab.data import load_images, synthetic_faces
-
-    if spec.startswith("synthetic"):
-        return synthetic_faces(int(spec.partition(":")[2] or "64"), seed=SYNTHETIC_SEED, size=size)
-    return load_images(spec, size)
-
-
 def _engine_options(spec: EngineSpec, params: Any, threads: int) -> dict[str, Any]:
     options: dict[str, Any] = dict(params.backends.options.get(spec.backend, {}))
     options.update(spec.options)
@@ -139,7 +130,7 @@ def _worker(job_path: Path) -> int:
 
     torch.set_num_threads(job["threads"])  # once, before any work
     from arcface_lab.bench import measure
-    from arcface_lab.data import Preprocess, synthetic_faces
+    from arcface_lab.data import Preprocess, images_from_spec, synthetic_faces
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
     from arcface_lab.params import load_params
@@ -152,7 +143,7 @@ def _worker(job_path: Path) -> int:
     m = params.model
     pre = Preprocess(mean=m.mean, std=m.std, bgr=m.bgr, layout=m.layout, size=m.size)
     model = resolve_model(job["model"], arch=m.arch, preprocess=pre, seed=m.seed)
-    images = _images(params.data.images, pre.size)
+    images = images_from_spec(params.data.images, pre.size)[0]
     pairs = load_pairs(params.data.pairs, pre.size)
     store = EngineStore(LocalStore(Path(job["store"])))
     options = _engine_options(spec, params, job["threads"])

@@ -32,7 +32,7 @@ import numpy as np
 from arcface_lab import __version__
 from arcface_lab.acceptance import Check, evaluate, matrix_row
 from arcface_lab.bench import BenchSpec, bench_records, run_worker
-from arcface_lab.data import Preprocess, load_images, synthetic_faces
+from arcface_lab.data import Preprocess, images_from_spec
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.params import Params
 from arcface_lab.store import open_store
@@ -113,15 +113,6 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
     return env
 
 
-def _images(spec: str, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    if spec.startswith("synthetic"):
-        n = spec.partition(":")[2] or "64"
-        if not n.isdigit():
-            raise InputError(f"data.images {spec!r}: expected synthetic:N or a path")
-        return synthetic_faces(int(n), seed=7, size=size), "synthetic"
-    return load_images(spec, size), "files"
-
-
 def _write(run_dir: Path, name: str, payload: Any) -> None:
     (run_dir / name).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
 
@@ -189,7 +180,7 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
     env = environment(params, model)
     _write(run_dir, "environment.json", env)
 
-    images, image_kind = _images(params.data.images, model.preprocess.size)
+    images, image_kind = images_from_spec(params.data.images, model.preprocess.size)
     pairs = load_pairs(params.data.pairs, model.preprocess.size)
     be = params.backends
     opts: dict[str, Any] = {

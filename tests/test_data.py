@@ -82,3 +82,18 @@ def test_synthetic_faces_are_deterministic_and_identity_structured() -> None:
     same = np.abs(a[0].astype(int) - a[1]).mean()
     different = np.abs(a[0].astype(int) - a[2]).mean()
     assert same < different
+
+
+def test_images_from_spec(tmp_path: Path) -> None:
+    from arcface_lab.data import images_from_spec
+
+    images, kind = images_from_spec("synthetic:3", seed=1)
+    assert kind == "synthetic" and images.shape == (3, 112, 112, 3)
+    np.testing.assert_array_equal(images, synthetic_faces(3, seed=1))
+    assert images_from_spec("synthetic")[0].shape[0] == 64
+    np.save(tmp_path / "f.npy", images)
+    assert images_from_spec(str(tmp_path / "f.npy"))[1] == "files"
+    with pytest.raises(DataError, match=r"images 'synthetic:x': expected synthetic, synthetic:N"):
+        images_from_spec("synthetic:x")
+    with pytest.raises(DataError, match=r"images 'synthetic:0'"):
+        images_from_spec("synthetic:0")

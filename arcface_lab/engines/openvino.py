@@ -66,12 +66,10 @@ from arcface_lab.engines.base import Engine
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
 
-__all__ = ["SYNTHETIC_SEED", "OpenVinoEngine"]
+__all__ = ["OpenVinoEngine"]
 
 log = logging.getLogger(__name__)
 
-#: Seed of the synthetic validation faces, the one ``arcface_lab.pipeline`` uses.
-SYNTHETIC_SEED = 7
 INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v2"
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
@@ -164,7 +162,7 @@ class OpenVinoEngine(Engine):
         return Gates(float(cosine_min), flips_max)
 
     def _calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
-        from arcface_lab.data import check_images, load_images, synthetic_faces
+        from arcface_lab.data import RUN_IMAGE_SEED, check_images, images_from_spec
 
         spec = self.options.get("calibration", "synthetic:64")
         size = self.model.preprocess.size
@@ -172,13 +170,9 @@ class OpenVinoEngine(Engine):
             check_images(spec, size, source="openvino calibration")
             return spec, {"array_sha256": _array_id(spec)}
         text = str(spec)
-        if text.startswith("synthetic"):
-            count = text.partition(":")[2] or "64"
-            if not count.isdigit() or int(count) < 1:
-                raise InputError(f"openvino calibration {text!r}: expected synthetic:N with N >= 1")
-            images = synthetic_faces(int(count), seed=SYNTHETIC_SEED, size=size)
-            return images, {"spec": f"synthetic:{int(count)}", "seed": SYNTHETIC_SEED}
-        images = load_images(text, size)
+        images, kind = images_from_spec(text, size, RUN_IMAGE_SEED)
+        if kind == "synthetic":  # same spec, same images: the spec identifies them
+            return images, {"spec": f"synthetic:{len(images)}", "seed": RUN_IMAGE_SEED}
         return images, {"spec": text, "sha256": _array_id(images)}
 
     def _pairs(self) -> tuple[Any, dict[str, Any] | None]:

@@ -108,6 +108,16 @@ def _backend(value: Any, ctx: _Ctx) -> str:
     return name
 
 
+def _backend_options(name: str, options: Mapping[str, Any], ctx: _Ctx) -> None:
+    """Option names a backend accepts; a typo must not silently become a default."""
+    from arcface_lab.engines.base import COMMON_OPTIONS
+    from arcface_lab.registry import get_backend
+
+    _mapping(
+        options, ctx.child(name), tuple(sorted(COMMON_OPTIONS | get_backend(name).option_names))
+    )
+
+
 def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
     m = _mapping(value, ctx, _PRECISIONS)
     return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
@@ -162,8 +172,8 @@ class BackendParams:
         ):
             raise ctx.child("options").error("a mapping of backend name to options", options)
         names = tuple(_backend(c, ctx.child("chain")) for c in chain)
-        for name in options:
-            _backend(name, ctx.child("options"))
+        for name, opts in options.items():
+            _backend_options(_backend(name, ctx.child("options")), opts, ctx.child("options"))
         return cls(
             chain=names,
             reference=_backend(m.get("reference", cls.reference), ctx.child("reference")),

@@ -51,6 +51,10 @@ def test_defaults_and_values() -> None:
             {"backends": {"options": {"ort": {}}}},
             r"backends.options: expected a backend name .* got 'ort'",
         ),
+        (
+            {"backends": {"options": {"onnxruntime": {"provider": "cpu"}}}},
+            r"backends.options.onnxruntime: unknown key\(s\) provider; expected any of .*providers",
+        ),
         ({"store": {"s3": "http://x"}}, r"store.s3: expected s3://BUCKET/PREFIX, got 'http://x'"),
         ([1, 2], r"x.yaml: expected a mapping, got \[1, 2\]"),
     ],

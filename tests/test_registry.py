@@ -177,3 +177,14 @@ def test_ort_tensorrt_provider_profile_and_absence(r18) -> None:
             strict=True,
             backend_options={"onnxruntime": {"providers": "tensorrt,cpu"}},
         )
+
+
+def test_unknown_backend_option_is_an_input_error(r18) -> None:
+    from arcface_lab.errors import InputError
+
+    with pytest.raises(
+        InputError, match=r"onnxruntime option\(s\) provider: unknown; expected any of .*providers"
+    ):
+        create_engine(
+            "onnxruntime,torch", r18, backend_options={"onnxruntime": {"provider": "cpu"}}
+        )

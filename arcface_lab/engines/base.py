@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Every precision name arcface_lab knows; each backend supports a subset.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Options every engine accepts (a chain passes them to each candidate); backends that
+#: have no use for one ignore it.
+COMMON_OPTIONS = frozenset({"store", "batch_min", "batch_opt", "batch_max", "threads"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Engine(ABC):
     description: ClassVar[str] = ""
     #: ``(module, how to install it)`` pairs this backend cannot run without.
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Backend-specific option names; anything else (a typo) is an error.
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -94,6 +99,12 @@ class Engine(ABC):
             )
         if batch_size < 1:
             raise InputError(f"--batch-size: expected >= 1, got {batch_size}")
+        unknown = sorted(set(options) - COMMON_OPTIONS - self.option_names)
+        if unknown:
+            known = ", ".join(sorted(COMMON_OPTIONS | self.option_names))
+            raise InputError(
+                f"{self.name} option(s) {', '.join(unknown)}: unknown; expected any of {known}"
+            )
         self.model = model
         self.precision = precision
         self.batch_size = batch_size

@@ -50,6 +50,7 @@ class OnnxRuntimeEngine(Engine):
     precisions = ("fp32", "fp16")
     description = "ONNX Runtime (CPU, CUDA, TensorRT execution providers)"
     requires = (("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),)
+    option_names = frozenset({"providers"})
 
     def _provider_list(self, available: list[str]) -> list[Any]:
         wanted = self.options.get("providers", "auto")

@@ -131,6 +131,20 @@ class OpenVinoEngine(Engine):
     precisions = ("fp32", "bf16", "int8")
     description = "OpenVINO CPU: FP32, BF16, INT8 with accuracy-aware mixed precision"
     requires = (("openvino", "pip install openvino"),)
+    option_names = frozenset(
+        {
+            "cache_compiled",
+            "calibration",
+            "flip",
+            "int8_cosine_min",
+            "int8_enforce_gates",
+            "int8_flips_max",
+            "int8_margin",
+            "int8_search",
+            "pairs",
+            "performance_hint",
+        }
+    )
 
     # -- configuration -------------------------------------------------------------------
 

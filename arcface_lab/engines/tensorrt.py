@@ -459,6 +459,7 @@ class TensorRTEngine(Engine):
         ("tensorrt", INSTALL_HINT),
         ("torch", "pip install torch (a CUDA build: its tensors are the device buffers)"),
     )
+    option_names = frozenset({"workspace_mb", "tf32", "hardware_compatibility", "timing_cache"})
 
     @classmethod
     def availability(cls) -> str | None:

@@ -69,6 +69,7 @@ class TorchFastEngine(Engine):
     precisions = ("fp32", "fp16", "bf16")
     description = "PyTorch optimized: fp16/bf16, channels-last, torch.compile, CUDA graphs"
     requires = (("torch", "pip install torch"),)
+    option_names = frozenset({"channels_last", "compile", "cuda_graphs", "tf32", "cudnn_benchmark"})
 
     def _option(self, name: str, default: bool) -> bool:
         value = self.options.get(name, default)

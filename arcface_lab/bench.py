@@ -234,7 +234,7 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         import torch
 
         torch.set_num_threads(spec.threads)
-    pre = Preprocess(**{**spec.preprocess, "size": tuple(spec.preprocess["size"])})
+    pre = Preprocess.from_dict(spec.preprocess)
     model = resolve_model(spec.model, arch=spec.arch, preprocess=pre, seed=spec.seed)
     images = np.load(spec.images, allow_pickle=False)
     started = time.perf_counter()

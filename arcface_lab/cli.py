@@ -110,12 +110,18 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
     )
 
 
+def _reference_backend(model: Any) -> str:
+    """The reference for ``model``: torch for .pth and seeded:, ONNX Runtime FP32 for .onnx."""
+    return "torch" if model.has_torch_module else "onnxruntime"
+
+
 def _reference(model: Any, args: argparse.Namespace) -> Any:
     """The same model in FP32 on the reference backend (torch; ONNX Runtime for .onnx)."""
     from arcface_lab.registry import create_engine
 
-    name = "torch" if model.has_torch_module else "onnxruntime"
-    return create_engine(name, model, precision="fp32", strict=True, batch_size=args.batch_size)
+    return create_engine(
+        _reference_backend(model), model, precision="fp32", strict=True, batch_size=args.batch_size
+    )
 
 
 def _used(info: dict[str, Any], reference: str | None, model: Any) -> dict[str, Any]:
@@ -303,19 +309,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = parse_chain(args.backends)
     model = _model(args)
     images = _images(args.input, model.preprocess.size)
-    reference = "torch" if model.has_torch_module else "onnxruntime"
-    pre = model.preprocess
+    reference = _reference_backend(model)
     common = {
         "model": args.model,
         "arch": args.arch,
         "batch_sizes": sizes,
-        "preprocess": {
-            "mean": pre.mean,
-            "std": pre.std,
-            "bgr": pre.bgr,
-            "layout": pre.layout,
-            "size": list(pre.size),
-        },
+        "preprocess": model.preprocess.to_dict(),
         "device": args.device,
         "batch_size": args.batch_size,
         "store": {"local": args.local_store, "s3": args.store, "s3_endpoint": args.s3_endpoint},

@@ -10,9 +10,10 @@ into the float32 tensor a model expects; the default is insightface's
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,20 @@ class Preprocess:
             raise DataError(f"preprocess.std: expected a positive number, got {self.std!r}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise DataError(f"preprocess.size: expected (height, width), got {self.size!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields; :meth:`from_dict` reads them back."""
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "bgr": self.bgr,
+            "layout": self.layout,
+            "size": list(self.size),
+        }
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> Preprocess:
+        return cls(**{**fields, "size": tuple(fields["size"])})
 
     def input_shape(self, batch: int | str = "N") -> tuple[int | str, ...]:
         """The model input shape for ``batch`` images."""

@@ -140,7 +140,6 @@ def _bench(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Time one engine in a process of its own (peak memory is then its own)."""
     b, m, st = params.bench, params.model, params.store
-    pre = model.preprocess
     spec = BenchSpec(
         model=m.spec,
         arch=m.arch,
@@ -149,13 +148,7 @@ def _bench(
         precision=precision,
         batch_sizes=b.batch_sizes,
         images=str(images_path),
-        preprocess={
-            "mean": pre.mean,
-            "std": pre.std,
-            "bgr": pre.bgr,
-            "layout": pre.layout,
-            "size": list(pre.size),
-        },
+        preprocess=model.preprocess.to_dict(),
         batch_size=params.backends.batch_size,
         options=dict(params.backends.options.get(backend, {})),
         store={"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint},

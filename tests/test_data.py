@@ -97,3 +97,10 @@ def test_images_from_spec(tmp_path: Path) -> None:
         images_from_spec("synthetic:x")
     with pytest.raises(DataError, match=r"images 'synthetic:0'"):
         images_from_spec("synthetic:0")
+
+
+def test_preprocess_round_trips_through_json() -> None:
+    import json
+
+    pre = Preprocess(mean=127.5, std=128.0, bgr=True, layout="NHWC", size=(112, 96))
+    assert Preprocess.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre

@@ -335,8 +335,9 @@ def _targets(results: list[dict[str, Any]], params: Any, speedup: dict[str, floa
                 f"(validation cos min {res.get('cosine_min', float('nan')):.5f}, flips "
                 f"{res.get('decision_flips')}); {int8['int8_layers']} layers INT8 "
                 f"({100 * (int8.get('int8_macs_fraction') or 0):.0f}% of MACs), "
-                f"{len(int8['kept_float_layers'])} kept in BF16; "
-                f"{int8.get('failure') or ''}"
+                f"{len(int8['kept_float_layers'])} kept in BF16, "
+                f"{len(int8.get('fp32_layers') or [])} in FP32"
+                + (f"; {int8['failure']}" if int8.get("failure") else "")
             )
     return lines
 

@@ -151,16 +151,23 @@ def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(tiny, t
     assert lenient["passed"]
     full, floating = lenient["full_int8"]["cosine_min"], lenient["float_only"]["cosine_min"]
     assert full < floating  # int8 costs something, so a gate between the two needs a search
-    gate = round((full + floating) / 2, 6)
-    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20) as engine:
+    # A gate 70 % of the way from float-only to full INT8: the least damaging of the three
+    # quantizers fits, all three do not. int8_margin 1.0: the tiny net has no held-out faces.
+    gate = round(floating - 0.7 * (floating - full), 6)
+    assert lenient["fp32_layers"] == ["/0/Conv/WithoutBiases"]  # the stem reads the image
+    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20, int8_margin=1.0) as engine:
         report = engine.info.details["int8"]
         assert engine.info.details["calibration_s"] > 0
+        if _native_bf16():  # what the plugin runs, read back: the stem stays FP32
+            assert engine.info.details["runtime_fp32_layers"] == ["/0/Conv/WithoutBiases"]
         assert engine.info.details["artifacts"][0]["origin"] == "built"
     assert report["passed"] and report["result"]["cosine_min"] >= gate
     assert report["kept_float_layers"], "a gate above full INT8 keeps some layers in BF16"
     assert 0 < report["int8_layers"] < report["int8_layers"] + len(report["kept_float_layers"])
+    stem = "/0/Conv/WithoutBiases"  # FP32 island: neither INT8 nor BF16
+    assert stem not in report["int8_layer_names"] and stem not in report["kept_float_layers"]
     assert any(r.get("passed") for r in report["rounds"])
-    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20) as again:
+    with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20, int8_margin=1.0) as again:
         assert again.info.details["artifacts"][0]["origin"] == "local"
         assert again.info.details["calibration_s"] == 0
         assert again.info.details["int8"]["kept_float_layers"] == report["kept_float_layers"]
@@ -196,3 +203,55 @@ def test_bench_engine_specs_parse_options_and_refuse_garbage():
     assert specs[1].options == (("int8_search", False),)
     with pytest.raises(InputError, match=r"--engines 'openvino': expected backend:precision"):
         parse_engines("openvino")
+
+
+# --------------------------------------------------------------------------- fp32 islands
+
+
+@needs_openvino
+def test_fp32_islands_keep_the_stem_in_fp32_and_are_read_back(r18, faces, torch_r18, tmp_path):
+    if not _native_bf16():
+        pytest.skip("FP32 islands only matter under a BF16 hint")
+    ref = torch_r18.embed(faces)
+    store = _store(tmp_path / "store")
+    with create_engine("openvino", r18, precision="bf16", strict=True, store=store) as engine:
+        default = engine.info.details
+        stem = cosines(ref, engine.embed(faces))
+    with create_engine(
+        "openvino", r18, precision="bf16", strict=True, store=store, fp32_layers="none"
+    ) as engine:
+        plain = engine.info.details
+        everything_bf16 = cosines(ref, engine.embed(faces))
+    assert default["fp32_layers"] == "input"
+    assert default["runtime_fp32_layers"] == ["/conv1/Conv/WithoutBiases"]  # read back
+    assert default["runtime_precisions"]["f32"] == 1
+    assert "f32" not in plain["runtime_precisions"] and plain["runtime_fp32_layers"] == []
+    # The image is no longer rounded to BF16: the worst face gets closer to the reference.
+    assert stem.min() > everything_bf16.min()
+    with create_engine("openvino", r18, precision="bf16", strict=True, store=store) as again:
+        assert again.info.artifact["origin"] == "local"  # the marking survives export/import
+        assert again.info.details["runtime_fp32_layers"] == ["/conv1/Conv/WithoutBiases"]
+
+
+@needs_openvino
+def test_fp32_islands_by_name_and_bad_names(r18, tmp_path):
+    store = _store(tmp_path / "store")
+    if _native_bf16():
+        name = "/layer1/layer1.0/conv1/Conv/WithoutBiases"
+        with create_engine(
+            "openvino", r18, precision="bf16", strict=True, store=store, fp32_layers=[name]
+        ) as engine:
+            assert engine.info.details["runtime_fp32_layers"] == [name]
+        with pytest.raises(InputError, match=r"'/nope' is not a weighted layer of the model"):
+            create_engine("openvino", r18, precision="bf16", store=store, fp32_layers=["/nope"])
+    with pytest.raises(InputError, match="fp32_layers: expected 'input', 'none' or a list"):
+        create_engine("openvino", r18, precision="bf16", store=store, fp32_layers=3)
+
+
+def test_vnni_is_read_from_the_cpu_flags():
+    from arcface_lab.engines.openvino import cpu_has_vnni
+
+    assert cpu_has_vnni("processor: 0\nflags\t\t: fpu avx512f avx512_vnni avx512_bf16\n")
+    assert cpu_has_vnni("flags : sse4_2 avx2 avx_vnni\n")
+    assert not cpu_has_vnni("flags : sse4_2 avx2 avx512f avx512bw\n")
+    assert not cpu_has_vnni("")

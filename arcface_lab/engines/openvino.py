@@ -4,12 +4,17 @@ Precisions:
     fp32: ``INFERENCE_PRECISION_HINT`` is set to ``f32`` explicitly. OpenVINO's CPU plugin
         defaults to ``bf16`` on CPUs with native BF16, which would make an "fp32" figure a
         BF16 one.
-    bf16: hint ``bf16``. Refused on a CPU without native BF16 (OpenVINO would quietly run
-        FP32 and the label would lie).
+    bf16: hint ``bf16``, with the layers of ``fp32_layers`` (by default the stem
+        convolution, the one that reads the image) kept in FP32. Refused on a CPU without
+        native BF16 (OpenVINO would quietly run FP32 and the label would lie).
     int8: the model quantized by :func:`arcface_lab.quantize.quantize_int8` (calibrated on
         the validation images, the layers whose quantization hurts the embedding most kept
         in floating point), compiled with the ``bf16`` hint so the kept layers run in BF16
-        (``f32`` on a CPU without native BF16). Offered only when it passes its gates.
+        (``f32`` on a CPU without native BF16) and ``fp32_layers`` in FP32. Offered only
+        when it passes its gates.
+
+``info.details.runtime_precisions`` counts the weighted layers the compiled model runs
+in each precision, read back from the compiled model, not from the request.
 
 Artifacts go through the engine store, so a second creation skips the work:
     ``openvino-int8``: a tar of the quantized IR (saved with ``compress_to_fp16=False``)
@@ -34,6 +39,9 @@ Options (``backends.options.openvino`` in a params file):
         loads it anyway, with a warning, so it can be measured.
     int8_search: search which layers stay in BF16 (default True); False quantizes every
         layer and only measures the gates (what INT8 without accuracy control costs).
+    fp32_layers: layers kept in FP32 under the ``bf16`` hint (see
+        :mod:`arcface_lab.engines.ov_fp32`): ``input`` (default: the weighted layers that
+        read the image), ``none``, or a list of layer names of the OpenVINO model.
     int8_margin: fraction of the cosine headroom left by the BF16-only model that the
         search may spend on INT8 error (default 0.3; the rest is margin for faces the
         search never saw: on seeded r50, 0.5 passed on the validation faces and missed
@@ -70,7 +78,7 @@ __all__ = ["OpenVinoEngine"]
 
 log = logging.getLogger(__name__)
 
-INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v2"
+INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v3"
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
 
@@ -82,6 +90,26 @@ def _seconds(t0: float) -> float:
 def _type_name(value: Any) -> str:
     get = getattr(value, "get_type_name", None)
     return str(get()) if callable(get) else str(value)
+
+
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has an INT8 dot product without INT16 saturation (VNNI or AMX).
+
+    Read from the flags in ``cpuinfo`` (default: ``/proc/cpuinfo``); where that cannot
+    be read the answer is no, which keeps NNCF's safe default (7-bit weights in the
+    first quantized layer).
+    """
+    text = cpuinfo
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return False
 
 
 def _array_id(*arrays: np.ndarray) -> str:
@@ -136,6 +164,7 @@ class OpenVinoEngine(Engine):
             "cache_compiled",
             "calibration",
             "flip",
+            "fp32_layers",
             "int8_cosine_min",
             "int8_enforce_gates",
             "int8_flips_max",
@@ -162,6 +191,26 @@ class OpenVinoEngine(Engine):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         return config
+
+    def _fp32_option(self) -> str | list[str]:
+        """The ``fp32_layers`` option, checked and normalised (it is part of store keys)."""
+        value = self.options.get("fp32_layers", "input")
+        if value is None:
+            return "none"
+        if isinstance(value, str) and value.lower() in ("input", "none"):
+            return value.lower()
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise InputError(
+            f"openvino fp32_layers: expected 'input', 'none' or a list of layer names, "
+            f"got {value!r}"
+        )
+
+    def _with_fp32_layers(self, core: Any, model: Any, fp32: str | list[str]) -> Any:
+        from arcface_lab.engines.ov_fp32 import keep_fp32, resolve_fp32_layers
+
+        names = resolve_fp32_layers(model, fp32, "openvino fp32_layers")
+        return keep_fp32(model, names, core)
 
     def _gates(self) -> Any:
         from arcface_lab.quantize import Gates
@@ -202,7 +251,7 @@ class OpenVinoEngine(Engine):
     # -- building ------------------------------------------------------------------------
 
     def _int8_model(
-        self, core: Any, config: dict[str, Any], times: dict[str, float]
+        self, core: Any, config: dict[str, Any], fp32: str | list[str], times: dict[str, float]
     ) -> tuple[str, Callable[[], Any]]:
         """The quantized model through the store: its sha256 and a reader."""
         import openvino as ov
@@ -225,15 +274,19 @@ class OpenVinoEngine(Engine):
         margin = self.options.get("int8_margin", 0.3)
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin <= 1:
             raise InputError(f"openvino int8_margin: expected a number in (0, 1], got {margin!r}")
+        overflow_fix = "disable" if cpu_has_vnni() else "first_layer_only"
         onnx = self.model.onnx_path()
 
         def build(tmp: Path) -> dict[str, Any]:
+            from arcface_lab.engines.ov_fp32 import resolve_fp32_layers
+
             t0 = time.perf_counter()
-            fp32 = core.read_model(str(onnx))
+            original = core.read_model(str(onnx))
+            fp32_names = resolve_fp32_layers(original, fp32, "openvino fp32_layers")
             times["build_s"] += _seconds(t0)
             t0 = time.perf_counter()
             result = quantize_int8(
-                fp32,
+                original,
                 images,
                 self.model.preprocess,
                 gates,
@@ -243,6 +296,8 @@ class OpenVinoEngine(Engine):
                 search=search,
                 margin=float(margin),
                 batch_size=self.batch_size,
+                fp32_layers=fp32_names,
+                overflow_fix=overflow_fix,
                 core=core,
             )
             times["calibration_s"] = _seconds(t0)
@@ -259,6 +314,8 @@ class OpenVinoEngine(Engine):
             "flip": flip,
             "search": search,
             "margin": float(margin),
+            "fp32_layers": fp32,
+            "overflow_fix": overflow_fix,
             "inference_precision": config["INFERENCE_PRECISION_HINT"],
             "library": {"openvino": ov.get_version(), "nncf": nncf.__version__},
             "device": device_fingerprint(),
@@ -279,6 +336,8 @@ class OpenVinoEngine(Engine):
             "int8_layers": len(report.get("int8_layers", [])),
             "int8_layer_names": report.get("int8_layers", []),
             "kept_float_layers": report.get("kept_float_layers", []),
+            "fp32_layers": report.get("fp32_layers", []),
+            "overflow_fix": report.get("overflow_fix"),
             "int8_macs_fraction": report.get("int8_macs_fraction"),
             "quantizers": report.get("quantizers"),
             "quantizers_kept": report.get("quantizers_kept"),
@@ -307,6 +366,7 @@ class OpenVinoEngine(Engine):
         source_sha: str,
         read: Callable[[], Any],
         times: dict[str, float],
+        fp32: str | list[str],
     ) -> Any:
         import openvino as ov
 
@@ -335,6 +395,7 @@ class OpenVinoEngine(Engine):
         inputs = {
             "source_sha256": source_sha,
             "precision": self.precision,
+            "fp32_layers": fp32,
             "config": {k: str(v) for k, v in sorted(config.items())},
             "library": {"openvino": ov.get_version()},
             "device": device_fingerprint(),
@@ -352,6 +413,7 @@ class OpenVinoEngine(Engine):
             raise BackendUnavailable(f"openvino: runs on the CPU here, not on {self.device!r}")
         import openvino as ov
 
+        from arcface_lab.engines.ov_fp32 import runtime_precisions
         from arcface_lab.models.onnx_io import file_sha256
 
         started = time.perf_counter()
@@ -366,24 +428,30 @@ class OpenVinoEngine(Engine):
         config = self._config(native_bf16)
         times = {"build_s": 0.0, "calibration_s": 0.0, "compile_s": 0.0, "import_s": 0.0}
         self.info.versions = {"openvino": ov.get_version()}
+        # FP32 islands matter only where the hint is not f32 already.
+        fp32 = self._fp32_option() if config["INFERENCE_PRECISION_HINT"] != "f32" else "none"
         if self.precision == "int8":
-            source_sha, read = self._int8_model(core, config, times)
+            source_sha, read = self._int8_model(core, config, fp32, times)
         else:
             onnx = self.model.onnx_path()
             source_sha = file_sha256(onnx)
 
             def read() -> Any:
-                return core.read_model(str(onnx))
+                return self._with_fp32_layers(core, core.read_model(str(onnx)), fp32)
 
-        compiled = self._compiled(core, config, source_sha, read, times)
+        compiled = self._compiled(core, config, source_sha, read, times, fp32)
         self._compiled_model = compiled
         self._request = compiled.create_infer_request()
         self.info.device = "cpu"
+        layers = runtime_precisions(compiled)
         self.info.details.update(
             inference_precision=_type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
             performance_hint=str(compiled.get_property("PERFORMANCE_HINT")),
             threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
             native_bf16=native_bf16,
+            fp32_layers=fp32,
+            runtime_precisions={k: len(v) for k, v in layers.items()},
+            runtime_fp32_layers=layers.get("f32", []) if fp32 != "none" else [],
             **times,
             load_s=_seconds(started),
         )

@@ -25,7 +25,7 @@ from arcface_lab.errors import ArcfaceLabError, InputError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_THRESHOLD = 0, 1, 2, 3
-DEFAULT_CHAIN = "onnxruntime,torch"
+DEFAULT_CHAIN = "auto"  # registry.default_chain: TensorRT first on a GPU, OpenVINO on a CPU
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +49,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -> None:
     g = p.add_argument_group("engine")
-    g.add_argument("--backend", default=default, help=f"backend or chain (default {default})")
+    g.add_argument(
+        "--backend",
+        default=default,
+        help=f"backend or chain (default {default}: tensorrt,torch_fast,onnxruntime,torch on a "
+        "GPU, openvino,onnxruntime,torch on a CPU)",
+    )
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"))
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
     g.add_argument("--batch-size", type=int, default=32)
@@ -306,7 +311,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from arcface_lab.registry import parse_chain
 
     sizes = _int_list(args.batch_sizes)
-    names = parse_chain(args.backends)
+    names = parse_chain(args.backends, args.device)
     model = _model(args)
     images = _images(args.input, model.preprocess.size)
     reference = _reference_backend(model)

@@ -7,6 +7,12 @@ point names a module or class that registers on import).
 tries it left to right and records every skipped backend with its reason in
 ``engine.info.fallbacks`` (and the log). ``strict=True`` turns the first skip
 into :class:`BackendUnavailable` instead.
+
+The chain ``"auto"`` is :func:`default_chain`: on a GPU TensorRT first, then
+``torch_fast`` (FP16, channels-last, CUDA graphs: the fast path without
+TensorRT), then ONNX Runtime; on a CPU OpenVINO first (BF16 at the machine's
+floor; FP32 with an explicit FP32 hint), then ONNX Runtime. PyTorch eager closes
+both, since it runs everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from arcface_lab.errors import BackendUnavailable, UnknownBackendError
 __all__ = [
     "BackendStatus",
     "create_engine",
+    "default_chain",
     "get_backend",
     "list_backends",
     "parse_chain",
@@ -47,6 +54,11 @@ _loaded = False
 _plugin_errors: dict[str, str] = {}
 
 E = TypeVar("E", bound=type[Engine])
+
+#: What ``"auto"`` means, fastest first (see the module docstring).
+GPU_CHAIN = ("tensorrt", "torch_fast", "onnxruntime", "torch")
+CPU_CHAIN = ("openvino", "onnxruntime", "torch")
+AUTO = "auto"
 
 
 def register_backend(cls: E) -> E:
@@ -127,8 +139,27 @@ def list_backends(pattern: str = "*") -> list[BackendStatus]:
     return rows
 
 
-def parse_chain(chain: str | Sequence[str]) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; every name must be known."""
+def default_chain(device: str | None = None) -> list[str]:
+    """The chain ``"auto"`` stands for on ``device`` (None: a GPU when torch sees one)."""
+    if device is None:
+        try:
+            import torch
+
+            gpu = bool(torch.cuda.is_available())
+        except ImportError:
+            gpu = False
+    else:
+        gpu = str(device).startswith("cuda")
+    return list(GPU_CHAIN if gpu else CPU_CHAIN)
+
+
+def parse_chain(chain: str | Sequence[str], device: str | None = None) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; every name must be known.
+
+    ``"auto"`` is :func:`default_chain` for ``device``.
+    """
+    if isinstance(chain, str) and chain.strip().lower() == AUTO:
+        chain = default_chain(device)
     names = [n.strip() for n in (chain.split(",") if isinstance(chain, str) else chain)]
     names = [n for n in names if n]
     if not names:
@@ -151,9 +182,10 @@ def create_engine(
     Every backend skipped on the way is logged and recorded in
     ``engine.info.fallbacks``. With ``strict=True`` the first skip raises
     :class:`BackendUnavailable` instead. ``kwargs`` go to every candidate,
-    ``backend_options[name]`` only to that backend.
+    ``backend_options[name]`` only to that backend. ``chain="auto"`` is
+    :func:`default_chain` for the ``device`` keyword.
     """
-    names = parse_chain(chain)
+    names = parse_chain(chain, kwargs.get("device"))
     skipped: list[Fallback] = []
     for name in names:
         cls = _backends[name]

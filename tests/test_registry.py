@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import textwrap
 from pathlib import Path
@@ -188,3 +189,15 @@ def test_unknown_backend_option_is_an_input_error(r18) -> None:
         create_engine(
             "onnxruntime,torch", r18, backend_options={"onnxruntime": {"provider": "cpu"}}
         )
+
+
+def test_auto_chain_is_tensorrt_then_torch_fast_on_a_gpu_and_openvino_on_a_cpu(r18) -> None:
+    from arcface_lab.registry import default_chain, parse_chain
+
+    assert default_chain("cuda:1") == ["tensorrt", "torch_fast", "onnxruntime", "torch"]
+    assert default_chain("cpu") == ["openvino", "onnxruntime", "torch"]
+    assert parse_chain("auto", "cpu") == default_chain("cpu")
+    assert parse_chain(" AUTO ", "cuda") == default_chain("cuda")
+    with create_engine("auto", r18, device="cpu") as engine:
+        first = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+        assert engine.info.backend == first

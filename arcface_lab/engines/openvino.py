@@ -338,6 +338,7 @@ class OpenVinoEngine(Engine):
             "kept_float_layers": report.get("kept_float_layers", []),
             "fp32_layers": report.get("fp32_layers", []),
             "overflow_fix": report.get("overflow_fix"),
+            "most_sensitive": report.get("most_sensitive", [])[:5],
             "int8_macs_fraction": report.get("int8_macs_fraction"),
             "quantizers": report.get("quantizers"),
             "quantizers_kept": report.get("quantizers_kept"),

@@ -136,20 +136,37 @@ def measure(
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """Everything a worker process needs to build one engine and time it (JSON-able)."""
+    """Everything a worker process needs to build one engine, embed and time it (JSON-able).
+
+    Args:
+        backend: a backend or a chain (``"openvino,onnxruntime,torch"``); the worker records
+            the fallbacks it took in ``info``.
+        images: path of a uint8 ``(N, H, W, 3)`` ``.npy``: embedded once, and the faces
+            every batch size is timed on.
+        inputs: more named uint8 ``.npy`` paths to embed (pairs, held-out faces); their
+            embeddings come back under the same names.
+        strict: no fallback, and a store that fails raises instead of warning.
+        options: options for every backend of the chain; ``backend_options`` per backend.
+        recreate: create the engine a second time over the same store after timing, and
+            report that creation (``result["second"]``): what a second run costs.
+    """
 
     model: str
     backend: str
     precision: str
     batch_sizes: tuple[int, ...]
-    images: str  # path of a uint8 (N, H, W, 3) .npy
+    images: str
     preprocess: dict[str, Any]
     arch: str | None = None
     seed: int = 0
     device: str | None = None
     batch_size: int = 32
     options: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     store: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    strict: bool = True
+    recreate: bool = False
     warmup_s: float = 1.0
     budget_s: float = 10.0
     min_repeats: int = 3
@@ -222,9 +239,7 @@ def _peak_memory(device: str, inference_rss_mb: float | None) -> dict[str, Any]:
 
 
 def _worker(spec: BenchSpec, out_dir: Path) -> None:
-    """Build ``spec``'s engine, embed the images once, time every batch size."""
-    if spec.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+    """Build ``spec``'s engine, embed the images and inputs once, time every batch size."""
     from arcface_lab.data import Preprocess
     from arcface_lab.models.source import resolve_model
     from arcface_lab.registry import create_engine
@@ -233,25 +248,35 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
     if spec.threads:
         import torch
 
-        torch.set_num_threads(spec.threads)
+        torch.set_num_threads(spec.threads)  # once, before any work
     pre = Preprocess.from_dict(spec.preprocess)
     model = resolve_model(spec.model, arch=spec.arch, preprocess=pre, seed=spec.seed)
     images = np.load(spec.images, allow_pickle=False)
-    started = time.perf_counter()
-    engine = create_engine(
-        spec.backend,
-        model,
-        precision=spec.precision,
-        strict=True,
-        device=spec.device,
-        batch_size=max(spec.batch_size, *spec.batch_sizes),
-        store=open_store(**spec.store),
-        **spec.options,
-    )
-    setup_s = time.perf_counter() - started
+    store = open_store(**{"strict": spec.strict, **spec.store})
+    if spec.backend != "torch":
+        model.onnx_path()  # exported (or found) before the engine's creation is timed
+
+    def create() -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        engine = create_engine(
+            spec.backend,
+            model,
+            precision=spec.precision,
+            strict=spec.strict,
+            backend_options=spec.backend_options,
+            device=spec.device,
+            batch_size=max(spec.batch_size, *spec.batch_sizes),
+            store=store,
+            **spec.options,
+        )
+        return engine, time.perf_counter() - t0
+
+    engine, setup_s = create()
     reset = _reset_peak_rss()
     with engine:
-        np.save(out_dir / "embeddings.npy", engine.embed(images))
+        np.save(out_dir / "images.npy", engine.embed(images))
+        for name, path in spec.inputs.items():
+            np.save(out_dir / f"{name}.npy", engine.embed(np.load(path, allow_pickle=False)))
         sync = None
         if engine.info.device.startswith("cuda"):
             import torch
@@ -269,25 +294,50 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
                 target_cov=spec.target_cov,
                 sync=sync,
             ).to_dict()
-        result = {
+        result: dict[str, Any] = {
             "info": engine.info.to_dict(),
             "setup_s": setup_s,
             "timings": timings,
             "memory": _peak_memory(engine.info.device, _hwm_mb() if reset else None),
         }
+    if spec.recreate:
+        again, create_s = create()
+        with again:
+            result["second"] = {"create_s": create_s, "info": again.info.to_dict()}
     (out_dir / "result.json").write_text(json.dumps(result, default=str))
 
 
-def run_worker(spec: BenchSpec, timeout_s: float = 1800) -> tuple[dict[str, Any], np.ndarray]:
-    """Run :func:`_worker` for ``spec`` in a fresh Python process; its result and embeddings."""
+def run_worker(
+    spec: BenchSpec, timeout_s: float = 1800
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run :func:`_worker` for ``spec`` in a fresh Python process.
+
+    Returns its result and the embeddings: ``"images"`` and one per ``spec.inputs`` name.
+    Thread counts (``spec.threads``) are set in the child's environment before it starts.
+
+    Raises:
+        BackendUnavailable: no backend of the chain could run (the worker's own error).
+        EngineError: the worker failed otherwise or ran past ``timeout_s``.
+    """
+    env = dict(os.environ)
+    if spec.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(spec.threads)
     with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
         (Path(tmp) / "spec.json").write_text(json.dumps(asdict(spec)))
-        proc = subprocess.run(
-            [sys.executable, "-m", "arcface_lab.bench", tmp],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "arcface_lab.bench", tmp],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            raise EngineError(
+                f"bench worker for {spec.backend} ({spec.precision}) timed out after "
+                f"{timeout_s:.0f} s"
+            ) from None
         error = Path(tmp) / "error.json"
         if error.is_file():  # an arcface_lab error, raised again here with its own type
             err = json.loads(error.read_text())
@@ -297,7 +347,8 @@ def run_worker(spec: BenchSpec, timeout_s: float = 1800) -> tuple[dict[str, Any]
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
             raise EngineError(f"bench worker for {spec.backend} ({spec.precision}) failed:\n{tail}")
         result = json.loads((Path(tmp) / "result.json").read_text())
-        return result, np.load(Path(tmp) / "embeddings.npy")
+        names = ["images", *spec.inputs]
+        return result, {n: np.load(Path(tmp) / f"{n}.npy", allow_pickle=False) for n in names}
 
 
 def bench_records(

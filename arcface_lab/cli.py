@@ -332,14 +332,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
         common["images"] = str(Path(tmp) / "images.npy")
         np.save(common["images"], images)
-        ref_result, ref_emb = run_worker(BenchSpec(backend=reference, precision="fp32", **common))
+        ref_result, ref_out = run_worker(BenchSpec(backend=reference, precision="fp32", **common))
+        ref_emb = ref_out["images"]
         for name in names:
             precision = "fp32" if name == reference else args.precision
             if name == reference:
                 result, emb = ref_result, ref_emb
             else:
                 try:
-                    result, emb = run_worker(BenchSpec(backend=name, precision=precision, **common))
+                    result, out = run_worker(BenchSpec(backend=name, precision=precision, **common))
+                    emb = out["images"]
                 except BackendUnavailable as exc:
                     if args.strict:
                         raise

@@ -12,9 +12,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arcface_lab.errors import ParamsError
+
+if TYPE_CHECKING:
+    from arcface_lab.data import Preprocess
 
 __all__ = [
     "BackendParams",
@@ -149,6 +152,14 @@ class ModelParams:
             bgr=_bool(m.get("bgr", False), ctx.child("bgr")),
             layout=_str(m.get("layout", "NCHW"), ctx.child("layout"), ("NCHW", "NHWC")),
             size=(_int(size[0], ctx.child("size"), 1), _int(size[1], ctx.child("size"), 1)),
+        )
+
+    def preprocess(self) -> Preprocess:
+        """The model's input convention as a :class:`~arcface_lab.data.Preprocess`."""
+        from arcface_lab.data import Preprocess
+
+        return Preprocess(
+            mean=self.mean, std=self.std, bgr=self.bgr, layout=self.layout, size=self.size
         )
 
 

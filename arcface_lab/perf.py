@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -124,110 +122,73 @@ def _engine_options(spec: EngineSpec, params: Any, threads: int) -> dict[str, An
     return options
 
 
-def _worker(job_path: Path) -> int:
-    job = json.loads(job_path.read_text())
-    import torch
+def _measure_engine(
+    index: int,
+    s: EngineSpec,
+    params: Any,
+    model_spec: str,
+    inputs: dict[str, Path],
+    store: Path,
+    args: argparse.Namespace,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """One engine through :func:`arcface_lab.bench.run_worker`: created twice, timed once.
 
-    torch.set_num_threads(job["threads"])  # once, before any work
-    from arcface_lab.bench import measure
-    from arcface_lab.data import Preprocess, images_from_spec, synthetic_faces
-    from arcface_lab.models.source import resolve_model
-    from arcface_lab.pairs import load_pairs
-    from arcface_lab.params import load_params
-    from arcface_lab.registry import create_engine
-    from arcface_lab.store import EngineStore, LocalStore
-    from arcface_lab.validate import flip_sum, mirror
+    Its embeddings (images, held-out faces, pairs with flip TTA when the params use it)
+    go to ``<index>.npz`` in ``out_dir``; a failure is recorded, not raised.
+    """
+    from arcface_lab.bench import BenchSpec, run_worker
+    from arcface_lab.errors import ArcfaceLabError
+    from arcface_lab.validate import flip_sum
 
-    params = load_params(job["params"])
-    spec = EngineSpec(job["backend"], job["precision"], tuple(map(tuple, job["options"])))
-    m = params.model
-    pre = Preprocess(mean=m.mean, std=m.std, bgr=m.bgr, layout=m.layout, size=m.size)
-    model = resolve_model(job["model"], arch=m.arch, preprocess=pre, seed=m.seed)
-    images = images_from_spec(params.data.images, pre.size)[0]
-    pairs = load_pairs(params.data.pairs, pre.size)
-    store = EngineStore(LocalStore(Path(job["store"])))
-    options = _engine_options(spec, params, job["threads"])
-    out_dir = Path(job["out"])
-    result: dict[str, Any] = {"engine": spec.label, "options": options}
-
-    def create() -> tuple[Any, float]:
-        t0 = time.perf_counter()
-        engine = create_engine(
-            spec.backend,
-            model,
-            precision=spec.precision,
-            strict=True,
-            batch_size=job["batch"],
-            store=store,
-            **options,
-        )
-        return engine, time.perf_counter() - t0
-
-    model.onnx_path()  # exported (or found) before any engine is timed
-    engine, first_s = create()
-    with engine:
-        result["first"] = {"create_s": first_s, "info": engine.info.to_dict()}
-
-        def emb(x: np.ndarray) -> np.ndarray:
-            plain = engine.embed(x)
-            return flip_sum(plain, engine.embed(mirror(x))) if params.data.flip else plain
-
-        held_out = synthetic_faces(HELD_OUT_IMAGES, seed=HELD_OUT_SEED, size=pre.size)
-        np.savez(
-            out_dir / f"{job['index']}.npz",
-            images=engine.embed(images),
-            held_out=engine.embed(held_out),
-            pairs_a=emb(pairs.images_a),
-            pairs_b=emb(pairs.images_b),
-        )
-        b = params.bench
-        size = job["batch"]
-        batch = np.resize(images, (size, *images.shape[1:])) if len(images) < size else images
-        timing = measure(
-            lambda: engine.embed(batch[:size], batch_size=size),
-            size,
-            warmup_s=b.warmup_s,
-            budget_s=b.budget_s,
-            min_repeats=b.min_repeats,
-            target_cov=b.target_cov,
-        )
-        result["timing"] = timing.to_dict()
-    engine, second_s = create()
-    with engine:
-        result["second"] = {"create_s": second_s, "info": engine.info.to_dict()}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    (out_dir / f"{job['index']}.json").write_text(json.dumps(result, indent=1, default=str))
-    return 0
-
-
-# --------------------------------------------------------------------------- parent
-
-
-def _run_worker(job: dict[str, Any], out_dir: Path, timeout: float) -> dict[str, Any]:
-    path = out_dir / f"{job['index']}.job.json"
-    path.write_text(json.dumps(job))
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(job["threads"])
+    m, b = params.model, params.bench
+    options = _engine_options(s, params, args.threads)
+    spec = BenchSpec(
+        model=model_spec,
+        arch=m.arch,
+        seed=m.seed,
+        backend=s.backend,
+        precision=s.precision,
+        batch_sizes=(args.batch,),
+        batch_size=args.batch,
+        images=str(inputs["images"]),
+        inputs={k: str(v) for k, v in inputs.items() if k != "images"},
+        preprocess=m.preprocess().to_dict(),
+        options=options,
+        store={"local": str(store)},
+        recreate=True,
+        warmup_s=b.warmup_s,
+        budget_s=b.budget_s,
+        min_repeats=b.min_repeats,
+        target_cov=b.target_cov,
+        threads=args.threads,
+    )
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "arcface_lab.perf", "--worker", str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"engine": job["label"], "error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - t0
-    result_path = out_dir / f"{job['index']}.json"
-    if proc.returncode != 0 or not result_path.is_file():
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return {"engine": job["label"], "error": lines[-1] if lines else f"exit {proc.returncode}"}
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    result["process_wall_s"] = wall
-    return result
+        raw, out = run_worker(spec, timeout_s=args.timeout)
+    except ArcfaceLabError as exc:
+        return {"engine": s.label, "error": str(exc).strip().splitlines()[-1]}
+
+    def pair(side: str) -> np.ndarray:
+        flipped = out.get(f"{side}_flip")
+        return out[side] if flipped is None else flip_sum(out[side], flipped)
+
+    np.savez(
+        out_dir / f"{index}.npz",
+        images=out["images"],
+        held_out=out["held_out"],
+        pairs_a=pair("pairs_a"),
+        pairs_b=pair("pairs_b"),
+    )
+    return {
+        "engine": s.label,
+        "options": options,
+        "first": {"create_s": raw["setup_s"], "info": raw["info"]},
+        "timing": raw["timings"][str(args.batch)],
+        "second": raw["second"],
+        "peak_rss_mb": raw["memory"]["peak_rss_mb"],
+        "process_wall_s": time.perf_counter() - t0,
+    }
 
 
 def _first_cost(details: dict[str, Any]) -> str:
@@ -359,14 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PRECISION=X",
         help="speed target when params set no thresholds.speedup_min for it",
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        return _worker(Path(args.worker))
 
+    from arcface_lab.data import images_from_spec, synthetic_faces
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
     from arcface_lab.params import load_params
+    from arcface_lab.validate import mirror
 
     params = load_params(args.params)
     specs = parse_engines(args.engines)
@@ -381,39 +341,41 @@ def main(argv: list[str] | None = None) -> int:
     store = Path(args.store or str(scratch))
     spec = args.model or params.model.spec
     started = time.perf_counter()
-    model = resolve_model(spec, arch=params.model.arch, seed=params.model.seed)
+    pre = params.model.preprocess()
+    model = resolve_model(spec, arch=params.model.arch, preprocess=pre, seed=params.model.seed)
     t0 = time.perf_counter()
     onnx = model.onnx_path()
     export_s = time.perf_counter() - t0
     gmacs = model_gmacs(onnx)
     gflop = 2 * gmacs if gmacs else None
-    pairs = load_pairs(params.data.pairs, model.preprocess.size)
+    pairs = load_pairs(params.data.pairs, pre.size)
+    arrays = {
+        "images": images_from_spec(params.data.images, pre.size)[0],
+        "held_out": synthetic_faces(HELD_OUT_IMAGES, seed=HELD_OUT_SEED, size=pre.size),
+        "pairs_a": pairs.images_a,
+        "pairs_b": pairs.images_b,
+    }
+    if params.data.flip:
+        arrays.update(pairs_a_flip=mirror(pairs.images_a), pairs_b_flip=mirror(pairs.images_b))
+    inputs = {name: out_dir / f".input-{name}.npy" for name in arrays}
+    for name, array in arrays.items():
+        np.save(inputs[name], array)
     print(
         f"bench: {spec} ({gflop or 0:.2f} GFLOP/image), batch {args.batch}, "
         f"{args.threads} threads, {len(specs)} engines, store {store}",
         flush=True,
     )
     results = []
-    for index, s in enumerate(specs):
-        job = {
-            "index": index,
-            "label": s.label,
-            "backend": s.backend,
-            "precision": s.precision,
-            "options": list(s.options),
-            "params": args.params,
-            "model": spec,
-            "batch": args.batch,
-            "threads": args.threads,
-            "store": str(store),
-            "out": str(out_dir),
-        }
-        result = _run_worker(job, out_dir, args.timeout)
+    for index, engine_spec in enumerate(specs):
+        result = _measure_engine(index, engine_spec, params, spec, inputs, store, args, out_dir)
         result["index"] = index
-        result["precision"] = s.precision
+        result["precision"] = engine_spec.precision
         results.append(result)
         status = result.get("error") or f"{result['timing']['median_ms']:.0f} ms"
-        print(f"  {s.label}: {status} ({result.get('process_wall_s', 0):.0f} s)", flush=True)
+        wall = result.get("process_wall_s", 0)
+        print(f"  {engine_spec.label}: {status} ({wall:.0f} s)", flush=True)
+    for path in inputs.values():
+        path.unlink(missing_ok=True)
     _compare(results, out_dir, pairs.same)
     table = _table(results, gflop, args.batch)
     targets = _targets(results, params, speedup)

@@ -32,10 +32,9 @@ import numpy as np
 from arcface_lab import __version__
 from arcface_lab.acceptance import Check, evaluate, matrix_row
 from arcface_lab.bench import BenchSpec, bench_records, run_worker
-from arcface_lab.data import Preprocess, images_from_spec
+from arcface_lab.data import images_from_spec
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.params import Params
-from arcface_lab.store import open_store
 
 __all__ = ["RunResult", "environment", "run"]
 
@@ -125,20 +124,19 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _embed_pairs(engine: Any, pairs: Any, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    from arcface_lab.validate import flip_sum, mirror
-
-    def emb(images: np.ndarray) -> np.ndarray:
-        plain = engine.embed(images)
-        return flip_sum(plain, engine.embed(mirror(images))) if flip else plain
-
-    return emb(pairs.images_a), emb(pairs.images_b)
-
-
 def _bench(
-    params: Params, model: Any, backend: str, precision: str, images_path: Path
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Time one engine in a process of its own (peak memory is then its own)."""
+    params: Params,
+    model: Any,
+    backend: str,
+    precision: str,
+    inputs: dict[str, Path],
+    strict: bool,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Create, embed and time one engine (or the first of a chain) in a process of its own.
+
+    The one creation of the engine: its embeddings of the images and of every
+    ``inputs`` array come back with its timings and info, and peak memory is its own.
+    """
     b, m, st = params.bench, params.model, params.store
     spec = BenchSpec(
         model=m.spec,
@@ -147,104 +145,129 @@ def _bench(
         backend=backend,
         precision=precision,
         batch_sizes=b.batch_sizes,
-        images=str(images_path),
+        images=str(inputs["images"]),
+        inputs={k: str(v) for k, v in inputs.items() if k != "images"},
         preprocess=model.preprocess.to_dict(),
         batch_size=params.backends.batch_size,
-        options=dict(params.backends.options.get(backend, {})),
-        store={"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint},
+        backend_options={k: dict(v) for k, v in params.backends.options.items()},
+        store={
+            "local": st.local,
+            "s3": st.s3,
+            "s3_endpoint": st.s3_endpoint,
+            "strict": params.backends.strict,
+        },
+        strict=strict,
         warmup_s=b.warmup_s,
         budget_s=b.budget_s,
         min_repeats=b.min_repeats,
         target_cov=b.target_cov,
     )
-    log.info("timing %s %s in its own process", backend, precision)
+    log.info("%s %s: in its own process", backend, precision)
     return run_worker(spec)
+
+
+def _pair_embeddings(out: dict[str, np.ndarray], flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    from arcface_lab.validate import flip_sum
+
+    if not flip:
+        return out["pairs_a"], out["pairs_b"]
+    return flip_sum(out["pairs_a"], out["pairs_a_flip"]), flip_sum(
+        out["pairs_b"], out["pairs_b_flip"]
+    )
 
 
 def _measure(params: Params, run_dir: Path) -> RunResult:
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
-    from arcface_lab.registry import create_engine
-    from arcface_lab.validate import compare_verification, cosine_drift, pair_scores
+    from arcface_lab.validate import compare_verification, cosine_drift, mirror, pair_scores
 
     m = params.model
-    pre = Preprocess(mean=m.mean, std=m.std, bgr=m.bgr, layout=m.layout, size=m.size)
-    model = resolve_model(m.spec, arch=m.arch, preprocess=pre, seed=m.seed)
+    model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
     env = environment(params, model)
     _write(run_dir, "environment.json", env)
 
     images, image_kind = images_from_spec(params.data.images, model.preprocess.size)
     pairs = load_pairs(params.data.pairs, model.preprocess.size)
     be = params.backends
-    opts: dict[str, Any] = {
-        "batch_size": be.batch_size,
-        "backend_options": be.options,
-        "store": open_store(
-            params.store.local, params.store.s3, params.store.s3_endpoint, strict=be.strict
-        ),
-    }
+    arrays = {"images": images, "pairs_a": pairs.images_a, "pairs_b": pairs.images_b}
+    if params.data.flip:
+        arrays.update(pairs_a_flip=mirror(pairs.images_a), pairs_b_flip=mirror(pairs.images_b))
+    inputs = {name: run_dir / f".bench-{name}.npy" for name in arrays}
+    for name, array in arrays.items():
+        np.save(inputs[name], array)
+    try:
+        log.info("reference: %s", be.reference)
+        ref_result, ref_out = _bench(params, model, be.reference, "fp32", inputs, strict=True)
+        ref_images, ref_pairs = ref_out["images"], _pair_embeddings(ref_out, params.data.flip)
+        ref_scores = pair_scores(*ref_pairs).tolist()
+        ref_records = bench_records(ref_result, ref_images, ref_result, ref_images)
 
-    log.info("reference: %s", be.reference)
-    reference = create_engine(be.reference, model, precision="fp32", strict=True, **opts)
-    ref_images = reference.embed(images)
-    ref_pairs = _embed_pairs(reference, pairs, params.data.flip)
-    ref_scores = pair_scores(*ref_pairs).tolist()
-    images_path = run_dir / ".bench-images.npy"
-    np.save(images_path, images)
-    ref_result, ref_emb = _bench(params, model, be.reference, "fp32", images_path)
+        results: dict[str, dict[str, Any]] = {}
+        drift_out: dict[str, Any] = {"images": len(images), "data_kind": image_kind, "engines": {}}
+        ver_out: dict[str, Any] = {
+            "pairs": pairs.n_pairs,
+            "data_kind": pairs.kind,
+            "source": pairs.source,
+            "flip": params.data.flip,
+            "engines": {},
+        }
+        bench_out: dict[str, Any] = {"records": ref_records}
 
-    results: dict[str, dict[str, Any]] = {}
-    drift_out: dict[str, Any] = {"images": len(images), "data_kind": image_kind, "engines": {}}
-    ver_out: dict[str, Any] = {
-        "pairs": pairs.n_pairs,
-        "data_kind": pairs.kind,
-        "source": pairs.source,
-        "flip": params.data.flip,
-        "engines": {},
-    }
-    bench_out: dict[str, Any] = {"records": bench_records(ref_result, ref_emb, ref_result, ref_emb)}
-
-    for precision in be.precisions:
-        log.info("precision %s: chain %s", precision, ",".join(be.chain))
-        try:
-            engine = create_engine(be.chain, model, precision=precision, strict=be.strict, **opts)
-        except BackendUnavailable as exc:
-            if be.strict:
-                raise
-            log.warning("precision %s: %s", precision, exc)
-            results[precision] = {"unavailable": str(exc)}
-            continue
-        with engine:
-            drift = cosine_drift(ref_images, engine.embed(images))
-            eng_pairs = _embed_pairs(engine, pairs, params.data.flip)
+        chain = ",".join(be.chain)
+        for precision in be.precisions:
+            log.info("precision %s: chain %s", precision, chain)
+            try:
+                result, out = _bench(params, model, chain, precision, inputs, strict=be.strict)
+            except BackendUnavailable as exc:
+                if be.strict:
+                    raise
+                log.warning("precision %s: %s", precision, exc)
+                results[precision] = {"unavailable": str(exc)}
+                continue
+            info = result["info"]
+            for fallback in info["fallbacks"]:
+                log.warning(
+                    "precision %s: backend %s skipped: %s",
+                    precision,
+                    fallback["backend"],
+                    fallback["reason"],
+                )
+            drift = cosine_drift(ref_images, out["images"])
+            eng_pairs = _pair_embeddings(out, params.data.flip)
             verification = compare_verification(*ref_pairs, *eng_pairs, pairs.same)
-            info = engine.info.to_dict()
-        result, emb = _bench(params, model, info["backend"], precision, images_path)
-        records = bench_records(result, emb, ref_result, ref_emb)
-        bench_out["records"] += records
-        memory = result["memory"]
-        key = f"{info['backend']}/{precision}"
-        drift_out["engines"][key] = {"info": info, **drift.to_dict(), "per_face": drift.per_face}
-        ver_out["engines"][key] = {
-            "info": info,
-            **verification,
-            # per pair, for the notebooks' score scatter and ROC curves
-            "reference_scores": ref_scores,
-            "engine_scores": pair_scores(*eng_pairs).tolist(),
-            "same": pairs.same.tolist(),
-        }
-        results[precision] = {
-            "backend": info["backend"],
-            "drift": drift.to_dict(),
-            "verification": verification,
-            "speedup": {r["batch_size"]: r["speedup_vs_reference"] for r in records},
-            "peak_vram_mb": memory["peak_memory_mb"] if memory["memory_kind"] == "vram" else None,
-            "peak_memory": memory,
-        }
+            records = bench_records(result, out["images"], ref_result, ref_images)
+            bench_out["records"] += records
+            memory = result["memory"]
+            key = f"{info['backend']}/{precision}"
+            drift_out["engines"][key] = {
+                "info": info,
+                **drift.to_dict(),
+                "per_face": drift.per_face,
+            }
+            ver_out["engines"][key] = {
+                "info": info,
+                **verification,
+                # per pair, for the notebooks' score scatter and ROC curves
+                "reference_scores": ref_scores,
+                "engine_scores": pair_scores(*eng_pairs).tolist(),
+                "same": pairs.same.tolist(),
+            }
+            results[precision] = {
+                "backend": info["backend"],
+                "drift": drift.to_dict(),
+                "verification": verification,
+                "speedup": {r["batch_size"]: r["speedup_vs_reference"] for r in records},
+                "peak_vram_mb": (
+                    memory["peak_memory_mb"] if memory["memory_kind"] == "vram" else None
+                ),
+                "peak_memory": memory,
+            }
+    finally:
+        for path in inputs.values():
+            path.unlink(missing_ok=True)
 
     _write(run_dir, "drift.json", drift_out)
     _write(run_dir, "verification.json", ver_out)
-    images_path.unlink()
     _write(run_dir, "bench.json", bench_out)
     checks = evaluate(results, params.thresholds)
     device = env["gpu"]["name"] if env["gpu"] else env["cpu"]

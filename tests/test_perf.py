@@ -1,0 +1,43 @@
+"""``make bench`` end to end on a tiny model: every engine in its own worker, created twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from arcface_lab.perf import main
+
+TINY = {
+    "name": "perf-tiny",
+    "model": {"spec": "seeded:r18"},
+    "backends": {"chain": ["onnxruntime", "torch"], "reference": "torch", "precisions": ["fp32"]},
+    "data": {"images": "synthetic:8", "pairs": "synthetic:20", "flip": True},
+    "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
+    "thresholds": {"cosine_min": {"fp32": 0.99999}, "decision_flips_max": 0},
+}
+
+
+def test_perf_compares_every_engine_with_the_reference(tmp_path: Path, cache_dir, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "bench"
+    engines = "torch:fp32,onnxruntime:fp32,torch:bf16"
+    argv = ["--params", str(params), "--engines", engines, "--batch", "4", "--threads", "1"]
+    status = main([*argv, "--out", str(out)])
+    assert status == 1  # torch has no bf16: that row is an error, and the exit status says so
+    payload = json.loads((out / "bench.json").read_text())
+    ref, ort, bad = payload["results"]
+    assert ref["speedup"] == 1.0 and ref["drift"]["min"] > 0.99999
+    assert ort["drift"]["min"] >= 0.99999 and ort["held_out_cosine_min"] >= 0.99999
+    assert ort["verification"]["decision_flips"] == 0
+    assert ort["speedup"] > 0 and ort["timing"]["batch_size"] == 4
+    # created twice over one store: built first, loaded the second time
+    assert ort["first"]["info"]["artifact"]["origin"] == "built"
+    assert ort["second"]["info"]["artifact"]["origin"] == "local"
+    assert "precision 'bf16' not supported" in bad["error"]
+    table = (out / "bench.md").read_text()
+    assert "| onnxruntime/fp32 |" in table and "unavailable" in table
+    assert not list(out.glob(".input-*")) and not list(out.glob("store-*"))

@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -102,14 +103,44 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
         import torch
 
         if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
             env["gpu"] = {
                 "name": torch.cuda.get_device_name(0),
                 "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+                "memory_mb": props.total_memory // 2**20,
                 "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "driver": gpu_driver_version(),
             }
     except ImportError:
         pass
     return env
+
+
+def gpu_driver_version() -> str | None:
+    """The NVIDIA driver version (NVML, else ``nvidia-smi``); None where neither answers."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no pynvml, no driver, or not permitted: try the command line
+        pass
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    return lines[0].strip() if proc.returncode == 0 and lines else None
 
 
 def _write(run_dir: Path, name: str, payload: Any) -> None:

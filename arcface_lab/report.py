@@ -99,8 +99,10 @@ def _environment(env: dict[str, Any]) -> str:
     if gpu:
         rows += [
             ["compute capability", gpu.get("capability", "n/a")],
+            ["memory", f"{gpu['memory_mb']} MiB" if gpu.get("memory_mb") else "not recorded"],
             ["CUDA", gpu.get("cuda", "n/a")],
-            ["driver", gpu.get("driver", "not recorded")],
+            ["cuDNN", gpu.get("cudnn") or "not recorded"],
+            ["driver", gpu.get("driver") or "not recorded"],
         ]
     rows += [
         ["platform", env["platform"]],

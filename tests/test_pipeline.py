@@ -114,3 +114,20 @@ def test_committed_params_targets() -> None:
     gpu = load_params(ROOT / "params" / "gpu.yaml").thresholds
     assert gpu.speedup_min["fp16"] == 5.0 and gpu.vram_mb_max == 2048
     assert gpu.cosine_min["fp16"] == 0.999 and gpu.accuracy_delta_max["fp16"] == 0.001
+
+
+def test_gpu_driver_version_from_nvidia_smi(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from arcface_lab.pipeline import gpu_driver_version
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # NVML absent: the command line answers
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\necho "560.35.03"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_driver_version() == "560.35.03"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert gpu_driver_version() is None
+    fake.unlink()
+    assert gpu_driver_version() is None

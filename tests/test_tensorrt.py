@@ -213,6 +213,21 @@ def test_layer_precisions_count_tensorrt_10_and_11_json() -> None:
     assert layer_precisions(json.dumps(TRT11_INFO))["counts"] == {"FP16": 1, "FP32": 1}
     names_only = layer_precisions({"Layers": ["conv1", "fc"]})
     assert names_only["counts"] == {"unknown": 2}
+    # What an inspector without an execution context prints for a dynamic-batch engine
+    # (the engine now hands it one with the input shape set): no precision to count.
+    dynamic = {
+        "Layers": [
+            {
+                "Name": "conv1",
+                "LayerType": "CaskConvolution",
+                "Inputs": [{"Name": "input", "Format/Datatype": "N/A due to dynamic shapes"}],
+                "Outputs": [{"Name": "t1", "Format/Datatype": "N/A due to dynamic shapes"}],
+            }
+        ]
+    }
+    unseen = layer_precisions(dynamic)
+    assert unseen["counts"] == {"unknown": 1}
+    assert "unverified" in str(check_precision("fp16", unseen))
 
 
 def test_fp16_engine_without_fp16_layers_is_an_error() -> None:
@@ -293,5 +308,6 @@ def test_fp32_plan_is_strict_fp32(trt_gpu, r18, faces, torch_r18, tmp_path) -> N
     with create_engine("tensorrt", r18, strict=True, backend_options=options) as engine:
         emb = engine.embed(faces)
         assert engine.info.details["tf32"] is False
-        assert "FP16" not in engine.info.details["layer_precisions"]["counts"]
+        counts = engine.info.details["layer_precisions"]["counts"]
+        assert counts.get("FP32", 0) > 0 and "FP16" not in counts, counts  # seen, not unknown
     assert cosines(torch_r18.embed(faces), emb).min() >= 0.99999

@@ -41,6 +41,7 @@ import json
 import logging
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -420,7 +421,13 @@ def build_plan(
     profile.set_shape(inp.name, *settings.profile.shapes(item_shape))
     config.add_optimization_profile(profile)
     cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, False)
+    reused = bool(timing_cache) and bool(config.set_timing_cache(cache, False))
+    if not reused:
+        if timing_cache:  # rejected (another TensorRT, device or flags): start an empty one
+            log.warning("tensorrt: the stored timing cache was rejected; building without it")
+            logger.errors = []
+            cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
 
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -431,7 +438,8 @@ def build_plan(
         )
     details = {
         "build_s": round(time.perf_counter() - started, 3),
-        "timing_cache_reused": bool(timing_cache),
+        "timing_cache_reused": reused,
+        "timing_cache_rejected": bool(timing_cache) and not reused,
     }
     return bytes(plan), bytes(config.get_timing_cache().serialize()), details
 
@@ -477,8 +485,12 @@ class TensorRTEngine(Engine):
     def _settings(self) -> tuple[Profile, int, bool, bool, bool]:
         opts = self.options
         batch_max = opts.get("batch_max", self.batch_size)
-        batch_opt = opts.get("batch_opt", min(32, batch_max) if isinstance(batch_max, int) else 1)
-        profile = parse_profile(opts.get("batch_min", 1), batch_opt, batch_max)
+        batch_min = opts.get("batch_min", 1)
+        default_opt = 1
+        if isinstance(batch_max, int) and isinstance(batch_min, int):
+            default_opt = max(batch_min, min(32, batch_max))  # never below batch_min
+        batch_opt = opts.get("batch_opt", default_opt)
+        profile = parse_profile(batch_min, batch_opt, batch_max)
         workspace = opts.get("workspace_mb", DEFAULT_WORKSPACE_MB)
         if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace < 1:
             raise InputError(
@@ -589,6 +601,7 @@ class TensorRTEngine(Engine):
             "recipe": plan_inputs["recipe"],
             "library": plan_inputs["library"],
             "device": plan_inputs["device"],
+            "flags": plan_inputs["flags"],  # tf32, hardware compatibility: they change tactics
         }
         first: dict[str, Any] = {}
 
@@ -628,8 +641,18 @@ class TensorRTEngine(Engine):
         self._in_dtype = _torch_dtype(trt, torch, engine.get_tensor_dtype(self._in))
         self._out_dtype = _torch_dtype(trt, torch, engine.get_tensor_dtype(self._out))
         self._stream = torch.cuda.Stream(device=self.device)
+        self._lock = threading.Lock()
 
+        # With a dynamic batch axis the inspector shows layer formats only for a context
+        # whose input shape is set; without one every layer reads "N/A due to dynamic shapes".
+        opt_shape = (self._profile.opt, *tuple(engine.get_tensor_shape(self._in))[1:])
+        if not context.set_input_shape(self._in, opt_shape):
+            raise EngineError(
+                f"tensorrt: cannot set the input shape {opt_shape} for the engine inspector: "
+                f"{_last_errors(logger)}"
+            )
         inspector = engine.create_engine_inspector()
+        inspector.execution_context = context
         text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
         try:
             precisions = layer_precisions(text)
@@ -655,7 +678,9 @@ class TensorRTEngine(Engine):
             pad = np.repeat(x[-1:], self._profile.min - n, axis=0)
             return self._infer(np.concatenate([x, pad]))[:n]
         torch = self._torch
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+        # One execution context: shape, addresses and launch must not interleave across threads.
+        with self._lock, torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            _logger(self._trt).errors = []  # so a failure quotes its own errors only
             inp = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._in_dtype)
             if not self._context.set_input_shape(self._in, tuple(inp.shape)):
                 raise EngineError(

@@ -39,7 +39,7 @@ python3 - <<'PY' | tee "$OUT/python-env.txt"
 import importlib, sys
 print("python", sys.version.split()[0], sys.executable)
 required = ["numpy", "yaml", "torch"]
-optional = ["onnx", "filelock", "onnxruntime", "onnxconverter_common", "tensorrt", "pytest", "PIL"]
+optional = ["onnx", "filelock", "onnxruntime", "onnxconverter_common", "tensorrt", "pynvml", "pytest", "PIL"]
 missing = []
 for name in required + optional:
     try:

@@ -131,3 +131,29 @@ def test_gpu_driver_version_from_nvidia_smi(tmp_path: Path, monkeypatch) -> None
     assert gpu_driver_version() is None
     fake.unlink()
     assert gpu_driver_version() is None
+
+
+def test_nvml_finds_the_gpu_by_uuid_and_this_process_by_pid(monkeypatch) -> None:
+    import os
+    import sys
+    import types
+
+    from arcface_lab.bench import _nvml_process_mb
+
+    calls: list[str] = []
+    procs = [types.SimpleNamespace(pid=1, usedGpuMemory=9 << 30)]
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"),
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetHandleByUUID=lambda uuid: calls.append(uuid) or "handle",
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: procs,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    props = types.SimpleNamespace(uuid="58b3e9c8-0000-1111-2222-333344445555")
+    mb, why = _nvml_process_mb(props)  # only another process on the GPU: no guess
+    assert mb is None and "not in NVML's list" in str(why)
+    assert calls == ["init", "GPU-58b3e9c8-0000-1111-2222-333344445555", "shutdown"]
+    procs.append(types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=512 << 20))
+    assert _nvml_process_mb(props) == (512.0, None)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert "pynvml is not installed" in str(_nvml_process_mb(props)[1])

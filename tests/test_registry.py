@@ -12,7 +12,7 @@ import pytest
 
 from arcface_lab import registry
 from arcface_lab.engines.base import Engine
-from arcface_lab.errors import BackendUnavailable, DataError, UnknownBackendError
+from arcface_lab.errors import BackendUnavailable, DataError, InputError, UnknownBackendError
 from arcface_lab.registry import create_engine, list_backends, register_backend
 from tests.conftest import cosines
 
@@ -201,3 +201,25 @@ def test_auto_chain_is_tensorrt_then_torch_fast_on_a_gpu_and_openvino_on_a_cpu(r
     with create_engine("auto", r18, device="cpu") as engine:
         first = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
         assert engine.info.backend == first
+
+
+def test_onnxruntime_gpu_provider_options_are_checked_on_the_cpu(r18) -> None:
+    """What the CUDA and TensorRT EPs would get (their runs need a GPU: `gpu` tests)."""
+    from arcface_lab.engines.onnxruntime import OnnxRuntimeEngine
+
+    bad_order = OnnxRuntimeEngine(r18, device="cpu", batch_size=16, batch_opt=32, batch_max=8)
+    with bad_order, pytest.raises(InputError, match=r"^onnxruntime option batch_max: expected"):
+        bad_order._trt_options()
+    too_small = OnnxRuntimeEngine(r18, device="cpu", batch_size=16, batch_max=8)
+    with (
+        too_small,
+        pytest.raises(InputError, match="batch_max: 8 is below the engine's batch_size"),
+    ):
+        too_small._trt_options()
+    with OnnxRuntimeEngine(r18, device="cpu", batch_size=16) as e:
+        e.device = "cuda:2"  # as if on the third GPU: both EPs are told which one
+        trt = e._trt_options()
+        assert trt["device_id"] == 2 and trt["trt_profile_max_shapes"].endswith(":16x3x112x112")
+        e.device = "gpu:1"
+        with pytest.raises(InputError, match="expected cpu, cuda or cuda:N"):
+            e._device_index()

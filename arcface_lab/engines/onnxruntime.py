@@ -75,9 +75,27 @@ class OnnxRuntimeEngine(Engine):
         for p in names:
             if p == "tensorrt":
                 providers.append((_PROVIDERS[p], self._trt_options()))
+            elif p == "cuda":
+                # device_id: cuda:N means GPU N. use_tf32 off at fp32: strict FP32, as the
+                # torch reference (the CUDA EP allows TF32 by default).
+                cuda = {
+                    "device_id": self._device_index(),
+                    "use_tf32": int(self.precision != "fp32"),
+                }
+                providers.append((_PROVIDERS[p], cuda))
             else:
                 providers.append(_PROVIDERS[p])
         return providers
+
+    def _device_index(self) -> int:
+        """N of ``cuda:N`` (0 for ``cuda`` or no device)."""
+        device = str(self.device or "cuda")
+        if device in ("cuda", "cpu"):
+            return 0
+        head, _, index = device.partition(":")
+        if head != "cuda" or not index.isdigit():
+            raise InputError(f"onnxruntime device {device!r}: expected cpu, cuda or cuda:N")
+        return int(index)
 
     def _model_path(self) -> str:
         """The canonical FP32 model, or its FP16 copy built once through the engine store."""
@@ -106,11 +124,26 @@ class OnnxRuntimeEngine(Engine):
 
     def _trt_options(self) -> dict[str, Any]:
         """TensorRT EP options: precision and one dynamic-batch optimization profile."""
+        from arcface_lab.engines.tensorrt import parse_profile
+
         name = self.model.onnx_info().input_name
         item = "x".join(str(d) for d in self.model.preprocess.input_shape(1)[1:])
-        lo, opt = self.options.get("batch_min", 1), self.options.get("batch_opt", self.batch_size)
-        hi = self.options.get("batch_max", max(self.batch_size, opt))
+        lo, opt, hi = (self.options.get(k) for k in ("batch_min", "batch_opt", "batch_max"))
+        lo = 1 if lo is None else lo
+        if hi is None:
+            hi = max(self.batch_size, opt) if isinstance(opt, int) else self.batch_size
+        if opt is None:
+            opt = min(self.batch_size, hi) if isinstance(hi, int) else self.batch_size
+        # An EPContext engine is never rebuilt: a batch outside the profile fails at run time.
+        profile = parse_profile(lo, opt, hi, backend="onnxruntime")
+        if self.batch_size > profile.max:
+            raise InputError(
+                f"onnxruntime option batch_max: {profile.max} is below the engine's batch_size "
+                f"{self.batch_size}; the TensorRT EP engine could not run such a batch"
+            )
+        lo, opt, hi = profile.min, profile.opt, profile.max
         return {
+            "device_id": self._device_index(),
             "trt_fp16_enable": self.precision == "fp16",
             "trt_profile_min_shapes": f"{name}:{lo}x{item}",
             "trt_profile_opt_shapes": f"{name}:{opt}x{item}",
@@ -140,7 +173,14 @@ class OnnxRuntimeEngine(Engine):
                 }
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
-                ort.InferenceSession(source, opts, providers=[(providers[0][0], dump)])
+                session = ort.InferenceSession(source, opts, providers=[(providers[0][0], dump)])
+                if providers[0][0] not in session.get_providers():
+                    # ONNX Runtime prints the provider's error and retries without it.
+                    raise EngineError(
+                        "onnxruntime: the TensorRT execution provider failed to build an engine "
+                        f"for {source} (session providers: {session.get_providers()}); run with "
+                        "log_severity_level 0-2 to see TensorRT's error"
+                    )
                 if not ctx.is_file():
                     raise EngineError(f"onnxruntime TensorRT EP wrote no EP context model at {ctx}")
                 os.replace(ctx, tmp)
@@ -149,7 +189,7 @@ class OnnxRuntimeEngine(Engine):
             "onnx_sha256": file_sha256(source),
             "precision": self.precision,
             "provider_options": trt_opts,
-            "library": {"onnxruntime": ort.__version__},
+            "library": {"onnxruntime": ort.__version__, "tensorrt": _tensorrt_version()},
             "device": device_fingerprint(),
         }
         return str(self._artifact("ort-trt-epcontext", inputs, build))
@@ -200,7 +240,8 @@ class OnnxRuntimeEngine(Engine):
             log.warning(msg)
             self.info.warnings.append(msg)
         self._input = self._session.get_inputs()[0].name
-        self.info.device = "cuda" if used[0] != "CPUExecutionProvider" else "cpu"
+        on_gpu = used[0] != "CPUExecutionProvider"
+        self.info.device = f"cuda:{self._device_index()}" if on_gpu else "cpu"
         self.info.versions = {"onnxruntime": ort.__version__}
         self.info.details.update(providers=used, threads=threads or "default")
         if self.precision == "fp16" and used[0] == "CPUExecutionProvider":
@@ -215,3 +256,13 @@ class OnnxRuntimeEngine(Engine):
 
     def _close(self) -> None:
         del self._session
+
+
+def _tensorrt_version() -> str:
+    """The TensorRT the EP loads, as far as Python can tell (its engines are tied to it)."""
+    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"

@@ -90,8 +90,13 @@ class Profile:
         return asdict(self)
 
 
-def parse_profile(batch_min: Any, batch_opt: Any, batch_max: Any) -> Profile:
+def parse_profile(
+    batch_min: Any, batch_opt: Any, batch_max: Any, backend: str = "tensorrt"
+) -> Profile:
     """Check ``1 <= batch_min <= batch_opt <= batch_max``; name the offending option.
+
+    ``backend`` names whose options these are in the errors (``onnxruntime`` for its
+    TensorRT execution provider).
 
     Raises:
         InputError: A value is not an integer, is below 1, or the order is wrong.
@@ -99,17 +104,17 @@ def parse_profile(batch_min: Any, batch_opt: Any, batch_max: Any) -> Profile:
     values = {"batch_min": batch_min, "batch_opt": batch_opt, "batch_max": batch_max}
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InputError(f"tensorrt option {name}: expected an integer >= 1, got {value!r}")
+            raise InputError(f"{backend} option {name}: expected an integer >= 1, got {value!r}")
         if value < 1:
-            raise InputError(f"tensorrt option {name}: expected an integer >= 1, got {value}")
+            raise InputError(f"{backend} option {name}: expected an integer >= 1, got {value}")
     if batch_min > batch_opt:
         raise InputError(
-            f"tensorrt option batch_opt: expected batch_min <= batch_opt <= batch_max, "
+            f"{backend} option batch_opt: expected batch_min <= batch_opt <= batch_max, "
             f"got batch_min={batch_min} > batch_opt={batch_opt}"
         )
     if batch_opt > batch_max:
         raise InputError(
-            f"tensorrt option batch_max: expected batch_min <= batch_opt <= batch_max, "
+            f"{backend} option batch_max: expected batch_min <= batch_opt <= batch_max, "
             f"got batch_opt={batch_opt} > batch_max={batch_max}"
         )
     return Profile(int(batch_min), int(batch_opt), int(batch_max))

@@ -15,8 +15,8 @@ FP32 and measure weight rounding, not a fast path.
 Options (``backends.options.torch_fast`` in a params file):
     channels_last: NHWC memory format (default True).
     compile: False (default), True (``max-autotune-no-cudagraphs`` on CUDA, the default
-        mode on CPU) or a ``torch.compile`` mode name (``reduce-overhead`` brings its own
-        CUDA graphs and turns ours off).
+        mode on CPU) or a ``torch.compile`` mode name (``reduce-overhead`` and
+        ``max-autotune`` bring Inductor's own CUDA graphs and turn ours off).
     cuda_graphs: capture and replay one CUDA graph per batch shape (default True on CUDA).
     tf32: allow TF32 for FP32 convolutions and matmuls on CUDA (default False); set only
         around this engine's own calls, so the strict FP32 reference is not affected.
@@ -113,8 +113,8 @@ class TorchFastEngine(Engine):
         graphs = self._option("cuda_graphs", cuda)
         if graphs and not cuda:
             raise InputError("torch_fast option cuda_graphs: needs a CUDA device, got cpu")
-        if mode == "reduce-overhead" and graphs:
-            graphs = False  # torch.compile captures its own CUDA graphs in this mode
+        if mode in ("reduce-overhead", "max-autotune") and graphs:
+            graphs = False  # Inductor captures its own CUDA graphs in these modes
         self._graphs_on = graphs
 
         # A private copy: the model source's module is shared with other engines.
@@ -128,7 +128,10 @@ class TorchFastEngine(Engine):
             module = module.to(memory_format=torch.channels_last)
         self._module: Any = module
         if mode is not None:
-            self._module = torch.compile(module, mode=None if mode == "default" else mode)
+            # With our graphs each batch shape is compiled and captured once: no dynamic shapes.
+            self._module = torch.compile(
+                module, mode=None if mode == "default" else mode, dynamic=False if graphs else None
+            )
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self._pool = torch.cuda.graph_pool_handle() if graphs else None
 

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_params
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_acceptance.sh"
 
-TINY = {
-    "name": "gpu-script-cpu",
-    "model": {"spec": "seeded:r18"},
-    "backends": {"chain": ["torch_fast", "torch"], "reference": "torch", "precisions": ["fp32"]},
-    "data": {"images": "synthetic:8", "pairs": "synthetic:20", "flip": False},
-    "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
-    "thresholds": {"cosine_min": {"fp32": 0.9999}, "decision_flips_max": 0},
-}
+TINY = tiny_params(
+    name="gpu-script-cpu",
+    backends={"chain": ["torch_fast", "torch"], "reference": "torch", "precisions": ["fp32"]},
+    data={"images": "synthetic:8", "pairs": "synthetic:20", "flip": False},
+    thresholds={"cosine_min": {"fp32": 0.9999}, "decision_flips_max": 0},
+)
 
 
 def _run(tmp_path: Path, cache_dir: Path, params: dict, **env: str) -> subprocess.CompletedProcess:

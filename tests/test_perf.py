@@ -8,15 +8,9 @@ from pathlib import Path
 import yaml
 
 from arcface_lab.perf import main
+from tests.conftest import tiny_params
 
-TINY = {
-    "name": "perf-tiny",
-    "model": {"spec": "seeded:r18"},
-    "backends": {"chain": ["onnxruntime", "torch"], "reference": "torch", "precisions": ["fp32"]},
-    "data": {"images": "synthetic:8", "pairs": "synthetic:20", "flip": True},
-    "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
-    "thresholds": {"cosine_min": {"fp32": 0.99999}, "decision_flips_max": 0},
-}
+TINY = tiny_params(name="perf-tiny")
 
 
 def test_perf_compares_every_engine_with_the_reference(tmp_path: Path, cache_dir, monkeypatch):

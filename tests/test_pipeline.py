@@ -13,19 +13,16 @@ from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.params import Params, Thresholds, load_params
 from arcface_lab.pipeline import run
 from arcface_lab.report import render
+from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny(**overrides: object) -> Params:
-    raw = {
-        "name": "t",
-        "model": {"spec": "seeded:r18"},
-        "backends": {"chain": ["onnxruntime", "torch"], "precisions": ["fp32", "fp16"]},
-        "data": {"images": "synthetic:8", "pairs": "synthetic:20"},
-        "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
-        "thresholds": {"cosine_min": {"fp32": 0.99999, "fp16": 0.999}, "decision_flips_max": 0},
-    }
+    raw = tiny_params(
+        backends={"chain": ["onnxruntime", "torch"], "precisions": ["fp32", "fp16"]},
+        thresholds={"cosine_min": {"fp32": 0.99999, "fp16": 0.999}, "decision_flips_max": 0},
+    )
     raw.update(overrides)
     return Params.from_mapping(raw, "tiny")
 

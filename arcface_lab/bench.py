@@ -303,8 +303,6 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
     model = resolve_model(spec.model, arch=spec.arch, preprocess=pre, seed=spec.seed)
     images = np.load(spec.images, allow_pickle=False)
     store = open_store(**{"strict": spec.strict, **spec.store})
-    if spec.backend != "torch":
-        model.onnx_path()  # exported (or found) before the engine's creation is timed
 
     def create() -> tuple[Any, float]:
         t0 = time.perf_counter()

@@ -31,7 +31,18 @@ TINY = tiny_params(
 )
 
 
-def _run(tmp_path: Path, cache_dir: Path, params: dict, **env: str) -> subprocess.CompletedProcess:
+#: What the lent GPU machine's image lacks (it has PyTorch, Triton and CUDA): made to
+#: fail on import here, so the script is tested as it will run there.
+ABSENT = ("onnx", "onnxruntime", "openvino", "tensorrt")
+
+
+def _run(tmp_path: Path, params: dict, **env: str) -> subprocess.CompletedProcess:
+    blocked = tmp_path / "absent"
+    for name in ABSENT:
+        (blocked / name).mkdir(parents=True, exist_ok=True)
+        (blocked / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is absent on the GPU machine (test)')\n"
+        )
     shim = tmp_path / "bin"
     shim.mkdir(exist_ok=True)
     python3 = shim / "python3"  # a wrapper, not a link: a venv is found from its own path
@@ -44,7 +55,8 @@ def _run(tmp_path: Path, cache_dir: Path, params: dict, **env: str) -> subproces
         "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}",
         "OUT": str(tmp_path / "out"),
         "PARAMS": str(params_path),
-        "XDG_CACHE_HOME": str(cache_dir),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # no ONNX export cached from other tests
+        "PYTHONPATH": str(blocked),
         **env,
     }
     return subprocess.run(
@@ -53,12 +65,13 @@ def _run(tmp_path: Path, cache_dir: Path, params: dict, **env: str) -> subproces
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
-def test_gpu_script_runs_and_packs_the_run_folder(tmp_path: Path, cache_dir: Path) -> None:
-    proc = _run(tmp_path, cache_dir, TINY, CHAIN="torch_fast,torch")
+def test_gpu_script_runs_and_packs_the_run_folder(tmp_path: Path) -> None:
+    proc = _run(tmp_path, TINY, CHAIN="torch_fast,torch")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
     env_report = (out / "python-env.txt").read_text()
     assert "torch" in env_report and "MISSING REQUIRED" not in env_report
+    assert "onnx                   MISSING" in env_report  # run as on the GPU machine
     assert "torch_fast" in (out / "backends.txt").read_text()
     chain = yaml.safe_load((out / "params-gpu-chain.yaml").read_text())["backends"]["chain"]
     assert chain == ["torch_fast", "torch"]
@@ -69,10 +82,10 @@ def test_gpu_script_runs_and_packs_the_run_folder(tmp_path: Path, cache_dir: Pat
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
-def test_gpu_script_reports_a_failed_run_with_its_status(tmp_path: Path, cache_dir: Path) -> None:
+def test_gpu_script_reports_a_failed_run_with_its_status(tmp_path: Path) -> None:
     bad = {**TINY, "backends": {**TINY["backends"], "precisions": ["fp16"], "chain": ["torch"]}}
     bad["backends"]["strict"] = True  # torch has no fp16: the run fails, loudly
-    proc = _run(tmp_path, cache_dir, bad)
+    proc = _run(tmp_path, bad)
     assert proc.returncode not in (0, 4), proc.stdout[-2000:]
     with tarfile.open(tmp_path / "out" / "gpu-run.failed.tar.gz") as tar:
         assert "gpu-run.failed/error.json" in tar.getnames()

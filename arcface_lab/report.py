@@ -16,7 +16,7 @@ from typing import Any
 
 from arcface_lab.errors import InputError
 
-__all__ = ["render"]
+__all__ = ["precision_summary", "render"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
@@ -87,6 +87,51 @@ def _notebooks(run_dir: Path, rendered: Any, failed_run: bool) -> str:
     return f"{banner}<h2>Notebooks</h2><ul>{''.join(items)}</ul>"
 
 
+def precision_summary(info: dict[str, Any]) -> str:
+    """What an engine ran in, from what it recorded (``engine.info.to_dict()``).
+
+    OpenVINO's counts are read back from the compiled model and TensorRT's from its
+    engine inspector; for the others the asked precision and what stayed FP32.
+    """
+    details = info.get("details") or {}
+    precision = str(info.get("precision", "?"))
+
+    def counts(mapping: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in mapping.items())
+
+    if details.get("runtime_precisions"):
+        return f"{counts(details['runtime_precisions'])} layers (compiled model)"
+    layer_counts = (details.get("layer_precisions") or {}).get("counts")
+    if layer_counts:
+        return f"{counts(layer_counts)} layers (engine inspector)"
+    if details.get("providers"):
+        return f"{precision} on {details['providers'][0]}"
+    kept = details.get("fp32_layers")
+    return f"{precision}, FP32: {', '.join(kept)}" if kept else precision
+
+
+def _engines(drift: dict[str, Any]) -> str:
+    rows = []
+    for name, e in (drift.get("engines") or {}).items():
+        info = e["info"]
+        art = info.get("artifact") or {}
+        skipped = "; ".join(f"{f['backend']}: {f['reason']}" for f in info.get("fallbacks", []))
+        rows.append(
+            [
+                name,
+                info.get("device"),
+                precision_summary(info),
+                f"{art.get('kind', 'none')} ({art.get('origin', '-')})",
+                skipped or "none",
+                "; ".join(info.get("warnings", [])) or "none",
+            ]
+        )
+    if not rows:
+        return ""
+    header = ["engine", "device", "ran in", "artifact (origin)", "skipped backends", "warnings"]
+    return "<h2>Engines</h2>" + _table(header, rows)
+
+
 def _environment(env: dict[str, Any]) -> str:
     gpu = env.get("gpu") or {}
     model = env["model"]
@@ -128,6 +173,7 @@ def render(run_dir: str | Path) -> Path:
     verdict = _load(run_dir, "verdict.json", required=False)
     bench = _load(run_dir, "bench.json", required=False) or {"records": []}
     ver = _load(run_dir, "verification.json", required=False) or {}
+    drift = _load(run_dir, "drift.json", required=False) or {}
     rendered = _load(run_dir, "notebooks.json", required=False)
 
     parts = [f"<h1>arcface_lab run: {html.escape(_run_name(run_dir))}</h1>"]
@@ -163,6 +209,7 @@ def render(run_dir: str | Path) -> Path:
         )
     if verdict or rendered:
         parts.append(_notebooks(run_dir, rendered, bool(error)))
+    parts.append(_engines(drift))
     if ver.get("engines"):
         kind = ver.get("data_kind", "?")
         note = (
@@ -208,9 +255,9 @@ def render(run_dir: str | Path) -> Path:
         header = ["backend", "precision", "batch", "median ms", "p90 ms", "img/s", "speedup", "CoV"]
         parts.append(
             "<h2>Latency and memory</h2><p>Each engine timed in a process of its own; "
-            "memory is that process's peak: RSS on CPU; on GPU, VRAM from NVML (CUDA "
-            "context included) where NVML answers, else PyTorch's reserved peak.</p>"
-            + _table([*header, "cosine min", "peak MB", "device"], rows)
+            "memory is that process's peak: RSS on CPU; on GPU, NVML's usage of the process "
+            "where NVML can see it, else the device's used memory (both include the CUDA "
+            "context).</p>" + _table([*header, "cosine min", "peak MB", "device"], rows)
         )
     parts.append(_environment(env))
     title = html.escape(_run_name(run_dir))

@@ -44,7 +44,9 @@ def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypat
     assert not list(tmp_path.glob(".*partial"))
     # rendered again from the JSON alone
     (result.run_dir / "index.html").unlink()
-    assert "Verdict" in render(result.run_dir).read_text()
+    page = render(result.run_dir).read_text()
+    assert "Verdict" in page and "<h2>Engines</h2>" in page
+    assert "fp16 on CPUExecutionProvider" in page  # what the fp16 engine ran on
 
 
 def test_failed_run_keeps_its_folder_and_says_so(tmp_path: Path, cache_dir, monkeypatch) -> None:
@@ -154,3 +156,15 @@ def test_nvml_finds_the_gpu_by_uuid_and_this_process_by_pid(monkeypatch) -> None
     assert _nvml_process_mb(props) == (512.0, None)
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert "pynvml is not installed" in str(_nvml_process_mb(props)[1])
+
+
+def test_precision_summary_says_what_each_engine_ran_in() -> None:
+    from arcface_lab.report import precision_summary
+
+    openvino = {"precision": "int8", "details": {"runtime_precisions": {"bf16": 47, "f32": 1}}}
+    assert precision_summary(openvino) == "bf16 47, f32 1 layers (compiled model)"
+    trt = {"precision": "fp16", "details": {"layer_precisions": {"counts": {"FP16": 60}}}}
+    assert precision_summary(trt) == "FP16 60 layers (engine inspector)"
+    fast = {"precision": "fp16", "details": {"fp32_layers": ["features"]}}
+    assert precision_summary(fast) == "fp16, FP32: features"
+    assert precision_summary({"precision": "fp32", "details": {}}) == "fp32"

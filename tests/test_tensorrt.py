@@ -311,3 +311,15 @@ def test_fp32_plan_is_strict_fp32(trt_gpu, r18, faces, torch_r18, tmp_path) -> N
         counts = engine.info.details["layer_precisions"]["counts"]
         assert counts.get("FP32", 0) > 0 and "FP16" not in counts, counts  # seen, not unknown
     assert cosines(torch_r18.embed(faces), emb).min() >= 0.99999
+
+
+def test_default_batch_opt_is_never_below_batch_min() -> None:
+    """Only batch_min and batch_max given: batch_opt defaults into their range, no error."""
+    from types import SimpleNamespace
+
+    def settings(**options: object) -> tuple:
+        return TensorRTEngine._settings(SimpleNamespace(options=options, batch_size=32))
+
+    assert settings(batch_min=64, batch_max=128)[0].to_dict()["opt"] == 64
+    assert settings(batch_max=8)[0].to_dict()["opt"] == 8
+    assert settings()[0].to_dict()["opt"] == 32

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab.engines.ov_fp32 import TRANSPARENT_OPS, WEIGHTED_OPS, keep_fp32
+from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
 from arcface_lab.errors import InputError
 from arcface_lab.pairs import PairSet
 from arcface_lab.validate import compare_verification, flip_sum, l2_normalize, mirror
@@ -108,23 +108,8 @@ class Int8Search:
 
 def _activation_quantizer(op: Any) -> Any | None:
     """The FakeQuantize feeding ``op``'s activation input (through reshapes), if any."""
-    node = op.input_value(0).get_node()
-    while node.get_type_name() in TRANSPARENT_OPS:
-        node = node.input_value(0).get_node()
+    node = activation_source(op)
     return node if node.get_type_name() == "FakeQuantize" else None
-
-
-def _macs(op: Any) -> int:
-    """Multiply-accumulates per image of a weighted op (0 when shapes are not static)."""
-    weights = op.input(1).get_partial_shape()
-    out = op.output(0).get_partial_shape()
-    if not weights.is_static or out.rank.is_dynamic:
-        return 0
-    w = [int(d) for d in weights.to_shape()]
-    dims = [d.get_length() if d.is_static else 1 for d in out]
-    if op.get_type_name() == "MatMul":
-        return int(np.prod(w))
-    return int(np.prod(w)) * int(np.prod(dims[2:]))
 
 
 class _Graph:
@@ -149,7 +134,7 @@ class _Graph:
             if op.get_type_name() not in WEIGHTED_OPS:
                 continue
             name = op.get_friendly_name()
-            self.layer_macs[name] = _macs(op)
+            self.layer_macs[name] = layer_macs(op)
             fq = _activation_quantizer(op)
             if fq is not None and fq.get_friendly_name() in self.layers:
                 self.layers[fq.get_friendly_name()].append(name)

@@ -141,13 +141,12 @@ class OnnxRuntimeEngine(Engine):
                 f"onnxruntime option batch_max: {profile.max} is below the engine's batch_size "
                 f"{self.batch_size}; the TensorRT EP engine could not run such a batch"
             )
-        lo, opt, hi = profile.min, profile.opt, profile.max
         return {
             "device_id": self._device_index(),
             "trt_fp16_enable": self.precision == "fp16",
-            "trt_profile_min_shapes": f"{name}:{lo}x{item}",
-            "trt_profile_opt_shapes": f"{name}:{opt}x{item}",
-            "trt_profile_max_shapes": f"{name}:{hi}x{item}",
+            "trt_profile_min_shapes": f"{name}:{profile.min}x{item}",
+            "trt_profile_opt_shapes": f"{name}:{profile.opt}x{item}",
+            "trt_profile_max_shapes": f"{name}:{profile.max}x{item}",
         }
 
     def _trt_context_model(self, ort: Any, source: str, providers: list[Any]) -> str:

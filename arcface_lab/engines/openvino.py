@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v3"
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+_FP32_OPTION = "openvino fp32_layers"
 _TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
 
 
@@ -192,26 +193,6 @@ class OpenVinoEngine(Engine):
             config["INFERENCE_NUM_THREADS"] = threads
         return config
 
-    def _fp32_option(self) -> str | list[str]:
-        """The ``fp32_layers`` option, checked and normalised (it is part of store keys)."""
-        value = self.options.get("fp32_layers", "input")
-        if value is None:
-            return "none"
-        if isinstance(value, str) and value.lower() in ("input", "none"):
-            return value.lower()
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise InputError(
-            f"openvino fp32_layers: expected 'input', 'none' or a list of layer names, "
-            f"got {value!r}"
-        )
-
-    def _with_fp32_layers(self, core: Any, model: Any, fp32: str | list[str]) -> Any:
-        from arcface_lab.engines.ov_fp32 import keep_fp32, resolve_fp32_layers
-
-        names = resolve_fp32_layers(model, fp32, "openvino fp32_layers")
-        return keep_fp32(model, names, core)
-
     def _gates(self) -> Any:
         from arcface_lab.quantize import Gates
 
@@ -282,7 +263,7 @@ class OpenVinoEngine(Engine):
 
             t0 = time.perf_counter()
             original = core.read_model(str(onnx))
-            fp32_names = resolve_fp32_layers(original, fp32, "openvino fp32_layers")
+            fp32_names = resolve_fp32_layers(original, fp32, _FP32_OPTION)
             times["build_s"] += _seconds(t0)
             t0 = time.perf_counter()
             result = quantize_int8(
@@ -414,7 +395,12 @@ class OpenVinoEngine(Engine):
             raise BackendUnavailable(f"openvino: runs on the CPU here, not on {self.device!r}")
         import openvino as ov
 
-        from arcface_lab.engines.ov_fp32 import runtime_precisions
+        from arcface_lab.engines.ov_fp32 import (
+            fp32_option,
+            keep_fp32,
+            resolve_fp32_layers,
+            runtime_precisions,
+        )
         from arcface_lab.models.onnx_io import file_sha256
 
         started = time.perf_counter()
@@ -430,7 +416,9 @@ class OpenVinoEngine(Engine):
         times = {"build_s": 0.0, "calibration_s": 0.0, "compile_s": 0.0, "import_s": 0.0}
         self.info.versions = {"openvino": ov.get_version()}
         # FP32 islands matter only where the hint is not f32 already.
-        fp32 = self._fp32_option() if config["INFERENCE_PRECISION_HINT"] != "f32" else "none"
+        fp32: str | list[str] = "none"
+        if config["INFERENCE_PRECISION_HINT"] != "f32":  # normalised: it is part of store keys
+            fp32 = fp32_option(self.options.get("fp32_layers", "input"), _FP32_OPTION)
         if self.precision == "int8":
             source_sha, read = self._int8_model(core, config, fp32, times)
         else:
@@ -438,7 +426,8 @@ class OpenVinoEngine(Engine):
             source_sha = file_sha256(onnx)
 
             def read() -> Any:
-                return self._with_fp32_layers(core, core.read_model(str(onnx)), fp32)
+                model = core.read_model(str(onnx))
+                return keep_fp32(model, resolve_fp32_layers(model, fp32, _FP32_OPTION), core)
 
         compiled = self._compiled(core, config, source_sha, read, times, fp32)
         self._compiled_model = compiled

@@ -21,6 +21,7 @@ the engine's record instead of in a wrong claim.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -31,8 +32,11 @@ from arcface_lab.errors import InputError
 
 __all__ = [
     "WEIGHTED_OPS",
+    "activation_source",
+    "fp32_option",
     "input_layers",
     "keep_fp32",
+    "layer_macs",
     "resolve_fp32_layers",
     "runtime_precisions",
     "weighted_layers",
@@ -57,35 +61,64 @@ def weighted_layers(model: Any) -> list[str]:
     ]
 
 
+def activation_source(op: Any) -> Any:
+    """The node ``op``'s activation input comes from, looking through reshapes and the like."""
+    node = op.input_value(0).get_node()
+    while node.get_type_name() in TRANSPARENT_OPS:
+        node = node.input_value(0).get_node()
+    return node
+
+
+def layer_macs(op: Any) -> int:
+    """Multiply-accumulates per image of a weighted op (0 when shapes are not static)."""
+    weights = op.input(1).get_partial_shape()
+    out = op.output(0).get_partial_shape()
+    if not weights.is_static or out.rank.is_dynamic:
+        return 0
+    w = math.prod(int(d) for d in weights.to_shape())
+    if op.get_type_name() == "MatMul":
+        return w
+    return w * math.prod(d.get_length() if d.is_static else 1 for d in list(out)[2:])
+
+
 def input_layers(model: Any) -> list[str]:
     """Weighted operations whose activation input is a model input (through reshapes)."""
-    names = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in WEIGHTED_OPS:
-            continue
-        node = op.input_value(0).get_node()
-        while node.get_type_name() in TRANSPARENT_OPS:
-            node = node.input_value(0).get_node()
-        if node.get_type_name() == "Parameter":
-            names.append(op.get_friendly_name())
-    return names
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in WEIGHTED_OPS
+        and activation_source(op).get_type_name() == "Parameter"
+    ]
+
+
+def fp32_option(value: Any, source: str) -> str | list[str]:
+    """The ``fp32_layers`` option checked and normalised: ``"input"``, ``"none"`` or names.
+
+    Raises:
+        InputError: anything else (``source`` names the option in the message).
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, str) and value.lower() in ("input", "none"):
+        return value.lower()
+    names = isinstance(value, Sequence) and not isinstance(value, str)
+    if names and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InputError(f"{source}: expected 'input', 'none' or a list of layer names, got {value!r}")
 
 
 def resolve_fp32_layers(model: Any, value: Any, source: str) -> list[str]:
     """The option value (``"input"``, ``"none"`` or a list of layer names) as layer names.
 
     Raises:
-        InputError: an unknown keyword, or a name that is not a weighted operation of the
-            model (the error lists a few that are).
+        InputError: an invalid value (:func:`fp32_option`), or a name that is not a
+            weighted operation of the model (the error lists a few that are).
     """
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
+    value = fp32_option(value, source)
+    if value == "none":
         return []
-    if isinstance(value, str) and value.lower() == "input":
+    if value == "input":
         return input_layers(model)
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise InputError(
-            f"{source}: expected 'input', 'none' or a list of layer names, got {value!r}"
-        )
     known = weighted_layers(model)
     unknown = [str(v) for v in value if v not in known]
     if unknown:

@@ -25,16 +25,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, EngineError
 
-__all__ = ["BenchSpec", "Timing", "bench_records", "measure", "run_worker", "summarize"]
+if TYPE_CHECKING:
+    from arcface_lab.pairs import PairSet
+    from arcface_lab.params import Params
+
+__all__ = [
+    "BenchSpec",
+    "Timing",
+    "bench_records",
+    "measure",
+    "pair_arrays",
+    "pair_embeddings",
+    "run_worker",
+    "saved_inputs",
+    "spec_from_params",
+    "summarize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +188,73 @@ class BenchSpec:
     min_repeats: int = 3
     target_cov: float = 0.025
     threads: int = 0
+
+
+def spec_from_params(
+    params: Params,
+    backend: str,
+    precision: str,
+    inputs: Mapping[str, Path],
+    **fields: Any,
+) -> BenchSpec:
+    """A :class:`BenchSpec` for ``params``' model and timing settings.
+
+    ``inputs`` are the arrays to embed (from :func:`saved_inputs`; ``"images"`` is also
+    what is timed); ``fields`` set or override any other field.
+    """
+    m, b = params.model, params.bench
+    values: dict[str, Any] = {
+        "model": m.spec,
+        "arch": m.arch,
+        "seed": m.seed,
+        "preprocess": m.preprocess().to_dict(),
+        "backend": backend,
+        "precision": precision,
+        "batch_sizes": b.batch_sizes,
+        "batch_size": params.backends.batch_size,
+        "images": str(inputs["images"]),
+        "inputs": {k: str(v) for k, v in inputs.items() if k != "images"},
+        "warmup_s": b.warmup_s,
+        "budget_s": b.budget_s,
+        "min_repeats": b.min_repeats,
+        "target_cov": b.target_cov,
+    }
+    values.update(fields)
+    return BenchSpec(**values)
+
+
+def pair_arrays(pairs: PairSet, flip: bool) -> dict[str, np.ndarray]:
+    """Verification pairs as worker inputs, with their mirror images for flip TTA."""
+    from arcface_lab.validate import mirror
+
+    arrays = {"pairs_a": pairs.images_a, "pairs_b": pairs.images_b}
+    if flip:
+        arrays.update(pairs_a_flip=mirror(pairs.images_a), pairs_b_flip=mirror(pairs.images_b))
+    return arrays
+
+
+def pair_embeddings(out: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' embeddings from a worker's outputs, flip-summed where mirrors were embedded."""
+    from arcface_lab.validate import flip_sum
+
+    def side(name: str) -> np.ndarray:
+        mirrored = out.get(f"{name}_flip")
+        return out[name] if mirrored is None else flip_sum(out[name], mirrored)
+
+    return side("pairs_a"), side("pairs_b")
+
+
+@contextlib.contextmanager
+def saved_inputs(arrays: Mapping[str, np.ndarray], folder: Path) -> Iterator[dict[str, Path]]:
+    """``arrays`` written as hidden ``.npy`` files in ``folder`` for workers; removed after."""
+    paths = {name: Path(folder) / f".bench-{name}.npy" for name in arrays}
+    try:
+        for name, array in arrays.items():
+            np.save(paths[name], array)
+        yield paths
+    finally:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
 
 
 def _reset_peak_rss() -> bool:

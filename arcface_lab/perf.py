@@ -88,18 +88,15 @@ def model_gmacs(onnx_path: Path) -> float | None:
         import openvino as ov
     except ImportError:
         return None
+    from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, layer_macs
+
     model = ov.Core().read_model(str(onnx_path))
     shape = model.input(0).get_partial_shape()
     shape[0] = 1
     model.reshape({model.input(0): shape})
-    macs = 0
-    for op in model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
-            continue
-        w = [int(d) for d in op.input(1).get_partial_shape().to_shape()]
-        out = [int(d) for d in op.output(0).get_partial_shape().to_shape()]
-        macs += int(np.prod(w)) * (int(np.prod(out[2:])) if kind != "MatMul" else 1)
+    macs = sum(
+        layer_macs(op) for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS
+    )
     return macs / 1e9
 
 
@@ -137,30 +134,21 @@ def _measure_engine(
     Its embeddings (images, held-out faces, pairs with flip TTA when the params use it)
     go to ``<index>.npz`` in ``out_dir``; a failure is recorded, not raised.
     """
-    from arcface_lab.bench import BenchSpec, run_worker
+    from arcface_lab.bench import pair_embeddings, run_worker, spec_from_params
     from arcface_lab.errors import ArcfaceLabError
-    from arcface_lab.validate import flip_sum
 
-    m, b = params.model, params.bench
     options = _engine_options(s, params, args.threads)
-    spec = BenchSpec(
+    spec = spec_from_params(
+        params,
+        s.backend,
+        s.precision,
+        inputs,
         model=model_spec,
-        arch=m.arch,
-        seed=m.seed,
-        backend=s.backend,
-        precision=s.precision,
         batch_sizes=(args.batch,),
         batch_size=args.batch,
-        images=str(inputs["images"]),
-        inputs={k: str(v) for k, v in inputs.items() if k != "images"},
-        preprocess=m.preprocess().to_dict(),
         options=options,
         store={"local": str(store)},
         recreate=True,
-        warmup_s=b.warmup_s,
-        budget_s=b.budget_s,
-        min_repeats=b.min_repeats,
-        target_cov=b.target_cov,
         threads=args.threads,
     )
     t0 = time.perf_counter()
@@ -168,17 +156,13 @@ def _measure_engine(
         raw, out = run_worker(spec, timeout_s=args.timeout)
     except ArcfaceLabError as exc:
         return {"engine": s.label, "error": str(exc).strip().splitlines()[-1]}
-
-    def pair(side: str) -> np.ndarray:
-        flipped = out.get(f"{side}_flip")
-        return out[side] if flipped is None else flip_sum(out[side], flipped)
-
+    pairs_a, pairs_b = pair_embeddings(out)
     np.savez(
         out_dir / f"{index}.npz",
         images=out["images"],
         held_out=out["held_out"],
-        pairs_a=pair("pairs_a"),
-        pairs_b=pair("pairs_b"),
+        pairs_a=pairs_a,
+        pairs_b=pairs_b,
     )
     return {
         "engine": s.label,
@@ -322,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from arcface_lab.bench import pair_arrays, saved_inputs
     from arcface_lab.data import images_from_spec, synthetic_faces
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
     from arcface_lab.params import load_params
-    from arcface_lab.validate import mirror
 
     params = load_params(args.params)
     specs = parse_engines(args.engines)
@@ -352,30 +336,23 @@ def main(argv: list[str] | None = None) -> int:
     arrays = {
         "images": images_from_spec(params.data.images, pre.size)[0],
         "held_out": synthetic_faces(HELD_OUT_IMAGES, seed=HELD_OUT_SEED, size=pre.size),
-        "pairs_a": pairs.images_a,
-        "pairs_b": pairs.images_b,
+        **pair_arrays(pairs, params.data.flip),
     }
-    if params.data.flip:
-        arrays.update(pairs_a_flip=mirror(pairs.images_a), pairs_b_flip=mirror(pairs.images_b))
-    inputs = {name: out_dir / f".input-{name}.npy" for name in arrays}
-    for name, array in arrays.items():
-        np.save(inputs[name], array)
     print(
         f"bench: {spec} ({gflop or 0:.2f} GFLOP/image), batch {args.batch}, "
         f"{args.threads} threads, {len(specs)} engines, store {store}",
         flush=True,
     )
     results = []
-    for index, engine_spec in enumerate(specs):
-        result = _measure_engine(index, engine_spec, params, spec, inputs, store, args, out_dir)
-        result["index"] = index
-        result["precision"] = engine_spec.precision
-        results.append(result)
-        status = result.get("error") or f"{result['timing']['median_ms']:.0f} ms"
-        wall = result.get("process_wall_s", 0)
-        print(f"  {engine_spec.label}: {status} ({wall:.0f} s)", flush=True)
-    for path in inputs.values():
-        path.unlink(missing_ok=True)
+    with saved_inputs(arrays, out_dir) as inputs:
+        for index, engine_spec in enumerate(specs):
+            result = _measure_engine(index, engine_spec, params, spec, inputs, store, args, out_dir)
+            result["index"] = index
+            result["precision"] = engine_spec.precision
+            results.append(result)
+            status = result.get("error") or f"{result['timing']['median_ms']:.0f} ms"
+            wall = result.get("process_wall_s", 0)
+            print(f"  {engine_spec.label}: {status} ({wall:.0f} s)", flush=True)
     _compare(results, out_dir, pairs.same)
     table = _table(results, gflop, args.batch)
     targets = _targets(results, params, speedup)

@@ -32,7 +32,14 @@ import numpy as np
 
 from arcface_lab import __version__
 from arcface_lab.acceptance import Check, evaluate, matrix_row
-from arcface_lab.bench import BenchSpec, bench_records, run_worker
+from arcface_lab.bench import (
+    bench_records,
+    pair_arrays,
+    pair_embeddings,
+    run_worker,
+    saved_inputs,
+    spec_from_params,
+)
 from arcface_lab.data import images_from_spec
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.params import Params
@@ -156,30 +163,19 @@ def _json_default(obj: Any) -> Any:
 
 
 def _bench(
-    params: Params,
-    model: Any,
-    backend: str,
-    precision: str,
-    inputs: dict[str, Path],
-    strict: bool,
+    params: Params, backend: str, precision: str, inputs: dict[str, Path], strict: bool
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Create, embed and time one engine (or the first of a chain) in a process of its own.
 
     The one creation of the engine: its embeddings of the images and of every
     ``inputs`` array come back with its timings and info, and peak memory is its own.
     """
-    b, m, st = params.bench, params.model, params.store
-    spec = BenchSpec(
-        model=m.spec,
-        arch=m.arch,
-        seed=m.seed,
-        backend=backend,
-        precision=precision,
-        batch_sizes=b.batch_sizes,
-        images=str(inputs["images"]),
-        inputs={k: str(v) for k, v in inputs.items() if k != "images"},
-        preprocess=model.preprocess.to_dict(),
-        batch_size=params.backends.batch_size,
+    st = params.store
+    spec = spec_from_params(
+        params,
+        backend,
+        precision,
+        inputs,
         backend_options={k: dict(v) for k, v in params.backends.options.items()},
         store={
             "local": st.local,
@@ -188,29 +184,15 @@ def _bench(
             "strict": params.backends.strict,
         },
         strict=strict,
-        warmup_s=b.warmup_s,
-        budget_s=b.budget_s,
-        min_repeats=b.min_repeats,
-        target_cov=b.target_cov,
     )
     log.info("%s %s: in its own process", backend, precision)
     return run_worker(spec)
 
 
-def _pair_embeddings(out: dict[str, np.ndarray], flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    from arcface_lab.validate import flip_sum
-
-    if not flip:
-        return out["pairs_a"], out["pairs_b"]
-    return flip_sum(out["pairs_a"], out["pairs_a_flip"]), flip_sum(
-        out["pairs_b"], out["pairs_b_flip"]
-    )
-
-
 def _measure(params: Params, run_dir: Path) -> RunResult:
     from arcface_lab.models.source import resolve_model
     from arcface_lab.pairs import load_pairs
-    from arcface_lab.validate import compare_verification, cosine_drift, mirror, pair_scores
+    from arcface_lab.validate import compare_verification, cosine_drift, pair_scores
 
     m = params.model
     model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
@@ -220,16 +202,11 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
     images, image_kind = images_from_spec(params.data.images, model.preprocess.size)
     pairs = load_pairs(params.data.pairs, model.preprocess.size)
     be = params.backends
-    arrays = {"images": images, "pairs_a": pairs.images_a, "pairs_b": pairs.images_b}
-    if params.data.flip:
-        arrays.update(pairs_a_flip=mirror(pairs.images_a), pairs_b_flip=mirror(pairs.images_b))
-    inputs = {name: run_dir / f".bench-{name}.npy" for name in arrays}
-    for name, array in arrays.items():
-        np.save(inputs[name], array)
-    try:
+    arrays = {"images": images, **pair_arrays(pairs, params.data.flip)}
+    with saved_inputs(arrays, run_dir) as inputs:
         log.info("reference: %s", be.reference)
-        ref_result, ref_out = _bench(params, model, be.reference, "fp32", inputs, strict=True)
-        ref_images, ref_pairs = ref_out["images"], _pair_embeddings(ref_out, params.data.flip)
+        ref_result, ref_out = _bench(params, be.reference, "fp32", inputs, strict=True)
+        ref_images, ref_pairs = ref_out["images"], pair_embeddings(ref_out)
         ref_scores = pair_scores(*ref_pairs).tolist()
         ref_records = bench_records(ref_result, ref_images, ref_result, ref_images)
 
@@ -248,7 +225,7 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
         for precision in be.precisions:
             log.info("precision %s: chain %s", precision, chain)
             try:
-                result, out = _bench(params, model, chain, precision, inputs, strict=be.strict)
+                result, out = _bench(params, chain, precision, inputs, strict=be.strict)
             except BackendUnavailable as exc:
                 if be.strict:
                     raise
@@ -264,7 +241,7 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
                     fallback["reason"],
                 )
             drift = cosine_drift(ref_images, out["images"])
-            eng_pairs = _pair_embeddings(out, params.data.flip)
+            eng_pairs = pair_embeddings(out)
             verification = compare_verification(*ref_pairs, *eng_pairs, pairs.same)
             records = bench_records(result, out["images"], ref_result, ref_images)
             bench_out["records"] += records
@@ -293,9 +270,6 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
                 ),
                 "peak_memory": memory,
             }
-    finally:
-        for path in inputs.values():
-            path.unlink(missing_ok=True)
 
     _write(run_dir, "drift.json", drift_out)
     _write(run_dir, "verification.json", ver_out)

@@ -34,4 +34,4 @@ def test_perf_compares_every_engine_with_the_reference(tmp_path: Path, cache_dir
     assert "precision 'bf16' not supported" in bad["error"]
     table = (out / "bench.md").read_text()
     assert "| onnxruntime/fp32 |" in table and "unavailable" in table
-    assert not list(out.glob(".input-*")) and not list(out.glob("store-*"))
+    assert not list(out.glob(".bench-*")) and not list(out.glob("store-*"))

@@ -31,7 +31,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The committed notebooks execute on their own (params/ci.yaml) and match their checked output.
 notebooks: setup

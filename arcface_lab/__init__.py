@@ -16,6 +16,7 @@ from arcface_lab.errors import (
     ParamsError,
     UnsafeFileError,
 )
+from arcface_lab.measure.optimize import optimize
 from arcface_lab.registry import create_engine, list_backends, register_backend
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "create_engine",
     "list_backends",
     "load_images",
+    "optimize",
     "register_backend",
     "synthetic_faces",
 ]

@@ -1,112 +1,204 @@
-"""Measured metrics against the params' thresholds: the verdict of a run.
+"""Measured metrics against the params' thresholds: the one threshold check and verdict format.
 
-Every target comes from ``params.thresholds``; a target with nothing measured
+Every target comes from ``params.thresholds``. A target with nothing measured
 for it (no backend could run that precision, say) is reported as ``missing``
-and fails, never silently passes.
+and fails, never silently passes; a precision this hardware cannot run
+natively is one ``n/a`` row with the reason, which neither passes nor fails.
+The run, ``make bench``, optimize, the CLI's ``--check`` and the notebooks all
+judge and print through this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from arcface_lab.params import Thresholds
 
-__all__ = ["Check", "evaluate", "matrix_row"]
+__all__ = [
+    "Check",
+    "evaluate",
+    "format_checks",
+    "gate_checks",
+    "matrix_row",
+    "speed_check",
+    "verdict_passed",
+]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One row of the verdict table."""
+    """One row of the verdict table.
+
+    ``applicable`` is False for a row that does not apply on this hardware (``n/a``):
+    it is shown with its reason and counts neither way.
+    """
 
     metric: str
     target: str
     measured: float | None
     passed: bool
     note: str = ""
+    applicable: bool = True
+    #: What the hardware allows (speed targets): shown beside the target, never judged.
+    floor: str = ""
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``FAIL`` or ``n/a``."""
+        if not self.applicable:
+            return "n/a"
+        return "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        return cls(
+            d["metric"],
+            d["target"],
+            d.get("measured"),
+            bool(d["passed"]),
+            d.get("note", ""),
+            bool(d.get("applicable", True)),
+            d.get("floor", ""),
+        )
 
 
-def _check(metric: str, measured: float | None, op: str, target: float, note: str = "") -> Check:
+def verdict_passed(checks: Iterable[Check]) -> bool:
+    """PASS: at least one applicable check, and every applicable check passed."""
+    applicable = [c for c in checks if c.applicable]
+    return bool(applicable) and all(c.passed for c in applicable)
+
+
+def _check(
+    metric: str, measured: float | None, op: str, target: float, note: str = "", floor: str = ""
+) -> Check:
     if measured is None:
-        return Check(metric, f"{op} {target:g}", None, False, note or "not measured")
+        return Check(metric, f"{op} {target:g}", None, False, note or "not measured", floor=floor)
     ok = {">=": measured >= target, "<=": measured <= target, "<": measured < target}[op]
-    return Check(metric, f"{op} {target:g}", measured, bool(ok), note)
+    return Check(metric, f"{op} {target:g}", measured, bool(ok), note, floor=floor)
+
+
+def not_applicable(metric: str, reason: str) -> Check:
+    """A row that does not apply on this hardware, with the reason."""
+    return Check(metric, "-", None, False, reason, applicable=False)
+
+
+def gate_checks(
+    precision: str, r: Mapping[str, Any], thresholds: Thresholds, label: str | None = None
+) -> list[Check]:
+    """The face-recognition gates for one engine of ``precision``.
+
+    ``r`` may hold ``drift.min``, ``held_out.min`` (faces never used for calibration
+    or gating), ``verification.accuracy_delta`` and ``verification.decision_flips``;
+    ``unavailable`` (a reason) when nothing ran, which fails every gate.
+    """
+    label = label or precision
+    why = r.get("unavailable")
+    drift = r.get("drift") or {}
+    held_out = r.get("held_out")
+    ver = r.get("verification") or {}
+    checks: list[Check] = []
+    if precision in thresholds.cosine_min:
+        target = thresholds.cosine_min[precision]
+        checks.append(_check(f"{label} cosine min", drift.get("min"), ">=", target, why or ""))
+        if held_out is not None:
+            checks.append(_check(f"{label} held-out cosine min", held_out.get("min"), ">=", target))
+    if precision in thresholds.accuracy_delta_max:
+        delta = ver.get("accuracy_delta")
+        checks.append(
+            _check(
+                f"{label} |accuracy delta|",
+                None if delta is None else abs(delta),
+                "<",
+                thresholds.accuracy_delta_max[precision],
+                why or "",
+            )
+        )
+    if thresholds.decision_flips_max is not None and (ver or why):
+        flips = ver.get("decision_flips")
+        checks.append(
+            _check(
+                f"{label} decision flips",
+                None if flips is None else float(flips),
+                "<=",
+                thresholds.decision_flips_max,
+                why or "",
+            )
+        )
+    return checks
 
 
 def evaluate(results: Mapping[str, Mapping[str, Any]], thresholds: Thresholds) -> list[Check]:
     """Checks for per-precision ``results`` (see :func:`arcface_lab.pipeline.run`).
 
-    ``results[precision]`` may hold ``drift.min``, ``verification.accuracy_delta``,
-    ``verification.decision_flips``, ``speedup`` (batch size -> ratio) and
-    ``peak_vram_mb``; ``unavailable`` (a reason) when no backend ran it.
+    ``results[precision]`` holds what :func:`gate_checks` reads and ``peak_vram_mb``;
+    ``not_applicable`` (a reason) makes the precision one ``n/a`` row.
     """
     checks: list[Check] = []
     for precision, r in results.items():
-        why = r.get("unavailable")
-        drift = r.get("drift") or {}
-        ver = r.get("verification") or {}
-        if precision in thresholds.cosine_min:
-            checks.append(
-                _check(
-                    f"{precision} cosine min",
-                    drift.get("min"),
-                    ">=",
-                    thresholds.cosine_min[precision],
-                    why or "",
-                )
-            )
-        if precision in thresholds.accuracy_delta_max:
-            delta = ver.get("accuracy_delta")
-            checks.append(
-                _check(
-                    f"{precision} |accuracy delta|",
-                    None if delta is None else abs(delta),
-                    "<",
-                    thresholds.accuracy_delta_max[precision],
-                    why or "",
-                )
-            )
-        if thresholds.decision_flips_max is not None and (ver or why):
-            flips = ver.get("decision_flips")
-            checks.append(
-                _check(
-                    f"{precision} decision flips",
-                    None if flips is None else float(flips),
-                    "<=",
-                    thresholds.decision_flips_max,
-                    why or "",
-                )
-            )
-        if precision in thresholds.speedup_min:
-            speedup = (r.get("speedup") or {}).get(thresholds.speedup_batch)
-            checks.append(
-                _check(
-                    f"{precision} speedup @ batch {thresholds.speedup_batch}",
-                    speedup,
-                    ">=",
-                    thresholds.speedup_min[precision],
-                    why or "",
-                )
-            )
+        if r.get("not_applicable"):
+            checks.append(not_applicable(precision, r["not_applicable"]))
+            continue
+        checks += gate_checks(precision, r, thresholds)
         if thresholds.vram_mb_max is not None:
             vram = r.get("peak_vram_mb")
-            note = why or ("" if vram is not None else "no GPU in this run")
+            note = r.get("unavailable") or ("" if vram is not None else "no GPU in this run")
             checks.append(
                 _check(f"{precision} peak VRAM (MB)", vram, "<=", thresholds.vram_mb_max, note)
             )
     return checks
 
 
+def speed_check(
+    engine: str, speedup: float | None, batch: int, hardware_class: str, thresholds: Thresholds
+) -> Check:
+    """The chosen ``engine``'s speedup at ``batch`` against its hardware class's target.
+
+    ``n/a`` (with the measured figure) where the params set no target for the class.
+    """
+    metric = f"chosen engine speedup @ batch {batch}"
+    found = thresholds.speed_target(hardware_class)
+    if found is None:
+        measured = "not measured" if speedup is None else f"measured {speedup:.2f}x"
+        return Check(
+            metric,
+            "-",
+            speedup,
+            False,
+            f"{engine}: no speed target for {hardware_class} in these params ({measured})",
+            applicable=False,
+        )
+    key, target = found
+    return _check(
+        metric, speedup, ">=", target.speedup_min, f"{engine}; target for {key}", floor=target.floor
+    )
+
+
+def _measured(c: Check) -> str:
+    if c.measured is None:
+        return "n/a"
+    return f"{c.measured:.0f}" if float(c.measured).is_integer() else f"{c.measured:.6g}"
+
+
+def format_checks(checks: Iterable[Check], verdict: bool = True) -> str:
+    """The verdict table as text: metric, target, measured, status (with the note)."""
+    checks = list(checks)
+    width = max([36, *(len(c.metric) + 1 for c in checks)])
+    rows = [f"{'metric':<{width}} {'target':<12} {'measured':<14} verdict"]
+    for c in checks:
+        status = c.status if c.status == "pass" and not c.note else f"{c.status} {c.note}"
+        rows.append(f"{c.metric:<{width}} {c.target:<12} {_measured(c):<14} {status.rstrip()}")
+    if verdict:
+        rows.append(f"verdict: {'PASS' if verdict_passed(checks) else 'FAIL'}")
+    return "\n".join(rows)
+
+
 def matrix_row(name: str, device: str, checks: list[Check]) -> str:
     """The run as one markdown row of the acceptance matrix."""
-    cells = [
-        f"{c.metric}: {'n/a' if c.measured is None else f'{c.measured:.6g}'} "
-        f"({'pass' if c.passed else 'FAIL'})"
-        for c in checks
-    ]
-    verdict = "PASS" if checks and all(c.passed for c in checks) else "FAIL"
+    cells = [f"{c.metric}: {_measured(c)} ({c.status})" for c in checks]
+    verdict = "PASS" if verdict_passed(checks) else "FAIL"
     return f"| {name} | {device} | {'; '.join(cells)} | {verdict} |"

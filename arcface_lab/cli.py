@@ -67,6 +67,12 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
     g.add_argument(
         "--local-store", type=Path, help="local engine store (default $XDG_CACHE_HOME/arcface_lab)"
     )
+    g.add_argument(
+        "--params",
+        type=Path,
+        help="params file with the INT8 gates (thresholds.cosine_min.int8, decision_flips_max); "
+        "default: the repository's params/default.yaml",
+    )
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -91,6 +97,36 @@ def _store(args: argparse.Namespace) -> Any:
     return open_store(args.local_store, args.store, args.s3_endpoint, strict=args.strict)
 
 
+def _params(args: argparse.Namespace) -> Any:
+    """``--params``, else the repository's default params; an error saying so when neither."""
+    from arcface_lab.params import default_params_file, load_params
+
+    path = getattr(args, "params", None) or default_params_file()
+    if path is None:
+        raise InputError("--params: no params file given and no params/default.yaml found")
+    return load_params(path)
+
+
+def _int8_options(args: argparse.Namespace, precision: str) -> dict[str, dict[str, Any]]:
+    """OpenVINO's INT8 gates from params, shown once, for an int8 engine (else nothing)."""
+    if precision != "int8":
+        return {}
+    from arcface_lab.measure.optimize import int8_gate_options
+
+    params = _params(args)
+    try:
+        gates = int8_gate_options(params)
+    except InputError as exc:
+        raise InputError(f"--params {exc}") from None
+    print(
+        f"int8 gates from {params.source}: cosine min >= {gates['int8_cosine_min']}, "
+        f"decision flips <= {gates['int8_flips_max']}",
+        file=sys.stderr,
+    )
+    options = {**gates, "calibration": params.data.images, "pairs": params.data.pairs}
+    return {"openvino": options}
+
+
 def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
     from arcface_lab.registry import create_engine
 
@@ -103,11 +139,13 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
         )
         if v is not None
     }
+    precision = precision or args.precision
     return create_engine(
         args.backend,
         model,
-        precision=precision or args.precision,
+        precision=precision,
         strict=args.strict,
+        backend_options=_int8_options(args, precision),
         device=args.device,
         batch_size=args.batch_size,
         store=_store(args),
@@ -117,7 +155,9 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
 
 def _reference_backend(model: Any) -> str:
     """The reference for ``model``: torch for .pth and seeded:, ONNX Runtime FP32 for .onnx."""
-    return "torch" if model.has_torch_module else "onnxruntime"
+    from arcface_lab.measure.optimize import reference_backend
+
+    return reference_backend(model)
 
 
 def _reference(model: Any, args: argparse.Namespace) -> Any:
@@ -147,14 +187,12 @@ def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> 
     """Exit status for ``--check PARAMS.yaml``: 3 when a threshold is missed."""
     if not args.check:
         return EXIT_OK
-    from arcface_lab.acceptance import evaluate
+    from arcface_lab.acceptance import evaluate, format_checks, verdict_passed
     from arcface_lab.params import load_params
 
     checks = evaluate({precision: result}, load_params(args.check).thresholds)
-    for c in checks:
-        measured = "n/a" if c.measured is None else f"{c.measured:.6g}"
-        print(f"check {c.metric} {c.target}: {measured} {'pass' if c.passed else 'FAIL'}")
-    return EXIT_OK if all(c.passed for c in checks) else EXIT_THRESHOLD
+    print(format_checks(checks))
+    return EXIT_OK if verdict_passed(checks) else EXIT_THRESHOLD
 
 
 def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
@@ -178,17 +216,48 @@ def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
+    from arcface_lab.core.host import probe
     from arcface_lab.registry import list_backends
 
-    rows = list_backends(args.pattern)
+    host = probe()
+    rows = list_backends(args.pattern, host)
     if args.json:
-        _write_json(None, {"backends": [r.to_dict() for r in rows]})
+        _write_json(None, {"host": host.to_dict(), "backends": [r.to_dict() for r in rows]})
         return EXIT_OK
+    print(f"host {host.describe()}")
     width = max((len(r.name) for r in rows), default=7)
     for r in rows:
         state = "available" if r.available else f"unavailable: {r.reason}"
-        print(f"{r.name:<{width}}  {','.join(r.precisions):<15}  {state}")
+        print(f"{r.name:<{width}}  {state}")
+        if not r.available:
+            continue
+        for precision, s in r.support.items():
+            note = f": {s.reason}" if s.reason else ""
+            print(f"{'':<{width}}    {precision:<5} {s.status}{note}")
     return EXIT_OK
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from arcface_lab.core.host import Host, probe
+    from arcface_lab.measure.optimize import optimize
+
+    params = _params(args)
+    host = Host.for_class(args.host_class, probe()) if args.host_class else probe()
+    if args.out.exists() and (args.out / "optimize.json").exists():
+        raise InputError(f"--out {args.out}: already holds an optimize.json; pick a new folder")
+    print(f"optimize {args.model or params.model.spec} on {host.describe()}", file=sys.stderr)
+    result = optimize(args.model, params, budget_s=args.budget_s, out=args.out, host=host)
+    print(result.table())
+    chosen = result.chosen
+    if chosen is None:
+        print("chosen: none: no candidate passed every gate")
+    else:
+        print(
+            f"chosen: {chosen.candidate.label}, {chosen.speedup_vs_reference:.2f}x "
+            f"{result.reference.candidate.label} at batch {result.batch_size}"
+        )
+    print(f"wrote {args.out / 'optimize.json'}")
+    return EXIT_OK if chosen is not None else EXIT_THRESHOLD
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -326,6 +395,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "warmup_s": args.warmup_s,
         "budget_s": args.budget_s,
         "threads": args.threads,
+        "backend_options": _int8_options(args, args.precision),
     }
     records: list[dict[str, Any]] = []
     unavailable: list[dict[str, str]] = []
@@ -490,6 +560,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads per engine (0: default)")
     p.add_argument("--out", required=True, type=Path, help="bench JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "optimize",
+        help="try every backend x precision native here; choose the fastest that passes the gates",
+    )
+    p.add_argument("--model", help="a .pth, an .onnx or seeded:<arch> (default: params model.spec)")
+    p.add_argument(
+        "--params",
+        type=Path,
+        help="gates, data, candidates and budget (default: the repository's params/default.yaml)",
+    )
+    p.add_argument("--budget-s", type=float, help="seconds for all candidates (optimize.budget_s)")
+    p.add_argument(
+        "--host-class",
+        help="plan for this hardware class instead of the probed one (cpu-avx2, gpu-sm90, ...)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="folder for optimize.json")
+    p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("build", help="build (or fetch) an engine artifact through the store")
     _add_model_args(p)

@@ -54,7 +54,7 @@ STATUS_FILE = "notebooks.json"
 #: Where the executed notebooks go, inside the run folder.
 EXECUTED_DIR = "notebooks"
 _PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel")
-_RUN_FILES = ("environment", "drift", "verification", "bench", "verdict")
+_RUN_FILES = ("environment", "optimize", "drift", "verification", "bench", "verdict")
 
 
 class NotebookError(ArcfaceLabError):

@@ -9,6 +9,7 @@ message names the file and the dotted field, e.g.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,12 @@ __all__ = [
     "BenchParams",
     "DataParams",
     "ModelParams",
+    "OptimizeParams",
     "Params",
+    "SpeedTarget",
     "StoreParams",
     "Thresholds",
+    "default_params_file",
     "load_params",
 ]
 
@@ -197,17 +201,46 @@ class BackendParams:
 
 @dataclass(frozen=True)
 class DataParams:
+    """Validation faces and pairs, and held-out faces no engine is calibrated or gated on.
+
+    ``held_out`` as ``synthetic:N`` draws faces with a seed of their own, never the
+    validation faces'.
+    """
+
     images: str = "synthetic:64"
     pairs: str = "synthetic:200"
     flip: bool = True
+    held_out: str = "synthetic:64"
 
     @classmethod
     def parse(cls, raw: Any, ctx: _Ctx) -> DataParams:
-        m = _mapping(raw, ctx, ("images", "pairs", "flip"))
+        m = _mapping(raw, ctx, ("images", "pairs", "flip", "held_out"))
         return cls(
             images=_str(m.get("images", cls.images), ctx.child("images")),
             pairs=_str(m.get("pairs", cls.pairs), ctx.child("pairs")),
             flip=_bool(m.get("flip", True), ctx.child("flip")),
+            held_out=_str(m.get("held_out", cls.held_out), ctx.child("held_out")),
+        )
+
+
+@dataclass(frozen=True)
+class OptimizeParams:
+    """How ``optimize`` searches: candidates are ``backends.chain`` x ``backends.precisions``.
+
+    ``budget_s``: wall seconds for all candidates (the reference excluded); a candidate
+    not started, or stopped, when it is spent is ``over_budget``. ``emulated``: also try
+    precisions this host only emulates (off: they are listed as ``not_native``).
+    """
+
+    budget_s: float = 1800.0
+    emulated: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> OptimizeParams:
+        m = _mapping(raw, ctx, ("budget_s", "emulated"))
+        return cls(
+            budget_s=_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s"), 1.0),
+            emulated=_bool(m.get("emulated", cls.emulated), ctx.child("emulated")),
         )
 
 
@@ -251,14 +284,56 @@ class StoreParams:
         )
 
 
+_CLASS_PREFIXES = ("cpu-", "gpu-")
+
+
+@dataclass(frozen=True)
+class SpeedTarget:
+    """The chosen engine's speedup over torch eager FP32 on one hardware class.
+
+    ``floor`` states what that class's hardware allows (measured peak per precision and
+    the resulting best time for the model), so a target can be judged against it.
+    """
+
+    speedup_min: float
+    floor: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: _Ctx) -> SpeedTarget:
+        m = _mapping(raw, ctx, ("speedup_min", "floor"))
+        if "speedup_min" not in m:
+            raise ctx.child("speedup_min").error("a number (the class's target)", None)
+        return cls(
+            speedup_min=_float(m["speedup_min"], ctx.child("speedup_min"), 0, 1e6),
+            floor=str(m.get("floor", "")),
+        )
+
+
+def _speed_targets(value: Any, ctx: _Ctx) -> dict[str, SpeedTarget]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.error("a mapping of hardware class (or glob, gpu-*) to a speed target", value)
+    out = {}
+    for key, raw in value.items():
+        if not isinstance(key, str) or not key.startswith(_CLASS_PREFIXES):
+            raise ctx.error("hardware class names such as cpu-avx2, cpu-avx512-bf16, gpu-*", key)
+        out[key] = SpeedTarget.parse(raw, ctx.child(key))
+    return out
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """Acceptance targets. Missing entries are simply not checked."""
+    """Acceptance targets. Missing entries are simply not checked.
+
+    Accuracy gates are per precision; speed targets (``speed_targets``) are per hardware
+    class, for the engine optimize chooses, at batch ``speedup_batch``.
+    """
 
     cosine_min: dict[str, float] = field(default_factory=dict)
     accuracy_delta_max: dict[str, float] = field(default_factory=dict)
     decision_flips_max: int | None = None
-    speedup_min: dict[str, float] = field(default_factory=dict)
+    speed_targets: dict[str, SpeedTarget] = field(default_factory=dict)
     speedup_batch: int = 32
     vram_mb_max: float | None = None
     target_note: str = ""
@@ -275,11 +350,20 @@ class Thresholds:
             decision_flips_max=(
                 None if flips is None else _int(flips, ctx.child("decision_flips_max"))
             ),
-            speedup_min=_per_precision(m.get("speedup_min"), ctx.child("speedup_min"), 0, 1e6),
+            speed_targets=_speed_targets(m.get("speed_targets"), ctx.child("speed_targets")),
             speedup_batch=_int(m.get("speedup_batch", 32), ctx.child("speedup_batch"), 1),
             vram_mb_max=None if vram is None else _float(vram, ctx.child("vram_mb_max")),
             target_note=str(m.get("target_note", "")),
         )
+
+    def speed_target(self, hardware_class: str) -> tuple[str, SpeedTarget] | None:
+        """``(key, target)`` for ``hardware_class``: an exact key first, then the first glob."""
+        if hardware_class in self.speed_targets:
+            return hardware_class, self.speed_targets[hardware_class]
+        for key, target in self.speed_targets.items():
+            if fnmatch.fnmatchcase(hardware_class, key):
+                return key, target
+        return None
 
 
 @dataclass(frozen=True)
@@ -293,12 +377,13 @@ class Params:
     bench: BenchParams = field(default_factory=BenchParams)
     store: StoreParams = field(default_factory=StoreParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    optimize: OptimizeParams = field(default_factory=OptimizeParams)
     source: str = "<defaults>"
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str = "<mapping>") -> Params:
         ctx = _Ctx(source)
-        keys = ("name", "model", "backends", "data", "bench", "store", "thresholds")
+        keys = ("name", "model", "backends", "data", "bench", "store", "thresholds", "optimize")
         m = _mapping(raw, ctx, keys)
         return cls(
             name=_str(m.get("name", "run"), ctx.child("name")),
@@ -308,6 +393,7 @@ class Params:
             bench=BenchParams.parse(m.get("bench"), ctx.child("bench")),
             store=StoreParams.parse(m.get("store"), ctx.child("store")),
             thresholds=Thresholds.parse(m.get("thresholds"), ctx.child("thresholds")),
+            optimize=OptimizeParams.parse(m.get("optimize"), ctx.child("optimize")),
             source=source,
         )
 
@@ -315,6 +401,12 @@ class Params:
         d = dataclasses.asdict(self)
         d.pop("source")
         return d
+
+
+def default_params_file() -> Path | None:
+    """The repository's ``params/default.yaml`` (a source checkout), or None."""
+    path = Path(__file__).resolve().parent.parent / "params" / "default.yaml"
+    return path if path.is_file() else None
 
 
 def load_params(path: str | Path) -> Params:
@@ -329,5 +421,13 @@ def load_params(path: str | Path) -> Params:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ParamsError(
+            f"{path}: empty params file; expected a mapping with at least model and thresholds "
+            "(see params/default.yaml)"
+        )
     return Params.from_mapping(raw, str(path))

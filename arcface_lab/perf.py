@@ -1,73 +1,58 @@
-"""CPU comparison: every engine in its own process, against torch eager FP32 from the same run.
+"""CPU comparison (``make bench``): optimize's candidates, each created twice, with first-run costs.
 
-``make bench`` runs ``python -m arcface_lab.perf``. Each engine is created,
-validated and timed in a fresh subprocess (thread counts are set once, at its
-start: raising them later left MKL and ONNX Runtime at one-thread speed), the
-reference first. The parent then compares embeddings (per-face cosine,
-verification decision flips at the reference's thresholds) and latencies
-(speedup = reference median / engine median, all measured in this run), prints
-the table and writes ``bench.json`` and ``bench.md`` into the output folder.
+``make bench`` runs ``python -m arcface_lab.perf``: :func:`arcface_lab.measure.optimize.optimize`
+over the params' candidates that are native on this host (so an AVX2 machine never
+spends its time on emulated BF16), each engine in a fresh process against torch eager
+FP32 from the same run, at one batch size (``--batch``, default 32). Each engine is
+created twice over the same engine store, cold (``built``) and again (``local``),
+with the build, calibration, compile and import seconds its ``info.details`` records,
+so first-run cost is shown apart from steady state. By default the store is a fresh
+scratch folder, removed at the end; ``--store`` keeps and reuses one.
 
-First-run cost is shown apart from steady state: every engine is created twice
-over the same engine store, cold (``built``) and again (``local``), with the
-build, calibration, compile and import seconds its ``info.details`` records.
-By default the store is a fresh scratch folder, removed at the end, so every
-run shows both; ``--store`` keeps and reuses one.
-
-Targets come from the params file: accuracy from ``thresholds`` (the INT8
-gates are ``thresholds.cosine_min.int8`` and ``thresholds.decision_flips_max``),
-speed from ``thresholds.speedup_min`` (``--speedup PRECISION=X`` adds or overrides one).
+The table adds what optimize does not print: GFLOP/s (convolution and matmul MACs
+counted with OpenVINO), images/s and both creations. Gates come from the params'
+``thresholds``; the speed target and the hardware floor from
+``thresholds.speed_targets`` for this host's class (``--host-class`` plans for
+another class, for the decision logic only: the kernels are this machine's).
+``--engines backend:precision[:option=value],...`` measures exactly those instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["EngineSpec", "main", "model_gmacs", "parse_engines"]
+if TYPE_CHECKING:
+    from arcface_lab.measure.optimize import Candidate, CandidateResult
 
-DEFAULT_ENGINES = (
-    "torch:fp32,onnxruntime:fp32,openvino:fp32,torch_fast:bf16,openvino:bf16,"
-    "openvino:int8:int8_search=false,openvino:int8"
-)
-#: Faces no engine was calibrated or gated on: the cosine check that cannot be overfitted.
-HELD_OUT_SEED, HELD_OUT_IMAGES = 1234, 64
+__all__ = ["main", "model_gmacs", "parse_engines"]
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    backend: str
-    precision: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def label(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.backend}/{self.precision}" + (f" ({extra})" if extra else "")
-
-
-def parse_engines(text: str) -> list[EngineSpec]:
-    """``"torch:fp32,openvino:int8:int8_search=false"`` -> specs; the first is the reference.
+def parse_engines(text: str) -> list[Candidate]:
+    """``"onnxruntime:fp32,openvino:int8:int8_search=false"`` -> candidates, as this host runs them.
 
     Each item is ``backend:precision`` and optional ``:option=value`` engine options
     (values parsed as YAML scalars).
     """
     import yaml
 
+    from arcface_lab.core.host import probe
     from arcface_lab.errors import InputError
+    from arcface_lab.measure.optimize import Candidate
+    from arcface_lab.registry import get_backend
 
-    specs = []
+    out = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
@@ -76,10 +61,13 @@ def parse_engines(text: str) -> list[EngineSpec]:
         if not backend or not precision or not all("=" in e for e in extra):
             raise InputError(f"--engines {item!r}: expected backend:precision[:option=value]")
         options = tuple((k, yaml.safe_load(v)) for k, _, v in (e.partition("=") for e in extra))
-        specs.append(EngineSpec(backend, precision, options))
-    if not specs:
+        support = get_backend(backend).support(precision, probe())
+        if support.status == "emulated":  # asked for by name: measured, and labelled
+            support = dataclasses.replace(support, status="native")
+        out.append(Candidate(backend, precision, options, support))
+    if not out:
         raise InputError("--engines: expected at least one backend:precision")
-    return specs
+    return out
 
 
 def model_gmacs(onnx_path: Path) -> float | None:
@@ -100,79 +88,73 @@ def model_gmacs(onnx_path: Path) -> float | None:
     return macs / 1e9
 
 
-# --------------------------------------------------------------------------- worker
+def conv_floors(
+    precisions: tuple[str, ...], threads: int, repeats: int = 5
+) -> dict[str, float | str]:
+    """This machine's peak (GFLOP/s, GOP/s for INT8) on a 256x256 3x3 convolution, per precision.
 
-
-def _engine_options(spec: EngineSpec, params: Any, threads: int) -> dict[str, Any]:
-    options: dict[str, Any] = dict(params.backends.options.get(spec.backend, {}))
-    options.update(spec.options)
-    if spec.backend in ("onnxruntime", "openvino"):
-        options.setdefault("threads", threads)
-    if spec.backend == "openvino" and spec.precision == "int8":
-        t = params.thresholds
-        options.setdefault("int8_cosine_min", t.cosine_min.get("int8"))
-        options.setdefault("int8_flips_max", t.decision_flips_max)
-        options.setdefault("int8_enforce_gates", False)  # measured and reported either way
-        options.setdefault("calibration", params.data.images)
-        options.setdefault("pairs", params.data.pairs)
-        options.setdefault("flip", params.data.flip)
-    return options
-
-
-def _measure_engine(
-    index: int,
-    s: EngineSpec,
-    params: Any,
-    model_spec: str,
-    inputs: dict[str, Path],
-    store: Path,
-    args: argparse.Namespace,
-    out_dir: Path,
-) -> dict[str, Any]:
-    """One engine through :func:`arcface_lab.bench.run_worker`: created twice, timed once.
-
-    Its embeddings (images, held-out faces, pairs with flip TTA when the params use it)
-    go to ``<index>.npz`` in ``out_dir``; a failure is recorded, not raised.
+    One convolution of a 32x256x28x28 batch (29.6 GFLOP), compiled by OpenVINO's CPU
+    plugin with the precision's hint (INT8: FakeQuantize on activations and weights, the
+    pattern OpenVINO lowers to an INT8 convolution); the best of ``repeats`` runs. A
+    precision the CPU cannot run natively is skipped with the reason.
     """
-    from arcface_lab.bench import pair_embeddings, run_worker, spec_from_params
-    from arcface_lab.errors import ArcfaceLabError
+    import openvino as ov
+    import openvino.opset13 as ops
 
-    options = _engine_options(s, params, args.threads)
-    spec = spec_from_params(
-        params,
-        s.backend,
-        s.precision,
-        inputs,
-        model=model_spec,
-        batch_sizes=(args.batch,),
-        batch_size=args.batch,
-        options=options,
-        store={"local": str(store)},
-        recreate=True,
-        threads=args.threads,
-    )
-    t0 = time.perf_counter()
-    try:
-        raw, out = run_worker(spec, timeout_s=args.timeout)
-    except ArcfaceLabError as exc:
-        return {"engine": s.label, "error": str(exc).strip().splitlines()[-1]}
-    pairs_a, pairs_b = pair_embeddings(out)
-    np.savez(
-        out_dir / f"{index}.npz",
-        images=out["images"],
-        held_out=out["held_out"],
-        pairs_a=pairs_a,
-        pairs_b=pairs_b,
-    )
-    return {
-        "engine": s.label,
-        "options": options,
-        "first": {"create_s": raw["setup_s"], "info": raw["info"]},
-        "timing": raw["timings"][str(args.batch)],
-        "second": raw["second"],
-        "peak_rss_mb": raw["memory"]["peak_rss_mb"],
-        "process_wall_s": time.perf_counter() - t0,
-    }
+    from arcface_lab.core.host import probe
+
+    rng = np.random.default_rng(0)
+    shape, out_ch = (32, 256, 28, 28), 256
+    flops = 2 * shape[0] * shape[2] * shape[3] * out_ch * shape[1] * 9
+    x = rng.uniform(0, 4, shape).astype(np.float32)
+    core = ov.Core()
+    floors: dict[str, float | str] = {}
+    for precision in precisions:
+        if precision == "bf16" and not probe().cpu.native_bf16:
+            floors[precision] = "not native on this CPU"
+            continue
+        param = ops.parameter(list(shape), np.float32)
+        w = (rng.standard_normal((out_ch, 256, 3, 3)) * 0.05).astype(np.float32)
+        data, kernel = param.output(0), ops.constant(w).output(0)
+        if precision == "int8":
+            lo, hi = ops.constant(np.float32(0.0)), ops.constant(np.float32(4.0))
+            data = ops.fake_quantize(data, lo, hi, lo, hi, 256).output(0)
+            wlo, whi = ops.constant(np.float32(-0.2)), ops.constant(np.float32(0.2))
+            kernel = ops.fake_quantize(kernel, wlo, whi, wlo, whi, 255).output(0)
+        conv = ops.convolution(data, kernel, [1, 1], [1, 1], [1, 1], [1, 1])
+        model = ov.Model([conv], [param])
+        hint = "bf16" if precision == "bf16" else "f32"
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+        request.infer({0: x})  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            request.infer({0: x})
+            best = min(best, time.perf_counter() - t0)
+        floors[precision] = flops / best / 1e9
+    return floors
+
+
+def _floor_lines(
+    floors: dict[str, float | str], gflop: float | None, batch: int, ref_ms: float | None
+) -> list[str]:
+    lines = []
+    for precision, peak in floors.items():
+        if isinstance(peak, str):
+            lines.append(f"- {precision}: {peak}")
+            continue
+        unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+        text = f"- {precision}: a 256x256 3x3 convolution peaks at {peak:.0f} {unit}"
+        if gflop:
+            best_ms = gflop * batch / peak * 1e3
+            text += f"; the model at batch {batch} can reach {best_ms:.0f} ms"
+            if ref_ms:
+                text += f" ({ref_ms / best_ms:.2f}x the reference's {ref_ms:.0f} ms)"
+        lines.append(text)
+    return lines
 
 
 def _first_cost(details: dict[str, Any]) -> str:
@@ -184,106 +166,55 @@ def _first_cost(details: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _origin(info: dict[str, Any]) -> str:
-    art = info.get("artifact")
+def _origin(info: dict[str, Any] | None) -> str:
+    art = (info or {}).get("artifact")
     return art["origin"] if art else "-"
 
 
-def _compare(results: list[dict[str, Any]], out_dir: Path, same: np.ndarray) -> None:
-    from arcface_lab.validate import compare_verification, cosine_drift
-
-    ref_result = results[0]
-    if "timing" not in ref_result:
-        return
-    ref = np.load(out_dir / f"{ref_result['index']}.npz")
-    ref_ms = ref_result["timing"]["median_ms"]
-    for r in results:
-        if "timing" not in r:
-            continue
-        emb = np.load(out_dir / f"{r['index']}.npz")
-        drift = cosine_drift(ref["images"], emb["images"])
-        ver = compare_verification(
-            ref["pairs_a"], ref["pairs_b"], emb["pairs_a"], emb["pairs_b"], same
-        )
-        r["drift"] = {k: v for k, v in drift.to_dict().items() if k != "per_face"}
-        r["held_out_cosine_min"] = cosine_drift(ref["held_out"], emb["held_out"]).min
-        r["verification"] = {k: ver[k] for k in ("accuracy_delta", "decision_flips")}
-        r["speedup"] = ref_ms / r["timing"]["median_ms"]
+def _row(r: CandidateResult, gflop: float | None, batch: int) -> str:
+    label = r.candidate.label
+    if not r.ran:
+        return f"| {label} | {r.status}: {r.reason} |" + " |" * 11
+    assert r.latency_ms is not None and r.info is not None and r.worker is not None
+    median = r.latency_ms["median"]
+    second = r.worker.get("second") or {}
+    gf = f"{gflop * batch / (median / 1e3):.0f}" if gflop else "-"
+    return (
+        f"| {label} | {r.status} | {median:.0f} | {batch / (median / 1e3):.1f} | {gf} "
+        f"| {r.speedup_vs_reference:.2f} | {r.cosine_min:.5f} | {r.held_out_cosine_min:.5f} "
+        f"| {r.decision_flips} | {r.accuracy_delta:+.3f} "
+        f"| {r.first_run_s:.1f} ({_origin(r.info)}) | {_first_cost(r.info['details'])} "
+        f"| {second.get('create_s', 0.0):.1f} ({_origin(second.get('info'))}) |"
+    )
 
 
-def _table(results: list[dict[str, Any]], gflop: float | None, batch: int) -> list[str]:
+def _table(results: list[CandidateResult], gflop: float | None, batch: int) -> list[str]:
     head = (
-        f"| engine | b{batch} median ms | img/s | GFLOP/s | x torch fp32 | cos min "
+        f"| engine | status | b{batch} median ms | img/s | GFLOP/s | x torch fp32 | cos min "
         "| held-out cos min | flips | acc delta | 1st create s (origin) | 1st-run cost s "
         "| 2nd create s (origin) |"
     )
-    rows = [head, "|" + "---|" * 12]
+    return [head, "|" + "---|" * 13, *(_row(r, gflop, batch) for r in results)]
+
+
+def _notes(results: list[CandidateResult], checks: list[Any]) -> list[str]:
+    from arcface_lab.acceptance import format_checks
+
+    lines = format_checks(checks, verdict=False).splitlines()
     for r in results:
-        if "error" in r or "timing" not in r:
-            rows.append(f"| {r['engine']} | unavailable: {r.get('error', '?')} |" + " |" * 10)
+        int8 = ((r.info or {}).get("details") or {}).get("int8")
+        if not int8:
             continue
-        t = r["timing"]
-        first, second = r["first"], r["second"]
-        gf = f"{gflop * batch / (t['median_ms'] / 1e3):.0f}" if gflop else "-"
-        rows.append(
-            f"| {r['engine']} | {t['median_ms']:.0f} | {t['throughput_ips']:.1f} | {gf} "
-            f"| {r['speedup']:.2f} | {r['drift']['min']:.5f} | {r['held_out_cosine_min']:.5f} "
-            f"| {r['verification']['decision_flips']} "
-            f"| {r['verification']['accuracy_delta']:+.3f} "
-            f"| {first['create_s']:.1f} ({_origin(first['info'])}) "
-            f"| {_first_cost(first['info']['details'])} "
-            f"| {second['create_s']:.1f} ({_origin(second['info'])}) |"
+        res = int8.get("result") or {}
+        lines.append(
+            f"- {r.candidate.label}: int8 search {'passed' if int8['passed'] else 'FAILED'} "
+            f"(validation cos min {res.get('cosine_min', float('nan')):.5f}, flips "
+            f"{res.get('decision_flips')}); {int8['int8_layers']} layers INT8 "
+            f"({100 * (int8.get('int8_macs_fraction') or 0):.0f}% of MACs), "
+            f"{len(int8['kept_float_layers'])} kept in float, "
+            f"{len(int8.get('fp32_layers') or [])} in FP32"
+            + (f"; {int8['failure']}" if int8.get("failure") else "")
         )
-    return rows
-
-
-def _targets(results: list[dict[str, Any]], params: Any, speedup: dict[str, float]) -> list[str]:
-    t = params.thresholds
-    lines = []
-    flips_max = t.decision_flips_max
-    for r in results[1:]:
-        if "speedup" not in r:
-            continue
-        precision = r["precision"]
-        checks = []
-        if precision in t.cosine_min:
-            ok = r["drift"]["min"] >= t.cosine_min[precision]
-            checks.append(
-                f"cos min {r['drift']['min']:.5f} >= {t.cosine_min[precision]} "
-                f"{'ok' if ok else 'FAIL'}"
-            )
-            ok = r["held_out_cosine_min"] >= t.cosine_min[precision]
-            checks.append(
-                f"held-out cos min {r['held_out_cosine_min']:.5f} {'ok' if ok else 'FAIL'}"
-            )
-        if precision in t.accuracy_delta_max:
-            delta = abs(r["verification"]["accuracy_delta"])
-            ok = delta < t.accuracy_delta_max[precision]
-            checks.append(
-                f"|acc delta| {delta:.3f} < {t.accuracy_delta_max[precision]} "
-                f"{'ok' if ok else 'FAIL'}"
-            )
-        if flips_max is not None:
-            ok = r["verification"]["decision_flips"] <= flips_max
-            flips = r["verification"]["decision_flips"]
-            checks.append(f"flips {flips} <= {flips_max} {'ok' if ok else 'FAIL'}")
-        target = speedup.get(precision, t.speedup_min.get(precision))
-        if target is not None:
-            ok = r["speedup"] >= target
-            checks.append(f"speedup {r['speedup']:.2f} >= {target} {'ok' if ok else 'FAIL'}")
-        lines.append(f"- {r['engine']}: " + "; ".join(checks))
-        int8 = r["first"]["info"]["details"].get("int8")
-        if int8:
-            res = int8.get("result") or {}
-            lines.append(
-                f"  - int8 search: gates {'passed' if int8['passed'] else 'FAILED'} "
-                f"(validation cos min {res.get('cosine_min', float('nan')):.5f}, flips "
-                f"{res.get('decision_flips')}); {int8['int8_layers']} layers INT8 "
-                f"({100 * (int8.get('int8_macs_fraction') or 0):.0f}% of MACs), "
-                f"{len(int8['kept_float_layers'])} kept in BF16, "
-                f"{len(int8.get('fp32_layers') or [])} in FP32"
-                + (f"; {int8['failure']}" if int8.get("failure") else "")
-            )
     return lines
 
 
@@ -291,33 +222,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arcface_lab.perf", description=__doc__)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--model", help="override params model.spec")
-    parser.add_argument("--engines", default=DEFAULT_ENGINES, help="backend:precision,...")
+    parser.add_argument("--engines", help="backend:precision,... (default: optimize's candidates)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--host-class", help="plan for this hardware class (cpu-avx2, ...)")
     parser.add_argument("--store", help="engine store folder to keep (default: fresh scratch)")
     parser.add_argument("--out", help="output folder (default: reports/bench-<time>)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per engine")
     parser.add_argument(
-        "--speedup",
-        action="append",
-        default=[],
-        metavar="PRECISION=X",
-        help="speed target when params set no thresholds.speedup_min for it",
+        "--budget-s", type=float, help="seconds for all engines (optimize.budget_s)"
     )
+    parser.add_argument("--no-floors", action="store_true", help="skip the convolution peaks")
     args = parser.parse_args(argv)
 
-    from arcface_lab.bench import pair_arrays, saved_inputs
-    from arcface_lab.data import images_from_spec, synthetic_faces
+    from arcface_lab.acceptance import speed_check
+    from arcface_lab.core.host import Host, probe
+    from arcface_lab.measure.optimize import optimize
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.pairs import load_pairs
     from arcface_lab.params import load_params
 
     params = load_params(args.params)
-    specs = parse_engines(args.engines)
-    speedup: dict[str, float] = {}
-    for item in args.speedup:
-        key, _, value = item.partition("=")
-        speedup[key] = float(value)
+    params = dataclasses.replace(
+        params,
+        bench=dataclasses.replace(params.bench, batch_sizes=(args.batch,)),
+        backends=dataclasses.replace(params.backends, batch_size=args.batch),
+        thresholds=dataclasses.replace(params.thresholds, speedup_batch=args.batch),
+    )
+    host = Host.for_class(args.host_class, probe()) if args.host_class else probe()
+    plan = parse_engines(args.engines) if args.engines else None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out or f"reports/bench-{stamp}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -325,63 +255,70 @@ def main(argv: list[str] | None = None) -> int:
     store = Path(args.store or str(scratch))
     spec = args.model or params.model.spec
     started = time.perf_counter()
-    pre = params.model.preprocess()
-    model = resolve_model(spec, arch=params.model.arch, preprocess=pre, seed=params.model.seed)
+    m = params.model
+    model = resolve_model(spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
     t0 = time.perf_counter()
     onnx = model.onnx_path()
     export_s = time.perf_counter() - t0
     gmacs = model_gmacs(onnx)
     gflop = 2 * gmacs if gmacs else None
-    pairs = load_pairs(params.data.pairs, pre.size)
-    arrays = {
-        "images": images_from_spec(params.data.images, pre.size)[0],
-        "held_out": synthetic_faces(HELD_OUT_IMAGES, seed=HELD_OUT_SEED, size=pre.size),
-        **pair_arrays(pairs, params.data.flip),
-    }
     print(
         f"bench: {spec} ({gflop or 0:.2f} GFLOP/image), batch {args.batch}, "
-        f"{args.threads} threads, {len(specs)} engines, store {store}",
+        f"{host.cpu.threads} threads, on {host.describe()}, store {store}",
         flush=True,
     )
-    results = []
-    with saved_inputs(arrays, out_dir) as inputs:
-        for index, engine_spec in enumerate(specs):
-            result = _measure_engine(index, engine_spec, params, spec, inputs, store, args, out_dir)
-            result["index"] = index
-            result["precision"] = engine_spec.precision
-            results.append(result)
-            status = result.get("error") or f"{result['timing']['median_ms']:.0f} ms"
-            wall = result.get("process_wall_s", 0)
-            print(f"  {engine_spec.label}: {status} ({wall:.0f} s)", flush=True)
-    _compare(results, out_dir, pairs.same)
-    table = _table(results, gflop, args.batch)
-    targets = _targets(results, params, speedup)
-    from arcface_lab.pipeline import cpu_model
-
-    cpu = cpu_model()
+    try:
+        result = optimize(
+            model,
+            params,
+            budget_s=args.budget_s,
+            host=host,
+            recreate=True,
+            store={"local": str(store)},
+            workdir=out_dir,
+            plan=plan,
+        )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)  # engines of several hundred MB each
+    result.write(out_dir)
+    table = _table(result.candidates, gflop, args.batch)
+    chosen = result.chosen
+    label = chosen.candidate.label if chosen else "chosen engine"
+    speed = chosen.speedup_vs_reference if chosen else None
+    checks = [speed_check(label, speed, args.batch, host.cls, params.thresholds)]
+    notes = _notes(result.candidates, checks)
     header = [
-        f"machine: {cpu}, {os.cpu_count()} cores; model {spec}, "
-        f"{gflop or 0:.2f} GFLOP ({gmacs or 0:.2f} GMAC) per image; batch {args.batch}; "
-        f"reference {specs[0].label}; ONNX export {export_s:.1f} s",
+        f"machine: {host.describe()}; model {spec}, {gflop or 0:.2f} GFLOP "
+        f"({gmacs or 0:.2f} GMAC) per image; batch {args.batch}; reference "
+        f"{result.reference.candidate.label}; ONNX export {export_s:.1f} s",
+        f"chosen: {label}" if chosen else "chosen: none passed every gate",
     ]
-    text = "\n".join([*header, "", *table, "", "targets:", *targets])
+    floors: dict[str, float | str] = {}
+    if not args.no_floors and importlib.util.find_spec("openvino") is not None:
+        floors = conv_floors(("fp32", "bf16", "int8"), host.cpu.threads)
+    ref_ms = (result.reference.latency_ms or {}).get("median")
+    floor_lines = _floor_lines(floors, gflop, args.batch, ref_ms)
+    text = "\n".join(
+        [*header, "", *table, "", "targets:", *notes, "", "floors (this machine):", *floor_lines]
+    )
     print(text)
     payload = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads},
+        "host": host.to_dict(),
         "model": {"spec": spec, "gmacs_per_image": gmacs, "onnx_export_s": export_s},
         "params": args.params,
         "batch": args.batch,
-        "results": results,
-        "targets": targets,
+        "optimize": result.to_dict(),
+        "checks": [c.to_dict() for c in checks],
+        "floors": floors,
         "wall_s": time.perf_counter() - started,
     }
     (out_dir / "bench.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)  # engines of several hundred MB each
     (out_dir / "bench.md").write_text(text + "\n")
     print(f"wrote {out_dir / 'bench.json'} ({payload['wall_s']:.0f} s)")
-    return 0 if all("error" not in r for r in results) else 1
+    failed = ("error", "unavailable") if plan else ("error",)
+    return 1 if any(r.status in failed for r in result.candidates) else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
-"""A run: measure, check against the params' thresholds, write a run folder.
+"""A run: optimize on this host, check against the params' thresholds, write a run folder.
 
-Each step is a plain function writing JSON into the run folder
-(``environment.json``, ``drift.json``, ``verification.json``, ``bench.json``,
+The measurement is :func:`arcface_lab.measure.optimize.optimize`: the reference,
+then every native candidate of ``backends.chain`` x ``backends.precisions``, each
+in a process of its own, gated and timed; the fastest that passes is chosen.
+Each step writes JSON into the run folder (``environment.json``,
+``optimize.json``, ``drift.json``, ``verification.json``, ``bench.json``,
 ``verdict.json``), then the notebooks are executed against that folder with
 papermill and turned into HTML pages (:mod:`arcface_lab.notebooks`), and
-:mod:`arcface_lab.report` renders ``index.html`` from the JSON alone. The
-folder is written as ``.<run-id>.partial`` and renamed when complete; a run
-that fails (a notebook included) is renamed ``<run-id>.failed`` with
-``error.json``, so an earlier run is never overwritten and a half-written
+:mod:`arcface_lab.report` renders ``index.html`` from the JSON alone.
+
+The verdict has, per precision, the gates of its best candidate (the chosen one,
+else the fastest that passed, else the closest to the reference), or one ``n/a``
+row when this hardware runs that precision natively on no backend; then the chosen
+engine's speedup against its hardware class's target (``thresholds.speed_targets``),
+and peak VRAM on a GPU. The folder is written as ``.<run-id>.partial`` and renamed
+when complete; a run that fails (a notebook included) is renamed ``<run-id>.failed``
+with ``error.json``, so an earlier run is never overwritten and a half-written
 folder is never taken for a finished one.
 """
 
@@ -19,7 +27,6 @@ import os
 import platform
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -30,18 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab import __version__
-from arcface_lab.acceptance import Check, evaluate, matrix_row
-from arcface_lab.bench import (
-    bench_records,
-    pair_arrays,
-    pair_embeddings,
-    run_worker,
-    saved_inputs,
-    spec_from_params,
+from arcface_lab.acceptance import (
+    Check,
+    evaluate,
+    format_checks,
+    matrix_row,
+    speed_check,
+    verdict_passed,
 )
-from arcface_lab.data import images_from_spec
-from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.errors import InputError
+from arcface_lab.measure.optimize import candidate_table
 from arcface_lab.params import Params
 
 __all__ = ["RunResult", "environment", "run"]
@@ -54,100 +59,64 @@ class RunResult:
     run_dir: Path
     checks: list[Check] = field(default_factory=list)
     device: str = "cpu"
+    optimize: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return verdict_passed(self.checks)
 
     def summary_text(self) -> str:
-        rows = [f"{'metric':<32} {'target':<12} {'measured':<14} verdict"]
-        for c in self.checks:
-            measured = "n/a" if c.measured is None else f"{c.measured:.6g}"
-            verdict = "pass" if c.passed else f"FAIL {c.note}".rstrip()
-            rows.append(f"{c.metric:<32} {c.target:<12} {measured:<14} {verdict}")
-        rows.append(f"verdict: {'PASS' if self.passed else 'FAIL'}")
-        return "\n".join(rows)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "arcface_lab": __version__}
-    for dist in ("numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        lines = []
+        if self.optimize:
+            host = self.optimize["host"]
+            chosen = self.optimize.get("chosen")
+            lines += [
+                f"hardware class: {host['class']}" + (" (injected)" if host["injected"] else ""),
+                *candidate_table(self.optimize),
+                "chosen: "
+                + (
+                    f"{chosen['label']}, {chosen['speedup_vs_reference']:.2f}x torch fp32 at "
+                    f"batch {self.optimize['batch_size']}"
+                    if chosen
+                    else "none: no candidate passed every gate"
+                ),
+                "",
+            ]
+        return "\n".join([*lines, format_checks(self.checks)])
 
 
 def environment(params: Params, model: Any) -> dict[str, Any]:
-    """Where and with what a run was measured."""
+    """Where and with what a run was measured (the host probe, the model, the params)."""
+    from arcface_lab.core.host import probe
+
+    host = probe()
+    gpu = host.gpus[0] if host.gpus else None
     env: dict[str, Any] = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
+        "cpu": host.cpu.model,
+        "cpu_count": host.cpu.cores,
+        "hardware_class": host.cls,
+        "hardware": host.to_dict(),
         "gpu": None,
-        "versions": _versions(),
+        "versions": host.versions,
         "model": model.describe(),
         "params_file": params.source,
         "params": params.to_dict(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    try:
+    if gpu is not None:
         import torch
 
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            env["gpu"] = {
-                "name": torch.cuda.get_device_name(0),
-                "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-                "memory_mb": props.total_memory // 2**20,
-                "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version(),
-                "driver": gpu_driver_version(),
-            }
-    except ImportError:
-        pass
+        env["gpu"] = {
+            "name": gpu.name,
+            "capability": ".".join(map(str, gpu.capability)),
+            "memory_mb": gpu.memory_mb,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "driver": gpu.driver,
+        }
     return env
-
-
-def gpu_driver_version() -> str | None:
-    """The NVIDIA driver version (NVML, else ``nvidia-smi``); None where neither answers."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # no pynvml, no driver, or not permitted: try the command line
-        pass
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        proc = subprocess.run(
-            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = proc.stdout.strip().splitlines()
-    return lines[0].strip() if proc.returncode == 0 and lines else None
 
 
 def _write(run_dir: Path, name: str, payload: Any) -> None:
@@ -162,129 +131,137 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _bench(
-    params: Params, backend: str, precision: str, inputs: dict[str, Path], strict: bool
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Create, embed and time one engine (or the first of a chain) in a process of its own.
+def _representative(precision: str, ran: list[Any]) -> Any | None:
+    """The candidate whose gates stand for ``precision``: chosen, fastest passed, or closest."""
+    mine = [c for c in ran if c.candidate.precision == precision]
+    if not mine:
+        return None
+    for status in ("chosen", "passed"):
+        found = [c for c in mine if c.status == status]
+        if found:
+            return min(found, key=lambda c: c.latency_ms["median"])
+    return max(mine, key=lambda c: c.cosine_min)
 
-    The one creation of the engine: its embeddings of the images and of every
-    ``inputs`` array come back with its timings and info, and peak memory is its own.
-    """
-    st = params.store
-    spec = spec_from_params(
-        params,
-        backend,
-        precision,
-        inputs,
-        backend_options={k: dict(v) for k, v in params.backends.options.items()},
-        store={
-            "local": st.local,
-            "s3": st.s3,
-            "s3_endpoint": st.s3_endpoint,
-            "strict": params.backends.strict,
-        },
-        strict=strict,
-    )
-    log.info("%s %s: in its own process", backend, precision)
-    return run_worker(spec)
+
+def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
+    """What :func:`arcface_lab.acceptance.evaluate` judges, one entry per params precision."""
+    from arcface_lab.registry import get_backend
+
+    results: dict[str, dict[str, Any]] = {}
+    ran = opt.ran()
+    for precision in params.backends.precisions:
+        rep = _representative(precision, ran)
+        if rep is not None:
+            memory = (rep.worker or {}).get("memory") or {}
+            results[precision] = {
+                "engine": rep.candidate.label,
+                "backend": rep.candidate.backend,
+                "drift": rep.drift.to_dict(),
+                "held_out": rep.held_out.to_dict(),
+                "verification": rep.verification,
+                "speedup": {r["batch_size"]: r["speedup_vs_reference"] for r in rep.records},
+                "peak_vram_mb": (
+                    memory.get("peak_memory_mb") if memory.get("memory_kind") == "vram" else None
+                ),
+                "peak_memory": memory,
+            }
+            continue
+        mine = [c for c in opt.candidates if c.candidate.precision == precision]
+        # not native here although the backend is installed: the hardware's limit, not a fault
+        hardware = [
+            c
+            for c in mine
+            if not c.candidate.support.native
+            and get_backend(c.candidate.backend).availability() is None
+        ]
+        why = "; ".join(f"{c.candidate.label}: {c.reason}" for c in mine) or (
+            f"no backend of {', '.join(params.backends.chain)} has {precision}"
+        )
+        if len(hardware) == len(mine):
+            reasons = "; ".join(
+                dict.fromkeys(f"{c.candidate.backend}: {c.candidate.support.reason}" for c in mine)
+            )
+            results[precision] = {
+                "not_applicable": f"n/a on this hardware ({opt.host.cls}): " + (reasons or why)
+            }
+        else:
+            results[precision] = {"unavailable": why}
+    return results
 
 
 def _measure(params: Params, run_dir: Path) -> RunResult:
+    from arcface_lab.bench import pair_embeddings
+    from arcface_lab.measure.optimize import optimize
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.pairs import load_pairs
-    from arcface_lab.validate import compare_verification, cosine_drift, pair_scores
+    from arcface_lab.validate import pair_scores
 
     m = params.model
     model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
     env = environment(params, model)
     _write(run_dir, "environment.json", env)
+    opt = optimize(model, params, workdir=run_dir)
+    opt.write(run_dir)
+    optimized = opt.to_dict()
 
-    images, image_kind = images_from_spec(params.data.images, model.preprocess.size)
-    pairs = load_pairs(params.data.pairs, model.preprocess.size)
-    be = params.backends
-    arrays = {"images": images, **pair_arrays(pairs, params.data.flip)}
-    with saved_inputs(arrays, run_dir) as inputs:
-        log.info("reference: %s", be.reference)
-        ref_result, ref_out = _bench(params, be.reference, "fp32", inputs, strict=True)
-        ref_images, ref_pairs = ref_out["images"], pair_embeddings(ref_out)
-        ref_scores = pair_scores(*ref_pairs).tolist()
-        ref_records = bench_records(ref_result, ref_images, ref_result, ref_images)
-
-        results: dict[str, dict[str, Any]] = {}
-        drift_out: dict[str, Any] = {"images": len(images), "data_kind": image_kind, "engines": {}}
-        ver_out: dict[str, Any] = {
-            "pairs": pairs.n_pairs,
-            "data_kind": pairs.kind,
-            "source": pairs.source,
-            "flip": params.data.flip,
-            "engines": {},
+    data = opt.data
+    drift_out: dict[str, Any] = {
+        "images": data["images"],
+        "held_out_images": data["held_out"],
+        "data_kind": data["images_kind"],
+        "engines": {},
+    }
+    ver_out: dict[str, Any] = {
+        "pairs": data["pairs"],
+        "data_kind": data["pairs_kind"],
+        "source": data["pairs_source"],
+        "flip": params.data.flip,
+        "engines": {},
+    }
+    bench_out: dict[str, Any] = {"records": list(opt.reference.records)}
+    ref_scores = pair_scores(*pair_embeddings(opt.reference.outputs)).tolist()
+    for c in opt.ran():
+        key = c.candidate.label
+        drift_out["engines"][key] = {
+            "info": c.info,
+            "status": c.status,
+            **c.drift.to_dict(),
+            "per_face": c.drift.per_face,
+            "held_out_min": c.held_out.min,
         }
-        bench_out: dict[str, Any] = {"records": ref_records}
-
-        chain = ",".join(be.chain)
-        for precision in be.precisions:
-            log.info("precision %s: chain %s", precision, chain)
-            try:
-                result, out = _bench(params, chain, precision, inputs, strict=be.strict)
-            except BackendUnavailable as exc:
-                if be.strict:
-                    raise
-                log.warning("precision %s: %s", precision, exc)
-                results[precision] = {"unavailable": str(exc)}
-                continue
-            info = result["info"]
-            for fallback in info["fallbacks"]:
-                log.warning(
-                    "precision %s: backend %s skipped: %s",
-                    precision,
-                    fallback["backend"],
-                    fallback["reason"],
-                )
-            drift = cosine_drift(ref_images, out["images"])
-            eng_pairs = pair_embeddings(out)
-            verification = compare_verification(*ref_pairs, *eng_pairs, pairs.same)
-            records = bench_records(result, out["images"], ref_result, ref_images)
-            bench_out["records"] += records
-            memory = result["memory"]
-            key = f"{info['backend']}/{precision}"
-            drift_out["engines"][key] = {
-                "info": info,
-                **drift.to_dict(),
-                "per_face": drift.per_face,
-            }
-            ver_out["engines"][key] = {
-                "info": info,
-                **verification,
-                # per pair, for the notebooks' score scatter and ROC curves
-                "reference_scores": ref_scores,
-                "engine_scores": pair_scores(*eng_pairs).tolist(),
-                "same": pairs.same.tolist(),
-            }
-            results[precision] = {
-                "backend": info["backend"],
-                "drift": drift.to_dict(),
-                "verification": verification,
-                "speedup": {r["batch_size"]: r["speedup_vs_reference"] for r in records},
-                "peak_vram_mb": (
-                    memory["peak_memory_mb"] if memory["memory_kind"] == "vram" else None
-                ),
-                "peak_memory": memory,
-            }
-
+        ver_out["engines"][key] = {
+            "info": c.info,
+            "status": c.status,
+            **(c.verification or {}),
+            # per pair, for the notebooks' score scatter and ROC curves
+            "reference_scores": ref_scores,
+            "engine_scores": pair_scores(*pair_embeddings(c.outputs)).tolist(),
+            "same": opt.same.tolist(),
+        }
+        bench_out["records"] += c.records
     _write(run_dir, "drift.json", drift_out)
     _write(run_dir, "verification.json", ver_out)
     _write(run_dir, "bench.json", bench_out)
+
+    results = _per_precision(params, opt)
     checks = evaluate(results, params.thresholds)
+    chosen = opt.chosen
+    label = chosen.candidate.label if chosen else "chosen engine"
+    speedup = None
+    if chosen is not None:
+        speedup = chosen.speedup_vs_reference
+    checks.append(speed_check(label, speedup, opt.batch_size, opt.host.cls, params.thresholds))
     device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
     verdict = {
-        "passed": bool(checks) and all(c.passed for c in checks),
+        "passed": verdict_passed(checks),
         "checks": [c.to_dict() for c in checks],
         "results": results,
+        "hardware_class": opt.host.cls,
+        "chosen": optimized["chosen"],
         "target_note": params.thresholds.target_note,
-        "matrix_row": matrix_row(params.name, device, checks),
+        "matrix_row": matrix_row(params.name, f"{device} ({opt.host.cls})", checks),
     }
     _write(run_dir, "verdict.json", verdict)
-    return RunResult(run_dir, checks, device)
+    return RunResult(run_dir, checks, device, optimized)
 
 
 def run(

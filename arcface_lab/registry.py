@@ -12,7 +12,9 @@ The chain ``"auto"`` is :func:`default_chain`: on a GPU TensorRT first, then
 ``torch_fast`` (FP16, channels-last, CUDA graphs: the fast path without
 TensorRT), then ONNX Runtime; on a CPU OpenVINO first (BF16 at the machine's
 floor; FP32 with an explicit FP32 hint), then ONNX Runtime. PyTorch eager closes
-both, since it runs everywhere.
+both, since it runs everywhere. ``auto`` never picks a precision the host only
+emulates (:meth:`Engine.support`): such a backend is skipped with the reason. A
+chain named explicitly runs an emulated precision, with a warning in ``info``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import fnmatch
 import importlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from arcface_lab.engines.base import Engine, Fallback
+from arcface_lab.engines.base import Engine, Fallback, Support
 from arcface_lab.errors import BackendUnavailable, UnknownBackendError
+
+if TYPE_CHECKING:
+    from arcface_lab.core.host import Host
 
 __all__ = [
     "BackendStatus",
@@ -112,6 +117,7 @@ class BackendStatus:
     reason: str | None
     precisions: tuple[str, ...]
     description: str
+    support: dict[str, Support] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,20 +125,28 @@ class BackendStatus:
             "available": self.available,
             "reason": self.reason,
             "precisions": list(self.precisions),
+            "support": {p: s.to_dict() for p, s in self.support.items()},
             "description": self.description,
         }
 
 
-def list_backends(pattern: str = "*") -> list[BackendStatus]:
-    """Registered backends matching a glob ``pattern``, with availability and reason."""
+def list_backends(pattern: str = "*", host: Host | None = None) -> list[BackendStatus]:
+    """Registered backends matching a glob ``pattern``: availability, and per precision
+    whether ``host`` (default: this machine) runs it natively, emulated, or not at all."""
+    from arcface_lab.core.host import probe
+
     _ensure_loaded()
+    host = host or probe()
     rows = []
     for name in sorted(_backends):
         if not fnmatch.fnmatch(name, pattern):
             continue
         cls = _backends[name]
         reason = cls.availability()
-        rows.append(BackendStatus(name, reason is None, reason, cls.precisions, cls.description))
+        support = {p: cls.support(p, host) for p in cls.precisions}
+        rows.append(
+            BackendStatus(name, reason is None, reason, cls.precisions, cls.description, support)
+        )
     for name, reason in sorted(_plugin_errors.items()):
         if fnmatch.fnmatch(name, pattern):
             rows.append(BackendStatus(name, False, reason, (), "plugin"))
@@ -140,14 +154,11 @@ def list_backends(pattern: str = "*") -> list[BackendStatus]:
 
 
 def default_chain(device: str | None = None) -> list[str]:
-    """The chain ``"auto"`` stands for on ``device`` (None: a GPU when torch sees one)."""
+    """The chain ``"auto"`` stands for on ``device`` (None: a GPU when the host has one)."""
     if device is None:
-        try:
-            import torch
+        from arcface_lab.core.host import probe
 
-            gpu = bool(torch.cuda.is_available())
-        except ImportError:
-            gpu = False
+        gpu = bool(probe().gpus)
     else:
         gpu = str(device).startswith("cuda")
     return list(GPU_CHAIN if gpu else CPU_CHAIN)
@@ -185,6 +196,9 @@ def create_engine(
     ``backend_options[name]`` only to that backend. ``chain="auto"`` is
     :func:`default_chain` for the ``device`` keyword.
     """
+    from arcface_lab.core.host import probe
+
+    auto = isinstance(chain, str) and chain.strip().lower() == AUTO
     names = parse_chain(chain, kwargs.get("device"))
     skipped: list[Fallback] = []
     for name in names:
@@ -194,6 +208,13 @@ def create_engine(
             reason = (
                 f"precision {precision!r} not supported (supported: {', '.join(cls.precisions)})"
             )
+        emulated = None
+        if reason is None:
+            support = cls.support(precision, probe(), kwargs.get("device"))
+            if support.status == "emulated":
+                emulated = f"{precision} is emulated here: {support.reason}"
+                if auto:
+                    reason = f"{emulated} (auto picks native precisions only)"
         engine = None
         if reason is None:
             try:
@@ -204,6 +225,9 @@ def create_engine(
                 reason = str(exc)
         if engine is not None:
             engine.info.fallbacks = skipped + engine.info.fallbacks
+            if emulated and emulated not in engine.info.warnings:
+                log.warning("%s: %s", name, emulated)
+                engine.info.warnings.append(emulated)
             return engine
         assert reason is not None
         if strict:

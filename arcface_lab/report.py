@@ -25,6 +25,7 @@ td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;font-size:.9rem
 th{background:#f3f3f3}.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;font-weight:600}
 .banner{padding:.6rem 1rem;border-radius:4px;font-size:1.2rem}
 .bp{background:#e5f5e8}.bf{background:#fde7ea}code{background:#f3f3f3;padding:0 .2rem}
+.na{color:#6b6b6b;font-weight:600}
 pre{background:#f7f7f7;padding:.5rem;overflow-x:auto}
 """
 
@@ -110,6 +111,60 @@ def precision_summary(info: dict[str, Any]) -> str:
     return f"{precision}, FP32: {', '.join(kept)}" if kept else precision
 
 
+def candidate_rows(optimized: dict[str, Any]) -> list[list[Any]]:
+    """optimize.json's candidates as table rows (index.html and notebook 01 share them)."""
+    rows = []
+    for c in optimized["candidates"]:
+        lat = c.get("latency_ms") or {}
+        rows.append(
+            [
+                c["label"],
+                c["status"],
+                c["support"]["status"],
+                None if not lat else round(lat["median"], 1),
+                None if c["speedup_vs_reference"] is None else round(c["speedup_vs_reference"], 2),
+                c["cosine_min"],
+                c["held_out_cosine_min"],
+                c["decision_flips"],
+                None if c["first_run_s"] is None else round(c["first_run_s"], 1),
+                c["reason"],
+            ]
+        )
+    return rows
+
+
+CANDIDATE_HEADER = [
+    "candidate",
+    "status",
+    "on this host",
+    "median ms",
+    "speedup",
+    "cosine min",
+    "held-out cosine min",
+    "flips",
+    "first run s",
+    "reason",
+]
+
+
+def _optimize(optimized: dict[str, Any]) -> str:
+    host = optimized["host"]
+    chosen = optimized.get("chosen")
+    if chosen:
+        what = (
+            f"Chosen: <b>{html.escape(chosen['label'])}</b>, "
+            f"{chosen['speedup_vs_reference']:.2f}x {html.escape(optimized['reference']['label'])}"
+            f" at batch {optimized['batch_size']}, the fastest of the candidates that passed "
+            "every gate."
+        )
+    else:
+        what = '<span class="fail">No candidate passed every gate.</span>'
+    injected = " (injected)" if host.get("injected") else ""
+    return f"<h2>Optimize on {html.escape(host['class'])}{injected}</h2><p>{what}</p>" + _table(
+        CANDIDATE_HEADER, candidate_rows(optimized)
+    )
+
+
 def _engines(drift: dict[str, Any]) -> str:
     rows = []
     for name, e in (drift.get("engines") or {}).items():
@@ -175,6 +230,7 @@ def render(run_dir: str | Path) -> Path:
     ver = _load(run_dir, "verification.json", required=False) or {}
     drift = _load(run_dir, "drift.json", required=False) or {}
     rendered = _load(run_dir, "notebooks.json", required=False)
+    optimized = _load(run_dir, "optimize.json", required=False)
 
     parts = [f"<h1>arcface_lab run: {html.escape(_run_name(run_dir))}</h1>"]
     if error:
@@ -196,19 +252,26 @@ def render(run_dir: str | Path) -> Path:
                 c["metric"],
                 c["target"],
                 c["measured"],
-                "pass" if c["passed"] else "FAIL",
-                c.get("note", ""),
+                c.get("status") or ("pass" if c["passed"] else "FAIL"),
+                "; ".join(filter(None, [c.get("note", ""), c.get("floor", "")])),
             ]
             for c in verdict["checks"]
         ]
-        header = ["metric", "target", "measured", "pass/fail", "note"]
-        parts.append("<h2>Acceptance</h2>" + _table(header, rows))
+        header = ["metric", "target", "measured", "verdict", "note"]
+        hw = verdict.get("hardware_class")
+        parts.append(
+            "<h2>Acceptance</h2>"
+            + (f"<p>Hardware class: <code>{html.escape(hw)}</code></p>" if hw else "")
+            + _table(header, rows)
+        )
         parts.append(
             "<h3>Acceptance-matrix row</h3><pre>| run | device | checks | verdict |\n"
             f"|---|---|---|---|\n{html.escape(verdict['matrix_row'])}</pre>"
         )
     if verdict or rendered:
         parts.append(_notebooks(run_dir, rendered, bool(error)))
+    if optimized:
+        parts.append(_optimize(optimized))
     parts.append(_engines(drift))
     if ver.get("engines"):
         kind = ver.get("data_kind", "?")

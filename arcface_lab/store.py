@@ -81,15 +81,6 @@ MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-#: CPU features that change which kernels an inference library picks.
-_ISA_FLAGS = frozenset(
-    {
-        *("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx_vnni_int8"),
-        *("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx512_vnni"),
-        *("avx512_bf16", "avx512_fp16", "avx512ifma", "avx512vbmi"),
-        *("asimd", "asimdhp", "asimddp", "fphp", "sve", "sve2", "i8mm", "bf16"),
-    }
-)
 Origin = Literal["built", "local", "remote"]
 
 
@@ -180,21 +171,13 @@ def device_fingerprint(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> dic
     gpu = _gpu_fingerprint()
     if gpu is not None:
         return gpu
-    model, flags = "", set[str]()
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name in ("model name", "hardware", "cpu model") and not model:
-                model = value.strip()
-            elif name in ("flags", "features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    isa = sorted(f for f in flags if f in _ISA_FLAGS or f.startswith("amx"))
+    from arcface_lab.core.host import real_cpu
+
+    cpu = real_cpu(cpuinfo)
+    isa = sorted(cpu.flags)
     return {
         "kind": "cpu",
-        "model": model or platform.processor() or platform.machine(),
+        "model": cpu.model,
         "machine": platform.machine(),
         "isa": isa,
     }

@@ -196,3 +196,24 @@ def test_seeded_model_is_deterministic_and_fp16_safe() -> None:
     # fp16 overflows at 65504: seeded activations stay orders of magnitude below.
     assert max(peaks) < 1000, max(peaks)
     assert torch.isfinite(out).all()
+
+
+def test_seeded_weights_are_cached_and_verified_before_use(tmp_path, caplog) -> None:
+    import torch
+
+    from arcface_lab.models.source import resolve_model
+
+    first = resolve_model("seeded:r18", cache_dir=tmp_path).torch_module()
+    (cached,) = (tmp_path / "seeded").glob("r18-seed0-*.pt")
+    assert (cached.parent / (cached.name + ".sha256")).is_file()
+    again = resolve_model("seeded:r18", cache_dir=tmp_path).torch_module()  # from the cache
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: never loaded, made again
+    cached.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        remade = resolve_model("seeded:r18", cache_dir=tmp_path).torch_module()
+    assert "expected" in caplog.text and "made again" in caplog.text
+    for a, b in zip(first.state_dict().values(), remade.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

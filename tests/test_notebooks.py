@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CI_PARAMS = str(ROOT / "params" / "ci.yaml")
 DATA = Path(__file__).resolve().parent / "data"
 NOTEBOOKS = ("01_build_engines", "02_embedding_drift", "03_benchmark", "04_acceptance_report")
-MEASURED = ("environment", "drift", "verification", "bench", "verdict")
+MEASURED = ("environment", "optimize", "drift", "verification", "bench", "verdict")
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def replay(ci_run: tuple[int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
         for name in MEASURED:
             shutil.copy(source / f"{name}.json", run_dir / f"{name}.json")
         verdict = json.loads((source / "verdict.json").read_text())
-        return pipeline.RunResult(run_dir, [Check(**c) for c in verdict["checks"]])
+        return pipeline.RunResult(run_dir, [Check.from_dict(c) for c in verdict["checks"]])
 
     monkeypatch.setattr(pipeline, "_measure", fake_measure)
 

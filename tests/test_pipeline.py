@@ -28,31 +28,58 @@ def _tiny(**overrides: object) -> Params:
 
 
 def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
+    """On an AVX2 machine (injected): fp16 and bf16 are n/a, never FAIL; the class target holds."""
+    from arcface_lab.core.host import CLASS_ENV
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
-    result = run(_tiny(), reports_root=tmp_path)
+    monkeypatch.setenv(CLASS_ENV, "cpu-avx2")
+    params = _tiny(
+        backends={
+            "chain": ["onnxruntime", "torch_fast", "torch"],
+            "precisions": ["fp32", "fp16", "bf16"],
+        },
+        thresholds={
+            "cosine_min": {"fp32": 0.99999, "fp16": 0.999, "bf16": 0.999},
+            "decision_flips_max": 0,
+            "speedup_batch": 4,
+            "speed_targets": {"cpu-avx2": {"speedup_min": 0.01, "floor": "test floor"}},
+        },
+    )
+    result = run(params, reports_root=tmp_path)
     assert result.passed, result.summary_text()
     names = {p.name for p in result.run_dir.iterdir()}
     assert {"environment.json", "drift.json", "verification.json", "bench.json"} <= names
-    assert {"verdict.json", "index.html"} <= names
+    assert {"verdict.json", "index.html", "optimize.json"} <= names
     bench = json.loads((result.run_dir / "bench.json").read_text())["records"]
     keys = {"backend", "precision", "batch_size", "throughput_ips", "cov", "speedup_vs_reference"}
     assert all(keys <= set(r) for r in bench)
-    assert {(r["backend"], r["precision"]) for r in bench} >= {
-        ("torch", "fp32"),
-        ("onnxruntime", "fp16"),
-    }
+    assert [r["engine"] for r in bench if r["reference"]] == ["torch/fp32"]  # marked, not implied
+    assert {r["engine"] for r in bench} >= {"onnxruntime/fp32", "torch_fast/fp32"}
+    verdict = json.loads((result.run_dir / "verdict.json").read_text())
+    status = {c["metric"]: c["status"] for c in verdict["checks"]}
+    assert status["fp16"] == status["bf16"] == "n/a"
+    assert status["fp32 held-out cosine min"] == "pass"
+    assert status["chosen engine speedup @ batch 4"] == "pass"
+    bf16 = next(c for c in verdict["checks"] if c["metric"] == "bf16")
+    assert bf16["note"].startswith("n/a on this hardware (cpu-avx2): torch_fast: torch emulates")
+    assert verdict["hardware_class"] == "cpu-avx2" and verdict["chosen"]["status"] == "chosen"
+    text = result.summary_text()
+    assert "hardware class: cpu-avx2 (injected)" in text and "verdict: PASS" in text
+    assert "torch_fast/bf16" in text and "not_native" in text
+    env = json.loads((result.run_dir / "environment.json").read_text())
+    assert env["hardware_class"] == "cpu-avx2" and env["hardware"]["injected"] == "cpu-avx2"
     assert not list(tmp_path.glob(".*partial"))
     # rendered again from the JSON alone
     (result.run_dir / "index.html").unlink()
     page = render(result.run_dir).read_text()
-    assert "Verdict" in page and "<h2>Engines</h2>" in page
-    assert "fp16 on CPUExecutionProvider" in page  # what the fp16 engine ran on
+    assert "Verdict" in page and "<h2>Engines</h2>" in page and "Optimize on cpu-avx2" in page
+    assert "fp32 on CPUExecutionProvider" in page  # what the ONNX Runtime engine ran on
 
 
 def test_failed_run_keeps_its_folder_and_says_so(tmp_path: Path, cache_dir, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
-    params = _tiny(backends={"chain": ["torch"], "precisions": ["fp16"], "strict": True})
-    with pytest.raises(BackendUnavailable):
+    params = _tiny(backends={"chain": ["torch"], "reference": "tensorrt", "precisions": ["fp32"]})
+    with pytest.raises(BackendUnavailable):  # no reference: nothing can be judged
         run(params, out_dir=tmp_path / "r1")
     failed = tmp_path / "r1.failed"
     assert (failed / "error.json").is_file() and not (tmp_path / "r1").exists()
@@ -70,7 +97,6 @@ def test_verdict_on_constructed_metrics() -> None:
         cosine_min={"fp16": 0.999},
         accuracy_delta_max={"fp16": 0.001},
         decision_flips_max=0,
-        speedup_min={"fp16": 5.0},
         vram_mb_max=2048,
     )
     good = {
@@ -91,7 +117,7 @@ def test_verdict_on_constructed_metrics() -> None:
         }
     }
     checks = evaluate(bad, t)
-    assert [c.passed for c in checks] == [False] * 5
+    assert [c.passed for c in checks] == [False] * 4
     assert checks[-1].note == "no GPU in this run"
     missing = evaluate({"fp16": {"unavailable": "no backend"}}, t)
     assert all(not c.passed and c.note == "no backend" for c in missing)
@@ -111,14 +137,14 @@ def test_bench_statistics_on_a_synthetic_timer() -> None:
 
 def test_committed_params_targets() -> None:
     gpu = load_params(ROOT / "params" / "gpu.yaml").thresholds
-    assert gpu.speedup_min["fp16"] == 5.0 and gpu.vram_mb_max == 2048
+    assert gpu.speed_targets["gpu-*"].speedup_min == 5.0 and gpu.vram_mb_max == 2048
     assert gpu.cosine_min["fp16"] == 0.999 and gpu.accuracy_delta_max["fp16"] == 0.001
 
 
 def test_gpu_driver_version_from_nvidia_smi(tmp_path: Path, monkeypatch) -> None:
     import sys
 
-    from arcface_lab.pipeline import gpu_driver_version
+    from arcface_lab.core.host import gpu_driver_version
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # NVML absent: the command line answers
     fake = tmp_path / "nvidia-smi"

@@ -5,6 +5,8 @@ batching, L2 normalization, the ``info`` record, the context manager); a
 backend overrides only what differs:
 
 - ``availability()`` (classmethod): ``None`` if it can run here, else why not;
+- ``_support(precision, host, kind)`` (classmethod, optional): whether a precision is
+  native, emulated or unavailable on a host (default: native wherever it runs);
 - ``_load()``: build or load whatever runs the model;
 - ``_infer(x)``: one preprocessed float32 batch in, raw ``(n, D)`` embeddings out;
 - ``_close()`` (optional): release it.
@@ -18,14 +20,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from arcface_lab.data import check_images
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback"]
+if TYPE_CHECKING:
+    from arcface_lab.core.host import Host
+
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "Support"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,33 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: Options every engine accepts (a chain passes them to each candidate); backends that
 #: have no use for one ignore it.
 COMMON_OPTIONS = frozenset({"store", "batch_min", "batch_opt", "batch_max", "threads"})
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether a backend runs a precision on a host, and how.
+
+    ``native``: the hardware computes in that precision (or the precision is FP32);
+    ``emulated``: it runs, but the arithmetic is converted or emulated, so it is slow or
+    measures only weight rounding (never picked by ``auto`` or tried by optimize);
+    ``unavailable``: it cannot run here. ``reason`` says why for the last two, and may
+    carry a note for ``native`` (INT8 without VNNI needs the overflow fix).
+    """
+
+    status: Literal["native", "emulated", "unavailable"]
+    reason: str = ""
+
+    @property
+    def native(self) -> bool:
+        return self.status == "native"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"status": self.status, "reason": self.reason}
+
+
+def device_kind(device: str | None) -> str:
+    """``"cuda"`` for ``cuda``/``cuda:N``, else ``"cpu"``."""
+    return "cuda" if str(device or "").startswith("cuda") else "cpu"
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,14 @@ class Engine(ABC):
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: Backend-specific option names; anything else (a typo) is an error.
     option_names: ClassVar[frozenset[str]] = frozenset()
+    #: Runs only models that have a PyTorch module (``.pth``, ``seeded:``), not ``.onnx``.
+    needs_torch: ClassVar[bool] = False
+    #: Device kinds (``cpu``, ``cuda``) this backend can run on.
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: Expected speedup over torch eager FP32 per ``(device kind, precision)``, measured on
+    #: this project's machines (docs/performance.md). It only orders optimize's candidates,
+    #: so a small budget tries the most promising first; it is never a target.
+    expected_speedup: ClassVar[dict[tuple[str, str], float]] = {}
 
     def __init__(
         self,
@@ -133,6 +173,49 @@ class Engine(ABC):
             if importlib.util.find_spec(module) is None:
                 return f"{module} is not installed: {install}"
         return None
+
+    @classmethod
+    def support(
+        cls, precision: str, host: Host | None = None, device: str | None = None
+    ) -> Support:
+        """Whether ``precision`` runs natively, emulated, or not at all on ``host``.
+
+        ``device`` (``cpu``, ``cuda``, ``cuda:N``) defaults to where optimize runs on
+        ``host`` (its GPU when it has one); ``host`` defaults to
+        :func:`~arcface_lab.core.host.probe`.
+        """
+        from arcface_lab.core.host import probe
+
+        host = host or probe()
+        kind = device_kind(device or host.device)
+        reason = cls.availability()
+        if reason is not None:
+            return Support("unavailable", reason)
+        if precision not in cls.precisions:
+            return Support(
+                "unavailable",
+                f"precision {precision!r} not supported (supported: {', '.join(cls.precisions)})",
+            )
+        if kind not in cls.devices:
+            return Support("unavailable", f"runs on {' or '.join(cls.devices)} only, not {kind}")
+        if kind == "cuda" and not host.gpus:
+            return Support("unavailable", "no CUDA GPU on this host")
+        return cls._support(precision, host, kind)
+
+    @classmethod
+    def _support(cls, precision: str, host: Host, kind: str) -> Support:
+        """What ``precision`` is on ``host``'s ``kind`` device; backends that emulate override."""
+        return Support("native")
+
+    @classmethod
+    def candidate_options(cls, precision: str, host: Host) -> list[tuple[dict[str, Any], float]]:
+        """Option sets worth trying for ``precision`` in optimize, each with its expected speedup.
+
+        Default: the backend's defaults alone. A backend with options that change speed or
+        accuracy (OpenVINO's INT8 search on or off) returns one entry per setting.
+        """
+        kind = device_kind(host.device)
+        return [({}, cls.expected_speedup.get((kind, precision), 1.0))]
 
     @abstractmethod
     def _load(self) -> None:

@@ -23,13 +23,16 @@ import os
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from arcface_lab.engines.base import Engine
+from arcface_lab.engines.base import Engine, Support
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
+
+if TYPE_CHECKING:
+    from arcface_lab.core.host import Host
 
 __all__ = ["OnnxRuntimeEngine"]
 
@@ -51,6 +54,28 @@ class OnnxRuntimeEngine(Engine):
     description = "ONNX Runtime (CPU, CUDA, TensorRT execution providers)"
     requires = (("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),)
     option_names = frozenset({"providers"})
+    devices = ("cpu", "cuda")
+    expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
+        ("cpu", "fp32"): 1.5,
+        ("cuda", "fp32"): 1.2,
+        ("cuda", "fp16"): 4.0,
+    }
+
+    @classmethod
+    def _support(cls, precision: str, host: Host, kind: str) -> Support:
+        if kind == "cpu":
+            if precision == "fp16":
+                return Support(
+                    "emulated",
+                    "ONNX Runtime's CPU provider casts every FP16 node back to FP32: slower than "
+                    "FP32, and no FP16 arithmetic (it measures weight rounding only)",
+                )
+            return Support("native")
+        import onnxruntime as ort
+
+        if _PROVIDERS["cuda"] not in ort.get_available_providers():
+            return Support("unavailable", "no CUDAExecutionProvider: pip install onnxruntime-gpu")
+        return Support("native")
 
     def _provider_list(self, available: list[str]) -> list[Any]:
         wanted = self.options.get("providers", "auto")

@@ -66,13 +66,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from arcface_lab.engines.base import Engine
+from arcface_lab.engines.base import Engine, Support
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
+
+if TYPE_CHECKING:
+    from arcface_lab.core.host import Host
 
 __all__ = ["OpenVinoEngine"]
 
@@ -91,26 +94,6 @@ def _seconds(t0: float) -> float:
 def _type_name(value: Any) -> str:
     get = getattr(value, "get_type_name", None)
     return str(get()) if callable(get) else str(value)
-
-
-def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU has an INT8 dot product without INT16 saturation (VNNI or AMX).
-
-    Read from the flags in ``cpuinfo`` (default: ``/proc/cpuinfo``); where that cannot
-    be read the answer is no, which keeps NNCF's safe default (7-bit weights in the
-    first quantized layer).
-    """
-    text = cpuinfo
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    return False
 
 
 def _array_id(*arrays: np.ndarray) -> str:
@@ -175,6 +158,43 @@ class OpenVinoEngine(Engine):
             "performance_hint",
         }
     )
+    # seeded r50, batch 32, 2 threads (docs/performance.md): Zen 4 fp32 1.9x, bf16 3.6x,
+    # gated int8 3.7x, every layer int8 6.3x; Zen 3 (AVX2) fp32 floor 1.5x, int8 floor 2.7x.
+    expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
+        ("cpu", "fp32"): 1.9,
+        ("cpu", "bf16"): 3.6,
+        ("cpu", "int8"): 3.7,
+    }
+
+    @classmethod
+    def _support(cls, precision: str, host: Host, kind: str) -> Support:
+        cpu = host.cpu
+        if precision == "bf16" and not cpu.native_bf16:
+            return Support(
+                "unavailable",
+                f"this CPU has no native BF16 ({cpu.cls}: needs AVX512_BF16 or AMX); "
+                "OpenVINO would run FP32 under a BF16 label",
+            )
+        if precision == "int8":
+            if importlib.util.find_spec("nncf") is None:
+                return Support("unavailable", "openvino int8 needs nncf: pip install nncf")
+            if not cpu.vnni:
+                return Support(
+                    "native",
+                    f"no VNNI ({cpu.cls}): 8-bit multiplies with 16-bit accumulation, so "
+                    "NNCF's overflow fix quantizes the first layer's weights to 7 bits",
+                )
+        return Support("native")
+
+    @classmethod
+    def candidate_options(cls, precision: str, host: Host) -> list[tuple[dict[str, Any], float]]:
+        """INT8 twice: with the accuracy-aware search, and on every layer (INT8's full speed)."""
+        if precision != "int8":
+            speedup = cls.expected_speedup[("cpu", precision)]
+            return [({}, 1.5 if precision == "fp32" and not host.cpu.native_bf16 else speedup)]
+        if host.cpu.native_bf16:
+            return [({"int8_search": False}, 6.3), ({}, 3.7)]
+        return [({"int8_search": False}, 2.7), ({}, 2.0)]
 
     # -- configuration -------------------------------------------------------------------
 
@@ -237,6 +257,7 @@ class OpenVinoEngine(Engine):
         """The quantized model through the store: its sha256 and a reader."""
         import openvino as ov
 
+        from arcface_lab.core.host import probe
         from arcface_lab.models.onnx_io import file_sha256
         from arcface_lab.quantize import quantize_int8
         from arcface_lab.store import device_fingerprint
@@ -255,7 +276,7 @@ class OpenVinoEngine(Engine):
         margin = self.options.get("int8_margin", 0.3)
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin <= 1:
             raise InputError(f"openvino int8_margin: expected a number in (0, 1], got {margin!r}")
-        overflow_fix = "disable" if cpu_has_vnni() else "first_layer_only"
+        overflow_fix = "disable" if probe().cpu.vnni else "first_layer_only"
         onnx = self.model.onnx_path()
 
         def build(tmp: Path) -> dict[str, Any]:
@@ -395,6 +416,7 @@ class OpenVinoEngine(Engine):
             raise BackendUnavailable(f"openvino: runs on the CPU here, not on {self.device!r}")
         import openvino as ov
 
+        from arcface_lab.core.host import probe
         from arcface_lab.engines.ov_fp32 import (
             fp32_option,
             keep_fp32,
@@ -404,9 +426,12 @@ class OpenVinoEngine(Engine):
         from arcface_lab.models.onnx_io import file_sha256
 
         started = time.perf_counter()
+        support = self.support(self.precision, probe(), "cpu")
+        if not support.native:
+            raise BackendUnavailable(f"openvino {self.precision}: {support.reason}")
         core = ov.Core()
         capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-        native_bf16 = "BF16" in capabilities
+        native_bf16 = "BF16" in capabilities and probe().cpu.native_bf16
         if self.precision == "bf16" and not native_bf16:
             raise BackendUnavailable(
                 "openvino bf16: this CPU has no native BF16 (OPTIMIZATION_CAPABILITIES: "

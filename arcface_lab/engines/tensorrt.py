@@ -47,13 +47,16 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from arcface_lab.engines.base import Engine
+from arcface_lab.engines.base import Engine, Support
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 from arcface_lab.registry import register_backend
+
+if TYPE_CHECKING:
+    from arcface_lab.core.host import Host
 
 __all__ = [
     "Profile",
@@ -473,6 +476,22 @@ class TensorRTEngine(Engine):
         ("torch", "pip install torch (a CUDA build: its tensors are the device buffers)"),
     )
     option_names = frozenset({"workspace_mb", "tf32", "hardware_compatibility", "timing_cache"})
+    devices = ("cuda",)
+    expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
+        ("cuda", "fp32"): 3.0,
+        ("cuda", "fp16"): 8.0,
+    }
+
+    @classmethod
+    def _support(cls, precision: str, host: Host, kind: str) -> Support:
+        major, minor = host.gpus[0].capability
+        if (major, minor) < (7, 5):
+            return Support(
+                "unavailable",
+                "TensorRT 10 supports compute capability 7.5 and newer, "
+                f"this GPU is {major}.{minor}",
+            )
+        return Support("native")
 
     @classmethod
     def availability(cls) -> str | None:

@@ -6,7 +6,7 @@ is strict FP32 (recorded in ``info.details``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,12 @@ class TorchEngine(Engine):
     precisions = ("fp32",)
     description = "PyTorch eager FP32, the reference (CPU or CUDA)"
     requires = (("torch", "pip install torch"),)
+    needs_torch = True
+    devices = ("cpu", "cuda")
+    expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
+        ("cpu", "fp32"): 1.0,
+        ("cuda", "fp32"): 1.0,
+    }
 
     def _load(self) -> None:
         import torch

@@ -30,7 +30,11 @@ from arcface_lab.models.onnx_io import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from arcface_lab.models.iresnet import IResNet
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ModelSource", "default_cache_dir", "resolve_model"]
 
@@ -72,7 +76,7 @@ class ModelSource:
 
             if self.kind == "seeded":
                 assert self.arch is not None
-                self._module = seeded_model(self.arch, self.seed)
+                self._module = _cached_seeded(self.arch, self.seed, self.cache_dir, seeded_model)
             elif self.kind == "checkpoint":
                 assert self.path is not None
                 self._module = load_checkpoint_model(self.path, self.arch)
@@ -225,3 +229,45 @@ def _preprocess_from_shape(shape: tuple[int | str, ...], default: Preprocess) ->
         layout, hw = "NCHW", (b, c)
     size = tuple(int(d) for d in hw) if all(isinstance(d, int) for d in hw) else default.size
     return replace(default, layout=layout, size=size)  # type: ignore[arg-type]
+
+
+def _cached_seeded(
+    arch: str, seed: int, cache_dir: Path, make: Callable[[str, int], IResNet]
+) -> IResNet:
+    """``make(arch, seed)``, its weights kept in ``cache_dir/seeded`` and verified before use.
+
+    Making seeded weights calibrates BatchNorm on synthetic faces (seconds for r18, more
+    for r100), and every engine process needs them. The file is keyed by the recipe (the
+    source of ``make``) and the torch version, written atomically with its sha256 beside
+    it, checked against that sha256 before ``torch.load(weights_only=True)``; a copy that
+    does not match is removed and made again.
+    """
+    import inspect
+
+    import torch
+
+    from arcface_lab.models.iresnet import build_iresnet
+
+    recipe = hashlib.sha256(inspect.getsource(make).encode()).hexdigest()[:12]
+    path = cache_dir / "seeded" / f"{arch}-seed{seed}-torch{torch.__version__}-{recipe}.pt"
+    sidecar = path.with_name(path.name + ".sha256")
+    if path.is_file() and sidecar.is_file():
+        expected = sidecar.read_text().strip()
+        actual = file_sha256(path)
+        if actual == expected:
+            module = build_iresnet(arch)
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return module.eval()
+        log.warning("%s: sha256 %s, expected %s: made again", path, actual[:16], expected[:16])
+        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    module = make(arch, seed)
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(module.state_dict(), tmp)
+            digest = file_sha256(tmp)
+        with atomic_path(sidecar) as tmp:
+            tmp.write_text(digest + "\n")
+    except OSError as exc:  # a read-only cache costs time, never the run
+        log.warning("seeded weights not cached in %s: %s", path.parent, exc)
+    return module

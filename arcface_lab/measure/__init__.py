@@ -1,0 +1,1 @@
+"""The measure wing: timing, the worker process, and optimize (reference, candidates, compare)."""

@@ -1,0 +1,680 @@
+"""Optimize: the fastest engine that is still the same model, on the machine at hand.
+
+Like Triton Model Navigator's ``optimize``, judged by face-recognition gates:
+
+1. **Candidates**: every backend of ``backends.chain`` x every precision of
+   ``backends.precisions`` it supports x the option sets that matter there
+   (:meth:`Engine.candidate_options`, e.g. OpenVINO INT8 with the accuracy-aware
+   search and without it). Each is labelled ``native``, ``emulated`` or
+   ``unavailable`` on this host by its backend (:meth:`Engine.support`); only native
+   ones run unless ``optimize.emulated`` is set. They run fastest-expected first, so
+   a small budget still tries the most promising and says what it skipped.
+2. **Reference**: torch eager FP32 (ONNX Runtime FP32 for an ``.onnx`` model) in a
+   process of its own, measured in this same run.
+3. **Each candidate** in a process of its own (:func:`arcface_lab.bench.run_worker`),
+   built through the engine store, embeds the validation faces, the held-out faces
+   (never used for calibration or gating) and the verification pairs, and is timed at
+   the params batch sizes. It is checked against the params gates
+   (:func:`arcface_lab.acceptance.gate_checks`): per-face cosine on the validation
+   and the held-out faces, accuracy delta and decision flips at the reference's
+   thresholds.
+4. **Choice**: the candidate with the lowest median latency at the comparison batch
+   among those that passed every gate.
+
+The result (:class:`OptimizeResult`) is written as ``optimize.json``: ``host``,
+``chosen`` and ``candidates[]`` with each one's status (:data:`STATUSES`) and reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from arcface_lab.acceptance import Check, gate_checks
+from arcface_lab.core.host import Host, probe
+from arcface_lab.engines.base import Support
+from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, InputError, ParamsError
+
+if TYPE_CHECKING:
+    from arcface_lab.models.source import ModelSource
+    from arcface_lab.params import Params
+
+__all__ = [
+    "STATUSES",
+    "Candidate",
+    "CandidateResult",
+    "OptimizeResult",
+    "candidates",
+    "engine_options",
+    "optimize",
+    "reference_backend",
+]
+
+log = logging.getLogger(__name__)
+
+#: What became of a candidate.
+STATUSES = (
+    "chosen",  # passed every gate and is the fastest that did
+    "passed",  # passed every gate, slower than the chosen one
+    "failed_gate",  # ran, and missed a gate (the reason names it)
+    "not_native",  # this host only emulates the precision (not run unless optimize.emulated)
+    "unavailable",  # the backend cannot run it here (missing library, device, option)
+    "error",  # the worker failed
+    "over_budget",  # not started, or stopped, when optimize.budget_s was spent
+)
+#: Seed of the held-out faces drawn as ``synthetic:N`` (never the validation faces' seed).
+HELD_OUT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backend x precision x option set, as this host supports it."""
+
+    backend: str
+    precision: str
+    options: tuple[tuple[str, Any], ...] = ()
+    support: Support = field(default_factory=lambda: Support("native"))
+    expected_speedup: float = 1.0
+
+    @property
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.backend}/{self.precision}" + (f" ({extra})" if extra else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "backend": self.backend,
+            "precision": self.precision,
+            "options": dict(self.options),
+            "support": self.support.to_dict(),
+            "expected_speedup": self.expected_speedup,
+        }
+
+
+@dataclass
+class CandidateResult:
+    """What one candidate did: status, reason, gates, speed, and its embeddings."""
+
+    candidate: Candidate
+    status: str
+    reason: str = ""
+    checks: list[Check] = field(default_factory=list)
+    latency_ms: dict[str, float] | None = None
+    speedup_vs_reference: float | None = None
+    cosine_min: float | None = None
+    held_out_cosine_min: float | None = None
+    decision_flips: int | None = None
+    accuracy_delta: float | None = None
+    first_run_s: float | None = None
+    info: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    drift: Any = None  # validate.DriftStats of the validation faces
+    held_out: Any = None  # validate.DriftStats of the held-out faces
+    verification: dict[str, Any] | None = None
+    worker: dict[str, Any] | None = None  # the worker's raw result (timings, memory, second)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def ran(self) -> bool:
+        return self.latency_ms is not None
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("chosen", "passed")
+
+    def to_dict(self) -> dict[str, Any]:
+        art = (self.info or {}).get("artifact") or {}
+        return {
+            **self.candidate.to_dict(),
+            "status": self.status,
+            "reason": self.reason,
+            "latency_ms": self.latency_ms,
+            "speedup_vs_reference": self.speedup_vs_reference,
+            "cosine_min": self.cosine_min,
+            "held_out_cosine_min": self.held_out_cosine_min,
+            "decision_flips": self.decision_flips,
+            "accuracy_delta": self.accuracy_delta,
+            "first_run_s": self.first_run_s,
+            "artifact": {k: art[k] for k in ("kind", "key", "origin") if k in art} or None,
+            "peak_memory": (self.worker or {}).get("memory"),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+@dataclass
+class OptimizeResult:
+    """Every candidate, the reference they were measured against, and the choice."""
+
+    host: Host
+    model: dict[str, Any]
+    batch_size: int
+    reference: CandidateResult
+    candidates: list[CandidateResult]
+    budget_s: float
+    wall_s: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+    #: Per verification pair: the same person (the pairs' labels, for per-pair plots).
+    same: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+
+    @property
+    def chosen(self) -> CandidateResult | None:
+        return next((c for c in self.candidates if c.status == "chosen"), None)
+
+    def ran(self) -> list[CandidateResult]:
+        return [c for c in self.candidates if c.ran]
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "host": self.host.to_dict(),
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "budget_s": self.budget_s,
+            "wall_s": self.wall_s,
+            "data": self.data,
+            "reference": self.reference.to_dict(),
+            "chosen": None if chosen is None else chosen.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+    def write(self, folder: str | Path) -> Path:
+        """``folder/optimize.json``, written whole or not at all."""
+        from arcface_lab.models.onnx_io import atomic_path
+
+        path = Path(folder) / "optimize.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        return path
+
+    def table(self) -> str:
+        """Every candidate in one line: status, speed, gates, reason."""
+        return "\n".join(candidate_table(self.to_dict()))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def candidate_table(payload: Mapping[str, Any]) -> list[str]:
+    """``optimize.json``'s candidates as text rows (the CLI, ``make report`` and ``make bench``)."""
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = [
+        f"{'candidate':<44} {'status':<12} {'b' + str(payload['batch_size']) + ' ms':>9} "
+        f"{'speedup':>8} {'cos min':>8} {'held-out':>8} {'flips':>5} {'1st s':>6}  reason"
+    ]
+    for c in payload["candidates"]:
+        median = (c.get("latency_ms") or {}).get("median")
+        rows.append(
+            f"{c['label']:<44} {c['status']:<12} {num(median, '.0f'):>9} "
+            f"{num(c['speedup_vs_reference'], '.2f'):>8} {num(c['cosine_min'], '.5f'):>8} "
+            f"{num(c['held_out_cosine_min'], '.5f'):>8} {num(c['decision_flips'], 'd'):>5} "
+            f"{num(c['first_run_s'], '.1f'):>6}  {c['reason']}"
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def reference_backend(model: ModelSource | None, preferred: str = "torch") -> str:
+    """The reference for ``model``: ``preferred`` (torch), ONNX Runtime FP32 for an ``.onnx``."""
+    from arcface_lab.registry import get_backend
+
+    if model is not None and not model.has_torch_module and get_backend(preferred).needs_torch:
+        return "onnxruntime"
+    return preferred
+
+
+def candidates(
+    params: Params, host: Host | None = None, model: ModelSource | None = None
+) -> list[Candidate]:
+    """Every candidate of ``params`` on ``host``: runnable ones fastest-expected first."""
+    from arcface_lab.registry import get_backend
+
+    host = host or probe()
+    out: list[Candidate] = []
+    for name in params.backends.chain:
+        cls = get_backend(name)
+        for precision in params.backends.precisions:
+            if precision not in cls.precisions:
+                continue  # not a candidate at all: the backend has no such precision
+            support = cls.support(precision, host)
+            needs_torch = cls.needs_torch and model is not None and not model.has_torch_module
+            if support.status != "unavailable" and needs_torch:
+                assert model is not None
+                support = Support(
+                    "unavailable", f"{model.spec} is an ONNX file; {name} runs torch models"
+                )
+            options = (
+                cls.candidate_options(precision, host)
+                if support.status != "unavailable"
+                else [({}, 0.0)]
+            )
+            for opts, expected in options:
+                out.append(
+                    Candidate(name, precision, tuple(sorted(opts.items())), support, expected)
+                )
+    rank = {"native": 0, "emulated": 1, "unavailable": 2}
+    return sorted(out, key=lambda c: (rank[c.support.status], -c.expected_speedup))
+
+
+def engine_options(
+    backend: str, precision: str, params: Params, threads: int = 0
+) -> dict[str, Any]:
+    """Options for one engine of a run: params' ``backends.options`` and what the run adds.
+
+    OpenVINO INT8 gets its gates from ``thresholds`` (``cosine_min.int8``,
+    ``decision_flips_max``) and calibrates on the run's validation faces and pairs; it
+    loads even when it misses them, so the run measures it and judges it by the same
+    gates as every other candidate.
+    """
+    options: dict[str, Any] = dict(params.backends.options.get(backend, {}))
+    if threads and backend in ("onnxruntime", "openvino"):
+        options.setdefault("threads", threads)
+    if backend == "openvino" and precision == "int8":
+        options.update(int8_gate_options(params))
+        options.setdefault("int8_enforce_gates", False)
+        options.setdefault("calibration", params.data.images)
+        options.setdefault("pairs", params.data.pairs)
+        options.setdefault("flip", params.data.flip)
+    return options
+
+
+def int8_gate_options(params: Params) -> dict[str, Any]:
+    """The INT8 gates from params, as OpenVINO options; a clear error when params lack them."""
+    t = params.thresholds
+    if "int8" not in t.cosine_min or t.decision_flips_max is None:
+        raise ParamsError(
+            f"{params.source}: INT8 needs accuracy gates: thresholds.cosine_min.int8 and "
+            "thresholds.decision_flips_max"
+        )
+    return {"int8_cosine_min": t.cosine_min["int8"], "int8_flips_max": t.decision_flips_max}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _comparison_batch(params: Params) -> int:
+    sizes = params.bench.batch_sizes
+    batch = params.thresholds.speedup_batch
+    return batch if batch in sizes else max(sizes)
+
+
+def held_out_images(spec: str, size: tuple[int, int]) -> np.ndarray:
+    """The held-out faces: ``synthetic:N`` with their own seed, or a path."""
+    from arcface_lab.data import images_from_spec
+
+    return images_from_spec(spec, size, seed=HELD_OUT_SEED)[0]
+
+
+def _inputs(
+    params: Params, model: ModelSource
+) -> tuple[dict[str, np.ndarray], Any, dict[str, Any]]:
+    from arcface_lab.bench import pair_arrays
+    from arcface_lab.data import images_from_spec
+    from arcface_lab.pairs import load_pairs
+
+    size = model.preprocess.size
+    pairs = load_pairs(params.data.pairs, size)
+    images, kind = images_from_spec(params.data.images, size)
+    arrays = {
+        "images": images,
+        "held_out": held_out_images(params.data.held_out, size),
+        **pair_arrays(pairs, params.data.flip),
+    }
+    data = {
+        "images": len(images),
+        "images_kind": kind,
+        "held_out": len(arrays["held_out"]),
+        "pairs": pairs.n_pairs,
+        "pairs_kind": pairs.kind,
+        "pairs_source": pairs.source,
+    }
+    return arrays, pairs, data
+
+
+class _Progress:
+    """A tqdm bar over the candidates, with one line per finished candidate."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        self.total, self.started = total, 0
+        if enabled and sys.stderr.isatty():  # a log file gets plain lines, not redraws
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, desc="optimize", unit="candidate", file=sys.stderr)
+        self.enabled = enabled
+
+    def start(self, label: str) -> None:
+        self.started += 1
+        if self.bar is None and self.enabled:
+            print(f"  [{self.started}/{self.total}] {label} ...", file=sys.stderr, flush=True)
+
+    def running(self, label: str, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{label}: {seconds:.0f} s", refresh=True)
+
+    def done(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+            self.bar.update(1)
+        elif self.enabled:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _wait(call: Callable[[], Any], label: str, progress: _Progress) -> Any:
+    """Run ``call`` in a thread, refreshing the progress bar while it runs."""
+    started = time.perf_counter()
+    progress.start(label)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(call)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                progress.running(label, time.perf_counter() - started)
+
+
+def _measured(
+    cand: Candidate,
+    raw: dict[str, Any],
+    out: dict[str, np.ndarray],
+    ref: CandidateResult | None,
+    same: np.ndarray,
+    params: Params,
+    batch: int,
+) -> CandidateResult:
+    """A candidate's worker output compared with the reference's, gated by params."""
+    from arcface_lab.bench import bench_records, pair_embeddings
+    from arcface_lab.validate import compare_verification, cosine_drift
+
+    ref_raw, ref_out = (raw, out) if ref is None else (ref.worker or {}, ref.outputs)
+    drift = cosine_drift(ref_out["images"], out["images"])
+    held = cosine_drift(ref_out["held_out"], out["held_out"])
+    ver = compare_verification(*pair_embeddings(ref_out), *pair_embeddings(out), same)
+    records = bench_records(raw, out["images"], ref_raw, ref_out["images"])
+    for r in records:
+        r.update(engine=cand.label, reference=ref is None)
+    timing = raw["timings"].get(str(batch))
+    ref_timing = ref_raw["timings"].get(str(batch))
+    checks = gate_checks(
+        cand.precision,
+        {"drift": drift.to_dict(), "held_out": held.to_dict(), "verification": ver},
+        params.thresholds,
+        label=cand.label,
+    )
+    failed = [c for c in checks if not c.passed]
+    result = CandidateResult(
+        candidate=cand,
+        status="failed_gate" if failed else "passed",
+        reason="; ".join(
+            f"{c.metric.removeprefix(cand.label + ' ')} {_number(c.measured)} (gate {c.target})"
+            for c in failed
+        ),
+        checks=checks,
+        latency_ms=(
+            None
+            if timing is None
+            else {"median": timing["median_ms"], "p90": timing["p90_ms"], "p99": timing["p99_ms"]}
+        ),
+        speedup_vs_reference=(
+            ref_timing["median_ms"] / timing["median_ms"] if timing and ref_timing else None
+        ),
+        cosine_min=drift.min,
+        held_out_cosine_min=held.min,
+        decision_flips=int(ver["decision_flips"]),
+        accuracy_delta=float(ver["accuracy_delta"]),
+        first_run_s=float(raw["setup_s"]),
+        info=raw["info"],
+        records=records,
+        drift=drift,
+        held_out=held,
+        verification=ver,
+        worker=raw,
+        outputs=out,
+    )
+    if cand.support.reason and cand.support.native:
+        result.reason = "; ".join(filter(None, [result.reason, cand.support.reason]))
+    return result
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.5f}"
+
+
+def _line(r: CandidateResult) -> str:
+    speed = f"{r.speedup_vs_reference:.2f}x" if r.speedup_vs_reference is not None else "-"
+    cos = f"cos {r.cosine_min:.5f}" if r.cosine_min is not None else ""
+    tail = f": {r.reason}" if r.reason else ""
+    return f"  {r.candidate.label:<44} {r.status:<12} {speed:>7} {cos}{tail}"
+
+
+def optimize(
+    model: str | ModelSource | None = None,
+    params: Params | str | Path | None = None,
+    *,
+    budget_s: float | None = None,
+    out: str | Path | None = None,
+    host: Host | None = None,
+    progress: bool = True,
+    recreate: bool = False,
+    store: Mapping[str, Any] | None = None,
+    workdir: str | Path | None = None,
+    plan: list[Candidate] | None = None,
+) -> OptimizeResult:
+    """Try every native candidate of ``params`` on this host; choose the fastest that passes.
+
+    Args:
+        model: a model spec (``seeded:r50``, a ``.pth``, an ``.onnx``) or a resolved
+            :class:`~arcface_lab.models.source.ModelSource`; default ``params.model.spec``.
+        params: a :class:`~arcface_lab.params.Params` or the path of a params file
+            (gates, data, candidates, budget).
+        budget_s: overrides ``params.optimize.budget_s``.
+        out: folder for ``optimize.json`` (none: not written).
+        host: the host to plan for (default: :func:`~arcface_lab.core.host.probe`).
+        progress: a bar and one line per candidate on stderr.
+        recreate: create each engine a second time over the same store (``make bench``
+            shows first-run cost against the second creation).
+        store: engine store settings for the workers (default: ``params.store``).
+        workdir: where the workers' input arrays are written (default: a temporary folder).
+        plan: the candidates to try, in order (default: :func:`candidates` of ``params``).
+
+    Raises:
+        InputError: bad params or model (before anything is measured).
+        BackendUnavailable, EngineError: the reference could not run.
+    """
+    from arcface_lab.bench import run_worker, saved_inputs, spec_from_params
+    from arcface_lab.models.source import ModelSource, resolve_model
+    from arcface_lab.params import Params, load_params
+
+    if params is None:
+        params = Params()
+    elif not isinstance(params, Params):
+        params = load_params(params)
+    host = host or probe()
+    m = params.model
+    if not isinstance(model, ModelSource):
+        model = resolve_model(model or m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+    budget = params.optimize.budget_s if budget_s is None else float(budget_s)
+    if budget <= 0:
+        raise InputError(f"budget_s: expected seconds > 0, got {budget}")
+    batch = _comparison_batch(params)
+    plan = candidates(params, host, model) if plan is None else plan
+    arrays, pairs, data = _inputs(params, model)
+    st = params.store
+    store = (
+        dict(store)
+        if store is not None
+        else {"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint}
+    )
+    threads = host.cpu.threads if host.device == "cpu" else 0
+    device = None if host.device == "cpu" else host.device
+    reference = reference_backend(model, params.backends.reference)
+    ref_cand = Candidate(reference, "fp32")
+
+    def spec(cand: Candidate, inputs: Mapping[str, Path]) -> Any:
+        options = engine_options(cand.backend, cand.precision, params, threads)
+        options.update(dict(cand.options))
+        return spec_from_params(
+            params,
+            cand.backend,
+            cand.precision,
+            inputs,
+            model=model.spec,
+            options=options,
+            store={**store, "strict": params.backends.strict},
+            strict=True,
+            recreate=recreate,
+            threads=threads,
+            device=device,
+        )
+
+    started = time.perf_counter()
+    bar = _Progress(len(plan) + 1, progress)
+    results: list[CandidateResult] = []
+    try:
+        with _workdir(workdir) as folder, saved_inputs(arrays, folder) as inputs:
+            ref_spec = spec(ref_cand, inputs)
+            raw, outs = _wait(lambda: run_worker(ref_spec), ref_cand.label, bar)
+            ref = _measured(ref_cand, raw, outs, None, pairs.same, params, batch)
+            ref.reason = "the reference every candidate is compared with"
+            bar.done(
+                f"  reference {ref_cand.label}: "
+                f"{ref.latency_ms['median'] if ref.latency_ms else 0:.0f} ms at batch {batch}"
+            )
+            t0 = time.perf_counter()
+            for cand in plan:
+                result = _run_candidate(
+                    cand,
+                    ref,
+                    ref_cand,
+                    params,
+                    pairs.same,
+                    batch,
+                    budget,
+                    t0,
+                    lambda c, timeout: run_worker(spec(c, inputs), timeout_s=timeout),
+                    bar,
+                )
+                results.append(result)
+                bar.done(_line(result))
+    finally:
+        bar.close()
+    passed = [r for r in results if r.passed and r.latency_ms is not None]
+    if passed:
+        best = min(passed, key=lambda r: r.latency_ms["median"] if r.latency_ms else 0.0)
+        best.status = "chosen"
+        best.reason = "; ".join(
+            filter(
+                None, ["fastest candidate that passed every gate", best.candidate.support.reason]
+            )
+        )
+        for r in passed:
+            if r is not best and r.latency_ms and best.latency_ms:
+                slower = r.latency_ms["median"] / best.latency_ms["median"]
+                r.reason = f"passed; {slower:.2f}x the chosen one's latency"
+    outcome = OptimizeResult(
+        host=host,
+        model=model.describe(),
+        batch_size=batch,
+        reference=ref,
+        candidates=results,
+        budget_s=budget,
+        wall_s=time.perf_counter() - started,
+        data=data,
+        same=pairs.same,
+    )
+    if out is not None:
+        outcome.write(out)
+    return outcome
+
+
+@contextlib.contextmanager
+def _workdir(folder: str | Path | None) -> Iterator[Path]:
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="arcface-optimize-") as tmp:
+        yield Path(tmp)
+
+
+def _run_candidate(
+    cand: Candidate,
+    ref: CandidateResult,
+    ref_cand: Candidate,
+    params: Params,
+    same: np.ndarray,
+    batch: int,
+    budget: float,
+    t0: float,
+    run: Callable[[Candidate, float], tuple[dict[str, Any], dict[str, np.ndarray]]],
+    bar: _Progress,
+) -> CandidateResult:
+    """One candidate: skipped with its reason, or run in its worker and gated."""
+    from arcface_lab.errors import EngineError
+
+    if cand.support.status == "unavailable":
+        return CandidateResult(cand, "unavailable", cand.support.reason)
+    if cand.support.status == "emulated" and not params.optimize.emulated:
+        return CandidateResult(
+            cand, "not_native", f"{cand.support.reason} (optimize.emulated: true tries it)"
+        )
+    if cand == ref_cand:  # the reference itself: measured once, judged like the others
+        result = _measured(cand, ref.worker or {}, ref.outputs, ref, same, params, batch)
+        result.records = [dict(r, reference=False) for r in ref.records]
+        return result
+    left = budget - (time.perf_counter() - t0)
+    if left <= 0:
+        return CandidateResult(
+            cand, "over_budget", f"not started: the budget of {budget:.0f} s was spent"
+        )
+    try:
+        raw, out = _wait(lambda: run(cand, left), cand.label, bar)
+    except EngineError as exc:
+        if "timed out" in str(exc):
+            return CandidateResult(
+                cand, "over_budget", f"stopped after {left:.0f} s: the budget of {budget:.0f} s"
+            )
+        return CandidateResult(cand, "error", _one_line(exc))
+    except BackendUnavailable as exc:
+        return CandidateResult(cand, "unavailable", _one_line(exc))
+    except InputError:
+        raise  # bad params or data: the user must fix them, not optimize around them
+    except ArcfaceLabError as exc:
+        return CandidateResult(cand, "error", _one_line(exc))
+    return _measured(cand, raw, out, ref, same, params, batch)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " / ".join(lines[-3:]) if lines else type(exc).__name__

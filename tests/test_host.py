@@ -1,0 +1,85 @@
+"""The host probe: CPU flags to a hardware class, injection, and the real machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from arcface_lab.core.host import CLASS_ENV, CPU_CLASSES, Host, cpu_class, parse_cpuinfo, probe
+from arcface_lab.errors import InputError
+
+ZEN3 = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+    "flags\t\t: fpu sse4_1 sse4_2 avx f16c avx2 fma bmi2 sha_ni\n"
+)
+ZEN4 = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n"
+    "flags\t\t: fpu avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni gfni\n"
+)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("avx2 fma", "cpu-avx2"),
+        ("avx2 fma avx_vnni", "cpu-avx2-vnni"),
+        ("avx2 avx512f avx512bw", "cpu-avx512"),
+        ("avx2 avx512f avx512_vnni", "cpu-avx512-vnni"),
+        ("avx2 avx512f avx512_vnni avx512_bf16", "cpu-avx512-bf16"),
+        ("avx2 avx512f avx512_bf16 amx_tile amx_bf16 amx_int8", "cpu-amx"),
+        ("sse4_2", "cpu-baseline"),
+    ],
+)
+def test_flags_name_the_class(flags: str, expected: str) -> None:
+    assert cpu_class(set(flags.split())) == expected
+    assert cpu_class(CPU_CLASSES[expected]) == expected  # an injected host is its own class
+
+
+def test_cpuinfo_of_zen3_and_zen4() -> None:
+    model, vendor, flags = parse_cpuinfo(ZEN3)
+    assert (model, vendor) == ("AMD EPYC 7B13", "AuthenticAMD")
+    assert "sha_ni" not in flags and {"avx2", "fma"} <= flags  # inference flags only
+    assert cpu_class(flags) == "cpu-avx2"
+    assert cpu_class(parse_cpuinfo(ZEN4)[2]) == "cpu-avx512-bf16"
+    assert parse_cpuinfo("") == ("", "", frozenset())
+
+
+def test_vnni_and_native_bf16_come_from_the_flags() -> None:
+    zen3, zen4 = Host.for_class("cpu-avx2").cpu, Host.for_class("cpu-avx512-bf16").cpu
+    assert not zen3.vnni and not zen3.native_bf16
+    assert zen4.vnni and zen4.native_bf16
+    assert Host.for_class("cpu-avx2-vnni").cpu.vnni
+    assert not Host.for_class("cpu-avx512-vnni").cpu.native_bf16
+
+
+def test_a_class_is_injected_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CLASS_ENV, "cpu-avx2")
+    host = probe()
+    assert host.cls == "cpu-avx2" and host.injected == "cpu-avx2" and host.device == "cpu"
+    assert "injected" in host.describe() and host.to_dict()["class"] == "cpu-avx2"
+    monkeypatch.setenv(CLASS_ENV, "gpu-sm90")
+    gpu = probe()
+    assert gpu.cls == "gpu-sm90" and gpu.device == "cuda" and gpu.gpus[0].capability == (9, 0)
+    monkeypatch.setenv(CLASS_ENV, "cpu-avx9")
+    with pytest.raises(InputError, match=r"hardware class 'cpu-avx9': unknown; expected one of"):
+        probe()
+
+
+def test_the_real_machine_is_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CLASS_ENV, raising=False)
+    host = probe()
+    assert host.injected is None and host.cpu.cores >= 1 and host.cpu.threads >= 1
+    assert host.cpu.cls in CPU_CLASSES and host.versions["numpy"]
+    if not host.gpus:
+        assert host.cls == host.cpu.cls
+
+
+def test_store_keys_use_the_real_cpu_not_an_injected_class(monkeypatch) -> None:
+    import sys
+
+    from arcface_lab.store import device_fingerprint
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # no GPU fingerprint
+    monkeypatch.delenv(CLASS_ENV, raising=False)
+    real = device_fingerprint()
+    monkeypatch.setenv(CLASS_ENV, "cpu-baseline")
+    assert device_fingerprint() == real

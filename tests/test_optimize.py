@@ -1,0 +1,191 @@
+"""Optimize: native/emulated per hardware class, candidates, gates, the choice, the budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arcface_lab.acceptance import Check, format_checks, speed_check, verdict_passed
+from arcface_lab.core.host import CPU_CLASSES, Host
+from arcface_lab.errors import BackendUnavailable, ParamsError
+from arcface_lab.measure.optimize import candidates, optimize
+from arcface_lab.params import Params, load_params
+from arcface_lab.registry import create_engine, get_backend
+from tests.conftest import tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+BF16_CLASSES = {"cpu-amx", "cpu-avx512-bf16"}
+VNNI_CLASSES = {"cpu-amx", "cpu-avx512-bf16", "cpu-avx512-vnni", "cpu-avx2-vnni"}
+
+
+def _status(backend: str, precision: str, host: Host) -> str:
+    return get_backend(backend).support(precision, host).status
+
+
+@pytest.mark.parametrize("cls", sorted(CPU_CLASSES))
+def test_what_is_native_on_each_cpu_class(cls: str) -> None:
+    host = Host.for_class(cls)
+    bf16 = "native" if cls in BF16_CLASSES else "emulated"
+    assert _status("torch_fast", "bf16", host) == bf16
+    assert _status("openvino", "bf16", host) == ("native" if cls in BF16_CLASSES else "unavailable")
+    assert _status("torch_fast", "fp16", host) == "emulated"  # no FP16 arithmetic on a CPU
+    assert _status("onnxruntime", "fp16", host) == "emulated"
+    assert _status("torch", "fp32", host) == "native"
+    assert _status("tensorrt", "fp16", host) == "unavailable"
+    int8 = get_backend("openvino").support("int8", host)
+    assert int8.status == "native"
+    assert ("overflow fix" in int8.reason) == (cls not in VNNI_CLASSES)
+    if cls not in BF16_CLASSES:
+        reason = get_backend("openvino").support("bf16", host).reason
+        assert "no native BF16" in reason and cls in reason
+
+
+def test_what_is_native_on_gpu_classes() -> None:
+    h100, v100, p100 = (Host.for_class(c) for c in ("gpu-sm90", "gpu-sm70", "gpu-sm60"))
+    assert _status("torch_fast", "fp16", h100) == "native"
+    assert _status("torch_fast", "bf16", h100) == "native"
+    assert _status("torch_fast", "bf16", v100) == "emulated"
+    assert _status("torch_fast", "fp16", p100) == "emulated"
+    assert "cpu only" in get_backend("openvino").support("fp32", h100).reason
+    assert _status("torch", "fp32", h100) == "native"
+
+
+def test_candidates_per_class_are_ordered_and_only_native_ones_run() -> None:
+    params = load_params(ROOT / "params" / "default.yaml")
+    zen3 = candidates(params, Host.for_class("cpu-avx2"))
+    zen4 = candidates(params, Host.for_class("cpu-avx512-bf16"))
+    for plan in (zen3, zen4):
+        native = [c for c in plan if c.support.native]
+        assert plan[: len(native)] == native  # runnable ones first, fastest expected first
+        speeds = [c.expected_speedup for c in native]
+        assert speeds == sorted(speeds, reverse=True)
+        labels = [c.label for c in plan]
+        assert "openvino/int8 (int8_search=False)" in labels and "openvino/int8" in labels
+        assert "torch/fp32" in labels and not any("tensorrt" in label for label in labels)
+    assert not any(c.precision == "bf16" and c.support.native for c in zen3)
+    assert zen3[0].label == "openvino/int8 (int8_search=False)"  # INT8: the only lever on AVX2
+    assert zen4[0].label == "openvino/int8 (int8_search=False)"
+    assert [c.label for c in zen4 if c.precision == "bf16" and c.support.native] == [
+        "openvino/bf16",
+        "torch_fast/bf16",
+    ]
+
+
+def test_speed_targets_are_keyed_by_class_with_globs() -> None:
+    gpu = load_params(ROOT / "params" / "gpu.yaml").thresholds
+    key, target = gpu.speed_target("gpu-sm90") or ("", None)
+    assert key == "gpu-*" and target is not None and target.speedup_min == 5.0
+    cpu = load_params(ROOT / "params" / "default.yaml").thresholds
+    assert cpu.speed_target("cpu-avx2")[1].speedup_min == 2.0  # type: ignore[index]
+    assert cpu.speed_target("cpu-avx512-bf16")[1].speedup_min == 3.5  # type: ignore[index]
+    assert cpu.speed_target("cpu-avx512-vnni") is None
+    check = speed_check("openvino/int8", 2.4, 32, "cpu-avx2", cpu)
+    assert check.status == "pass" and "Zen 3" in check.floor and "openvino/int8" in check.note
+    assert speed_check("x", 1.9, 32, "cpu-avx2", cpu).status == "FAIL"
+    na = speed_check("x", 4.1, 32, "cpu-avx512-vnni", cpu)
+    assert na.status == "n/a" and "no speed target for cpu-avx512-vnni" in na.note
+    assert "4.10x" in na.note
+    bad = {"thresholds": {"speed_targets": {"avx2": {"speedup_min": 2}}}}
+    with pytest.raises(ParamsError, match=r"speed_targets: expected hardware class names"):
+        Params.from_mapping(bad, "p.yaml")
+    bad = {"thresholds": {"speed_targets": {"cpu-avx2": {"floor": "x"}}}}
+    with pytest.raises(ParamsError, match=r"speed_targets.cpu-avx2.speedup_min: expected a num"):
+        Params.from_mapping(bad, "p.yaml")
+
+
+def test_na_rows_count_neither_way() -> None:
+    ok = Check("fp32 cosine min", ">= 0.9", 0.95, True)
+    na = Check("bf16", "-", None, False, "n/a on this hardware (cpu-avx2): ...", applicable=False)
+    assert verdict_passed([ok, na]) and not verdict_passed([na])
+    assert not verdict_passed([ok, na, Check("m", ">= 1", 0.5, False)])
+    text = format_checks([ok, na])
+    assert "n/a n/a on this hardware (cpu-avx2)" in text and text.endswith("verdict: PASS")
+    assert na.to_dict()["status"] == "n/a" and Check.from_dict(na.to_dict()) == na
+
+
+def test_auto_never_picks_an_emulated_precision(r18) -> None:
+    with pytest.raises(BackendUnavailable, match=r"fp16 is emulated here.*auto picks native"):
+        create_engine("auto", r18, precision="fp16")
+    with create_engine("onnxruntime", r18, precision="fp16") as engine:  # named: it runs
+        assert any("fp16 is emulated here" in w for w in engine.info.warnings)
+
+
+def test_int8_gates_must_be_in_params() -> None:
+    from arcface_lab.measure.optimize import engine_options
+
+    params = Params.from_mapping(tiny_params(), "tiny.yaml")
+    with pytest.raises(ParamsError, match=r"tiny.yaml: INT8 needs accuracy gates: thresholds"):
+        engine_options("openvino", "int8", params)
+    assert engine_options("openvino", "fp32", params, threads=2) == {"threads": 2}
+
+
+def _tiny(tmp_path: Path, **thresholds: object) -> Params:
+    raw = tiny_params(
+        backends={
+            "chain": ["openvino", "onnxruntime", "torch"],
+            "reference": "torch",
+            "precisions": ["fp32", "fp16", "int8"],
+        },
+        data={"images": "synthetic:8", "pairs": "synthetic:20", "held_out": "synthetic:8"},
+        thresholds={
+            "cosine_min": {"fp32": 0.99999, "int8": 0.9999},
+            "decision_flips_max": 0,
+            **thresholds,
+        },
+        store={"local": str(tmp_path / "store")},
+    )
+    return Params.from_mapping(raw, "tiny.yaml")
+
+
+def test_optimize_chooses_the_fastest_candidate_that_passes(tmp_path: Path, cache_dir) -> None:
+    params = _tiny(tmp_path)
+    host = Host.for_class("cpu-avx512-vnni")  # decisions of that class; kernels of this CPU
+    plan = [c for c in candidates(params, host) if "int8_search" in dict(c.options)]
+    plan += [
+        c for c in candidates(params, host) if c.label != "openvino/fp32" and c.precision != "int8"
+    ]
+    result = optimize("seeded:r18", params, host=host, out=tmp_path / "opt", plan=plan)
+    by = {c.candidate.label: c for c in result.candidates}
+    int8 = by["openvino/int8 (int8_search=False)"]
+    assert int8.status == "failed_gate" and "cosine min" in int8.reason and int8.ran
+    assert int8.cosine_min is not None and int8.cosine_min < 0.9999
+    assert by["onnxruntime/fp16"].status == "not_native" and not by["onnxruntime/fp16"].ran
+    passed = [c for c in result.candidates if c.passed]
+    assert {c.candidate.label for c in passed} == {"onnxruntime/fp32", "torch/fp32"}
+    chosen = result.chosen
+    assert chosen is not None and chosen.status == "chosen"
+    fastest = min(passed, key=lambda c: c.latency_ms["median"])  # type: ignore[index]
+    assert chosen is fastest  # never slower than the best passing candidate of this run
+    assert all(c.held_out_cosine_min is not None for c in result.ran())
+    payload = json.loads((tmp_path / "opt" / "optimize.json").read_text())
+    assert payload["host"]["class"] == "cpu-avx512-vnni" and payload["host"]["injected"]
+    assert payload["chosen"]["label"] == chosen.candidate.label
+    assert payload["chosen"]["artifact"] or payload["chosen"]["backend"] == "torch"
+    keys = {"status", "reason", "latency_ms", "speedup_vs_reference", "cosine_min"}
+    keys |= {"held_out_cosine_min", "decision_flips", "accuracy_delta", "first_run_s"}
+    assert all(keys <= set(c) for c in payload["candidates"])
+    assert {c["status"] for c in payload["candidates"]} <= {
+        "chosen",
+        "passed",
+        "failed_gate",
+        "not_native",
+        "unavailable",
+        "error",
+        "over_budget",
+    }
+
+
+def test_a_spent_budget_stops_the_running_candidate_and_skips_the_rest(tmp_path: Path) -> None:
+    params = _tiny(tmp_path)
+    host = Host.for_class("cpu-avx2")
+    plan = [c for c in candidates(params, host) if c.precision == "fp32"]
+    result = optimize("seeded:r18", params, host=host, budget_s=0.5, plan=plan, progress=False)
+    by = {c.candidate.label: c for c in result.candidates}
+    assert by["openvino/fp32"].status == "over_budget"
+    assert "stopped after" in by["openvino/fp32"].reason
+    assert by["onnxruntime/fp32"].status == "over_budget"
+    assert "not started" in by["onnxruntime/fp32"].reason
+    # the reference was measured before the budget started: it stands, and is chosen
+    assert result.chosen is not None and result.chosen.candidate.label == "torch/fp32"

@@ -35,8 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from arcface_lab.acceptance import (
     Check,
     evaluate,
@@ -46,7 +44,7 @@ from arcface_lab.acceptance import (
     verdict_passed,
 )
 from arcface_lab.errors import InputError
-from arcface_lab.measure.optimize import candidate_table
+from arcface_lab.measure.optimize import candidate_table, json_default
 from arcface_lab.params import Params
 
 __all__ = ["RunResult", "environment", "run"]
@@ -120,15 +118,7 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
 
 
 def _write(run_dir: Path, name: str, payload: Any) -> None:
-    (run_dir / name).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    (run_dir / name).write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
 
 
 def _representative(precision: str, ran: list[Any]) -> Any | None:

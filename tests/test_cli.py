@@ -330,3 +330,16 @@ def test_bench_json_contract(env, tmp_path: Path) -> None:
     assert records[("onnxruntime", "fp16", 2)]["cosine_min"] >= 0.999
     [missing] = payload["unavailable"]
     assert missing["backend"] == "tensorrt" and "tensorrt is not installed" in missing["reason"]
+
+
+def test_int8_gates_come_from_params_and_a_missing_gate_is_named(env, tmp_path: Path) -> None:
+    lenient = tmp_path / "no-int8.yaml"
+    lenient.write_text("thresholds:\n  cosine_min: {fp32: 0.999}\n")
+    args = ["--model", "seeded:r18", "--precision", "int8", "--backend", "openvino"]
+    proc = cli(env, "build", *args, "--params", str(lenient), "--out", str(tmp_path / "b.json"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"arcface-lab build: error: --params {lenient}: INT8 needs accuracy gates: "
+        "thresholds.cosine_min.int8 and thresholds.decision_flips_max"
+    )
+    assert not (tmp_path / "b.json").exists()

@@ -70,3 +70,20 @@ def test_bad_files(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_an_empty_params_file_is_an_error_naming_it(tmp_path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ParamsError, match=r"^.*empty\.yaml: empty params file; expected a mapping"):
+        load_params(empty)
+
+
+def test_a_yaml_error_is_one_line_with_line_and_column(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  spec: seeded:r18\n  arch: [r18\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(bad)
+    message = str(info.value)
+    assert "\n" not in message and "bad.yaml: not valid YAML at line" in message
+    assert "column" in message

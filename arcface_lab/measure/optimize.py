@@ -196,7 +196,7 @@ class OptimizeResult:
         path = Path(folder) / "optimize.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n")
         return path
 
     def table(self) -> str:
@@ -204,7 +204,8 @@ class OptimizeResult:
         return "\n".join(candidate_table(self.to_dict()))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` ``default`` for numpy scalars and arrays (else ``str``)."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -33,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _device(text: str) -> str:
+    """``--device``: only what this machine has (``cuda`` without a GPU is an error)."""
+    from arcface_lab.core.host import probe
+
+    try:
+        return probe().check_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("device ")) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -56,7 +66,9 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
         "GPU, openvino,onnxruntime,torch on a CPU)",
     )
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"))
-    g.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
+    g.add_argument(
+        "--device", type=_device, help="cpu, cuda or cuda:N (default: the backend's choice)"
+    )
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--strict", action="store_true", help="fail instead of falling back")
     g.add_argument("--batch-min", type=int, help="engine profile: smallest batch")

@@ -343,3 +343,31 @@ def test_int8_gates_come_from_params_and_a_missing_gate_is_named(env, tmp_path: 
         "thresholds.cosine_min.int8 and thresholds.decision_flips_max"
     )
     assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("gpu0", "argument --device: 'gpu0': expected cpu, cuda or cuda:N"),
+        ("cuda", "argument --device: 'cuda': this machine has no CUDA GPU (use cpu)"),
+    ],
+)
+def test_a_device_the_machine_lacks_is_refused_before_any_work(
+    env, tmp_path: Path, device: str, message: str
+) -> None:
+    env = {**env, "ARCFACE_LAB_HOST_CLASS": "cpu-avx2"}  # no GPU, whatever this machine has
+    out = tmp_path / "e.npy"
+    proc = cli(
+        env,
+        "embed",
+        "--model",
+        "seeded:r18",
+        "--input",
+        "synthetic:2",
+        "--out",
+        str(out),
+        "--device",
+        device,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == f"arcface-lab embed: error: {message}"
+    assert not out.exists()

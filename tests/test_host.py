@@ -83,3 +83,17 @@ def test_store_keys_use_the_real_cpu_not_an_injected_class(monkeypatch) -> None:
     real = device_fingerprint()
     monkeypatch.setenv(CLASS_ENV, "cpu-baseline")
     assert device_fingerprint() == real
+
+
+def test_devices_are_only_what_the_machine_has() -> None:
+    cpu_only, one_gpu = Host.for_class("cpu-avx2"), Host.for_class("gpu-sm90")
+    assert cpu_only.check_device("cpu") == "cpu"
+    with pytest.raises(
+        InputError, match=r"^device 'cuda': this machine has no CUDA GPU \(use cpu\)$"
+    ):
+        cpu_only.check_device("cuda")
+    with pytest.raises(InputError, match=r"^device 'gpu0': expected cpu, cuda or cuda:N$"):
+        one_gpu.check_device("gpu0")
+    assert one_gpu.check_device("cuda") == "cuda" and one_gpu.check_device("cuda:0") == "cuda:0"
+    with pytest.raises(InputError, match=r"has 1 CUDA GPU\(s\), cuda:0..cuda:0$"):
+        one_gpu.check_device("cuda:1")

@@ -77,6 +77,7 @@ CPU_CLASSES: dict[str, frozenset[str]] = {
     "cpu-baseline": frozenset({"sse4_1", "sse4_2"}),
 }
 _GPU_CLASS_RE = re.compile(r"^gpu-sm(\d)(\d+)$")
+_DEVICE_RE = re.compile(r"^(?:cpu|cuda(?::(\d+))?)$")
 
 
 def cpu_class(flags: frozenset[str] | set[str]) -> str:
@@ -151,6 +152,26 @@ class Host:
     def device(self) -> str:
         """Where optimize runs its candidates: ``cuda`` on a GPU machine, else ``cpu``."""
         return "cuda" if self.gpus else "cpu"
+
+    def check_device(self, device: str) -> str:
+        """``device`` if this host has it (``cpu``, ``cuda``, ``cuda:N``), else an InputError.
+
+        ``cuda`` on a machine without a CUDA GPU is an error, never a silent CPU run.
+        """
+        match = _DEVICE_RE.match(device)
+        if match is None:
+            raise InputError(f"device {device!r}: expected cpu, cuda or cuda:N")
+        if device == "cpu":
+            return device
+        if not self.gpus:
+            raise InputError(f"device {device!r}: this machine has no CUDA GPU (use cpu)")
+        index = int(match[1] or 0)
+        if index >= len(self.gpus):
+            raise InputError(
+                f"device {device!r}: this machine has {len(self.gpus)} CUDA GPU(s), "
+                f"cuda:0..cuda:{len(self.gpus) - 1}"
+            )
+        return device
 
     def describe(self) -> str:
         """One line: class, CPU or GPU, cores and the flags that decide precisions."""

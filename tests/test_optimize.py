@@ -189,3 +189,15 @@ def test_a_spent_budget_stops_the_running_candidate_and_skips_the_rest(tmp_path:
     assert "not started" in by["onnxruntime/fp32"].reason
     # the reference was measured before the budget started: it stands, and is chosen
     assert result.chosen is not None and result.chosen.candidate.label == "torch/fp32"
+
+
+def test_a_candidate_is_identified_by_what_it_runs_not_how_it_was_planned() -> None:
+    from arcface_lab.engines.base import Support
+    from arcface_lab.measure.optimize import Candidate
+
+    planned = Candidate("onnxruntime", "fp32", (), Support("native", "a note"), 1.5)
+    reference = Candidate("onnxruntime", "fp32")  # an .onnx model's reference
+    assert planned.key == reference.key and planned != reference
+    assert Candidate("openvino", "int8", (("int8_search", False),)).key != (
+        Candidate("openvino", "int8").key
+    )

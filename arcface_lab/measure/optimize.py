@@ -88,6 +88,11 @@ class Candidate:
     expected_speedup: float = 1.0
 
     @property
+    def key(self) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
+        """What identifies the engine: backend, precision, options (not how it was planned)."""
+        return self.backend, self.precision, self.options
+
+    @property
     def label(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in self.options)
         return f"{self.backend}/{self.precision}" + (f" ({extra})" if extra else "")
@@ -650,7 +655,7 @@ def _run_candidate(
         return CandidateResult(
             cand, "not_native", f"{cand.support.reason} (optimize.emulated: true tries it)"
         )
-    if cand == ref_cand:  # the reference itself: measured once, judged like the others
+    if cand.key == ref_cand.key:  # the reference itself: measured once, judged like the others
         result = _measured(cand, ref.worker or {}, ref.outputs, ref, same, params, batch)
         result.records = [dict(r, reference=False) for r in ref.records]
         return result

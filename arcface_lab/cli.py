@@ -251,7 +251,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from arcface_lab.core.host import Host, probe
-    from arcface_lab.measure.optimize import optimize
+    from arcface_lab.measure.optimize import chosen_line, optimize
 
     params = _params(args)
     host = Host.for_class(args.host_class, probe()) if args.host_class else probe()
@@ -260,16 +260,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(f"optimize {args.model or params.model.spec} on {host.describe()}", file=sys.stderr)
     result = optimize(args.model, params, budget_s=args.budget_s, out=args.out, host=host)
     print(result.table())
-    chosen = result.chosen
-    if chosen is None:
-        print("chosen: none: no candidate passed every gate")
-    else:
-        print(
-            f"chosen: {chosen.candidate.label}, {chosen.speedup_vs_reference:.2f}x "
-            f"{result.reference.candidate.label} at batch {result.batch_size}"
-        )
+    print(chosen_line(result.to_dict()))
     print(f"wrote {args.out / 'optimize.json'}")
-    return EXIT_OK if chosen is not None else EXIT_THRESHOLD
+    return EXIT_OK if result.chosen is not None else EXIT_THRESHOLD
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:

@@ -233,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floors", action="store_true", help="skip the convolution peaks")
     args = parser.parse_args(argv)
 
-    from arcface_lab.acceptance import speed_check
     from arcface_lab.core.host import Host, probe
-    from arcface_lab.measure.optimize import optimize
+    from arcface_lab.measure.optimize import chosen_line, optimize
     from arcface_lab.models.source import resolve_model
     from arcface_lab.params import load_params
 
@@ -283,16 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)  # engines of several hundred MB each
     result.write(out_dir)
     table = _table(result.candidates, gflop, args.batch)
-    chosen = result.chosen
-    label = chosen.candidate.label if chosen else "chosen engine"
-    speed = chosen.speedup_vs_reference if chosen else None
-    checks = [speed_check(label, speed, args.batch, host.cls, params.thresholds)]
+    checks = [result.speed_check(params.thresholds)]
     notes = _notes(result.candidates, checks)
     header = [
         f"machine: {host.describe()}; model {spec}, {gflop or 0:.2f} GFLOP "
         f"({gmacs or 0:.2f} GMAC) per image; batch {args.batch}; reference "
         f"{result.reference.candidate.label}; ONNX export {export_s:.1f} s",
-        f"chosen: {label}" if chosen else "chosen: none passed every gate",
+        chosen_line(result.to_dict()),
     ]
     floors: dict[str, float | str] = {}
     if not args.no_floors and importlib.util.find_spec("openvino") is not None:

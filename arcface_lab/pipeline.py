@@ -40,11 +40,10 @@ from arcface_lab.acceptance import (
     evaluate,
     format_checks,
     matrix_row,
-    speed_check,
     verdict_passed,
 )
 from arcface_lab.errors import InputError
-from arcface_lab.measure.optimize import candidate_table, json_default
+from arcface_lab.measure.optimize import candidate_table, chosen_line, json_default
 from arcface_lab.params import Params
 
 __all__ = ["RunResult", "environment", "run"]
@@ -67,17 +66,10 @@ class RunResult:
         lines = []
         if self.optimize:
             host = self.optimize["host"]
-            chosen = self.optimize.get("chosen")
             lines += [
                 f"hardware class: {host['class']}" + (" (injected)" if host["injected"] else ""),
                 *candidate_table(self.optimize),
-                "chosen: "
-                + (
-                    f"{chosen['label']}, {chosen['speedup_vs_reference']:.2f}x torch fp32 at "
-                    f"batch {self.optimize['batch_size']}"
-                    if chosen
-                    else "none: no candidate passed every gate"
-                ),
+                chosen_line(self.optimize),
                 "",
             ]
         return "\n".join([*lines, format_checks(self.checks)])
@@ -234,12 +226,7 @@ def _measure(params: Params, run_dir: Path) -> RunResult:
 
     results = _per_precision(params, opt)
     checks = evaluate(results, params.thresholds)
-    chosen = opt.chosen
-    label = chosen.candidate.label if chosen else "chosen engine"
-    speedup = None
-    if chosen is not None:
-        speedup = chosen.speedup_vs_reference
-    checks.append(speed_check(label, speedup, opt.batch_size, opt.host.cls, params.thresholds))
+    checks.append(opt.speed_check(params.thresholds))
     device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
     verdict = {
         "passed": verdict_passed(checks),

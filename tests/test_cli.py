@@ -371,3 +371,25 @@ def test_a_device_the_machine_lacks_is_refused_before_any_work(
     )
     assert proc.returncode == 2 and proc.stderr.strip() == f"arcface-lab embed: error: {message}"
     assert not out.exists()
+
+
+def test_optimize_prints_every_candidate_and_the_choice_and_never_overwrites(
+    env, tmp_path: Path
+) -> None:
+    out = tmp_path / "opt"
+    args = ["optimize", "--params", str(ROOT / "params" / "ci.yaml"), "--out", str(out)]
+    proc = cli({**env, "ARCFACE_LAB_HOST_CLASS": "cpu-avx2"}, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "onnxruntime/fp16" in proc.stdout and "not_native" in proc.stdout
+    chosen = next(line for line in proc.stdout.splitlines() if line.startswith("chosen: "))
+    assert chosen.endswith("x torch/fp32 at batch 8")
+    payload = json.loads((out / "optimize.json").read_text())
+    assert payload["host"]["class"] == "cpu-avx2" and chosen.startswith(
+        f"chosen: {payload['chosen']['label']}, "
+    )
+    again = cli(env, *args)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        f"arcface-lab optimize: error: --out {out}: already holds an optimize.json; "
+        "pick a new folder"
+    )

@@ -208,6 +208,15 @@ class OptimizeResult:
         """Every candidate in one line: status, speed, gates, reason."""
         return "\n".join(candidate_table(self.to_dict()))
 
+    def speed_check(self, thresholds: Any) -> Check:
+        """The chosen engine's speedup against this host class's target (``n/a`` if none)."""
+        from arcface_lab.acceptance import speed_check
+
+        chosen = self.chosen
+        label = chosen.candidate.label if chosen else "chosen engine"
+        speedup = chosen.speedup_vs_reference if chosen else None
+        return speed_check(label, speedup, self.batch_size, self.host.cls, thresholds)
+
 
 def json_default(obj: Any) -> Any:
     """``json.dumps`` ``default`` for numpy scalars and arrays (else ``str``)."""
@@ -216,6 +225,17 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+def chosen_line(payload: Mapping[str, Any]) -> str:
+    """``optimize.json``'s choice in one line: engine, speedup over the reference, batch."""
+    chosen = payload.get("chosen")
+    if not chosen:
+        return "chosen: none: no candidate passed every gate"
+    return (
+        f"chosen: {chosen['label']}, {chosen['speedup_vs_reference']:.2f}x "
+        f"{payload['reference']['label']} at batch {payload['batch_size']}"
+    )
 
 
 def candidate_table(payload: Mapping[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ test: setup lint typecheck pytest notebooks
 lint: setup
 	$(BIN)/ruff check arcface_lab tests
 	$(BIN)/black --check --quiet arcface_lab tests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: setup
 	$(BIN)/mypy

@@ -6,9 +6,10 @@ tensorrt, boto3, papermill) are imported only by the modules that use them.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from arcface_lab.data import Preprocess, load_images, synthetic_faces
+from arcface_lab.core.preprocess import Preprocess
+from arcface_lab.core.version import __version__
+from arcface_lab.data.images import load_images, synthetic_faces
+from arcface_lab.engines.registry import create_engine, list_backends, register_backend
 from arcface_lab.errors import (
     ArcfaceLabError,
     BackendUnavailable,
@@ -17,7 +18,6 @@ from arcface_lab.errors import (
     UnsafeFileError,
 )
 from arcface_lab.measure.optimize import optimize
-from arcface_lab.registry import create_engine, list_backends, register_backend
 
 __all__ = [
     "ArcfaceLabError",

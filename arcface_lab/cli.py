@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from arcface_lab import __version__
-from arcface_lab.errors import ArcfaceLabError, InputError
+from arcface_lab.errors import ArcfaceLabError, InputError, NotebookError
 
 __all__ = ["main"]
 
@@ -88,7 +88,7 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from arcface_lab.data import Preprocess
+    from arcface_lab.core.preprocess import Preprocess
     from arcface_lab.models.source import resolve_model
 
     pre = Preprocess(
@@ -111,12 +111,13 @@ def _store(args: argparse.Namespace) -> Any:
 
 def _params(args: argparse.Namespace) -> Any:
     """``--params``, else the repository's default params; an error saying so when neither."""
-    from arcface_lab.params import default_params_file, load_params
+    from arcface_lab.config.params import default_params_file, load_params
+    from arcface_lab.engines.registry import check_params
 
     path = getattr(args, "params", None) or default_params_file()
     if path is None:
         raise InputError("--params: no params file given and no params/default.yaml found")
-    return load_params(path)
+    return check_params(load_params(path))
 
 
 def _int8_options(args: argparse.Namespace, precision: str) -> dict[str, dict[str, Any]]:
@@ -140,7 +141,7 @@ def _int8_options(args: argparse.Namespace, precision: str) -> dict[str, dict[st
 
 
 def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
-    from arcface_lab.registry import create_engine
+    from arcface_lab.engines.registry import create_engine
 
     profile = {
         k: v
@@ -174,7 +175,7 @@ def _reference_backend(model: Any) -> str:
 
 def _reference(model: Any, args: argparse.Namespace) -> Any:
     """The same model in FP32 on the reference backend (torch; ONNX Runtime for .onnx)."""
-    from arcface_lab.registry import create_engine
+    from arcface_lab.engines.registry import create_engine
 
     return create_engine(
         _reference_backend(model), model, precision="fp32", strict=True, batch_size=args.batch_size
@@ -199,8 +200,8 @@ def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> 
     """Exit status for ``--check PARAMS.yaml``: 3 when a threshold is missed."""
     if not args.check:
         return EXIT_OK
-    from arcface_lab.acceptance import evaluate, format_checks, verdict_passed
-    from arcface_lab.params import load_params
+    from arcface_lab.config.params import load_params
+    from arcface_lab.measure.acceptance import evaluate, format_checks, verdict_passed
 
     checks = evaluate({precision: result}, load_params(args.check).thresholds)
     print(format_checks(checks))
@@ -208,20 +209,19 @@ def _check(args: argparse.Namespace, precision: str, result: dict[str, Any]) -> 
 
 
 def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
-    from arcface_lab.data import images_from_spec
+    from arcface_lab.data.images import images_from_spec
 
     return images_from_spec(spec, size)[0]
 
 
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    from arcface_lab.models.onnx_io import atomic_path
+    from arcface_lab.core.files import write_text_atomic
 
     text = json.dumps(payload, indent=2, default=str) + "\n"
     if path is None:
         sys.stdout.write(text)
         return
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text_atomic(path, text)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
 
 def cmd_backends(args: argparse.Namespace) -> int:
     from arcface_lab.core.host import probe
-    from arcface_lab.registry import list_backends
+    from arcface_lab.engines.registry import list_backends
 
     host = probe()
     rows = list_backends(args.pattern, host)
@@ -266,8 +266,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from arcface_lab.core.files import file_sha256
     from arcface_lab.models.checkpoint import load_checkpoint_model
-    from arcface_lab.models.onnx_io import export_onnx, file_sha256
+    from arcface_lab.models.onnx_io import export_onnx
 
     module = load_checkpoint_model(args.weights, args.arch)
     out = export_onnx(module, args.out, (3, 112, 112), opset=args.opset)
@@ -276,7 +277,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from arcface_lab.models.onnx_io import atomic_path
+    from arcface_lab.core.files import atomic_path
 
     model = _model(args)
     images = _images(args.input, model.preprocess.size)
@@ -296,7 +297,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from arcface_lab.validate import cosine_drift
+    from arcface_lab.core.metrics import cosine_drift
 
     model = _model(args)
     images = _images(args.input, model.preprocess.size)
@@ -320,8 +321,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from arcface_lab.pairs import load_pairs
-    from arcface_lab.validate import compare_verification, cosine_drift, flip_sum, mirror
+    from arcface_lab.core.metrics import compare_verification, cosine_drift, flip_sum, mirror
+    from arcface_lab.data.pairs import load_pairs
 
     model = _model(args)
     pairs = load_pairs(args.pairs, model.preprocess.size)
@@ -380,9 +381,9 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from arcface_lab.bench import BenchSpec, bench_records, run_worker
+    from arcface_lab.engines.registry import parse_chain
     from arcface_lab.errors import BackendUnavailable
-    from arcface_lab.registry import parse_chain
+    from arcface_lab.measure.bench import BenchSpec, bench_records, run_worker
 
     sizes = _int_list(args.batch_sizes)
     names = parse_chain(args.backends, args.device)
@@ -468,8 +469,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from arcface_lab.params import load_params
-    from arcface_lab.pipeline import run
+    from arcface_lab.config.params import load_params
+    from arcface_lab.runs.pipeline import run
 
     params = load_params(args.params)
     result = run(
@@ -486,18 +487,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from arcface_lab import notebooks
-    from arcface_lab.report import render
+    from arcface_lab.report import notebooks
+    from arcface_lab.report.html import render
 
     run_dir: Path = args.run_dir
     measured = (run_dir / "verdict.json").is_file() and not (run_dir / "error.json").is_file()
-    failure: notebooks.NotebookError | None = None
+    failure: NotebookError | None = None
     if args.notebooks and measured:
         if notebooks.available():
             try:
                 for nb in notebooks.execute(run_dir, notebooks_dir=args.notebooks_dir):
                     print(f"wrote {run_dir / str(nb.html)}")
-            except notebooks.NotebookError as exc:
+            except NotebookError as exc:
                 failure = exc  # index.html still written, and says which notebook failed
         else:
             print("papermill/nbconvert not installed: index.html only", file=sys.stderr)

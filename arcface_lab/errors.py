@@ -8,6 +8,9 @@ derives from :class:`ArcfaceLabError` and maps to exit status 1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 __all__ = [
     "ArcfaceLabError",
     "BackendUnavailable",
@@ -17,11 +20,14 @@ __all__ = [
     "EngineIntegrityError",
     "InputError",
     "ModelFormatError",
+    "NotebookError",
     "ParamsError",
     "StoreError",
     "UnknownBackendError",
     "UnsafeFileError",
     "ValidationError",
+    "error_from_record",
+    "error_record",
 ]
 
 
@@ -80,3 +86,43 @@ class StoreError(ArcfaceLabError):
 
 class ValidationError(InputError):
     """Validation inputs that cannot give a meaningful result (too few pairs, ...)."""
+
+
+class NotebookError(ArcfaceLabError):
+    """A notebook failed to execute; papermill's error notebook is kept in the run folder.
+
+    ``failed`` holds the failed notebooks' statuses
+    (:class:`arcface_lab.report.notebooks.NotebookStatus`).
+    """
+
+    def __init__(self, message: str, failed: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.failed = list(failed)
+
+
+def _error_classes() -> dict[str, type[ArcfaceLabError]]:
+    found: dict[str, type[ArcfaceLabError]] = {}
+    todo: list[type[ArcfaceLabError]] = [ArcfaceLabError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def error_record(exc: ArcfaceLabError) -> dict[str, Any]:
+    """The JSON a worker process writes for ``exc``; :func:`error_from_record` raises it again."""
+    return {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+
+
+def error_from_record(record: Mapping[str, Any]) -> ArcfaceLabError:
+    """The error of a worker's :func:`error_record`, with its class (and so its exit code).
+
+    A class unknown here (a plugin's own error) becomes :class:`InputError` when its exit
+    code was 2 and :class:`EngineError` otherwise, so bad input still exits 2.
+    """
+    message = str(record.get("message", ""))
+    cls = _error_classes().get(str(record.get("type", "")))
+    if cls is None or cls is NotebookError:
+        cls = InputError if record.get("exit_code") == InputError.exit_code else EngineError
+    return cls(message)

@@ -51,14 +51,14 @@ def r18(cache_dir: Path):
 
 @pytest.fixture(scope="session")
 def faces() -> np.ndarray:
-    from arcface_lab.data import synthetic_faces
+    from arcface_lab.data.images import synthetic_faces
 
     return synthetic_faces(16, seed=3)
 
 
 @pytest.fixture(scope="session")
 def torch_r18(r18):
-    from arcface_lab.registry import create_engine
+    from arcface_lab.engines.registry import create_engine
 
     with create_engine("torch", r18, strict=True) as engine:
         yield engine

@@ -54,7 +54,7 @@ def test_backends_json(env) -> None:
 
 def test_embed_torch_and_onnxruntime_agree(env, tmp_path: Path) -> None:
     faces = tmp_path / "faces.npy"
-    from arcface_lab.data import synthetic_faces
+    from arcface_lab.data.images import synthetic_faces
 
     np.save(faces, synthetic_faces(6, seed=2))
     out = {}

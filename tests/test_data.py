@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arcface_lab.data import Preprocess, load_images, synthetic_faces
+from arcface_lab.core.preprocess import Preprocess
+from arcface_lab.data.images import load_images, synthetic_faces
 from arcface_lab.errors import DataError
 
 
@@ -85,7 +86,7 @@ def test_synthetic_faces_are_deterministic_and_identity_structured() -> None:
 
 
 def test_images_from_spec(tmp_path: Path) -> None:
-    from arcface_lab.data import images_from_spec
+    from arcface_lab.data.images import images_from_spec
 
     images, kind = images_from_spec("synthetic:3", seed=1)
     assert kind == "synthetic" and images.shape == (3, 112, 112, 3)

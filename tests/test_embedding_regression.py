@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcface_lab.data import synthetic_faces
+from arcface_lab.config.params import load_params
+from arcface_lab.data.images import synthetic_faces
+from arcface_lab.engines.registry import create_engine, list_backends
 from arcface_lab.errors import BackendUnavailable
 from arcface_lab.models.source import resolve_model
-from arcface_lab.params import load_params
-from arcface_lab.registry import create_engine, list_backends
 from tests.conftest import cosines
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

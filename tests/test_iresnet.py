@@ -180,7 +180,8 @@ def test_seeded_model_is_deterministic_and_fp16_safe() -> None:
     a, b = seeded_model("r18", seed=1), seeded_model("r18", seed=1)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
     assert not torch.equal(a.fc.weight, seeded_model("r18", seed=2).fc.weight)
-    from arcface_lab.data import Preprocess, synthetic_faces
+    from arcface_lab.core.preprocess import Preprocess
+    from arcface_lab.data.images import synthetic_faces
 
     peaks: list[float] = []
     hooks = [

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from arcface_lab import pipeline
-from arcface_lab.acceptance import Check
 from arcface_lab.cli import main
 from arcface_lab.errors import InputError
-from arcface_lab.notebooks import open_run, read_run
+from arcface_lab.measure.acceptance import Check
+from arcface_lab.report.notebooks import read_run
+from arcface_lab.runs import pipeline
+from arcface_lab.runs.session import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_PARAMS = str(ROOT / "params" / "ci.yaml")
@@ -155,7 +156,7 @@ def test_no_render_needs_no_notebook_packages(
 def test_measurement_modules_import_no_notebook_packages() -> None:
     code = (
         "import sys\n"
-        "import arcface_lab.cli, arcface_lab.notebooks, arcface_lab.pipeline, arcface_lab.report\n"
+        "import arcface_lab.cli, arcface_lab.report.notebooks, arcface_lab.runs.pipeline, arcface_lab.report.html\n"
         "heavy = {'papermill', 'nbconvert', 'nbformat', 'pandas', 'matplotlib'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from arcface_lab.engines.registry import create_engine
 from arcface_lab.errors import InputError, ModelFormatError, UnsafeFileError
 from arcface_lab.models.onnx_io import inspect_onnx, load_onnx
 from arcface_lab.models.source import resolve_model
-from arcface_lab.registry import create_engine
 from tests.conftest import cosines
 
 
@@ -133,7 +133,7 @@ def test_resolve_model_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"unknown suffix '.txt'"):
         resolve_model(str(tmp_path / "m.txt"))
     with pytest.raises(InputError, match=r"--nhwc: .* which is NCHW"):
-        from arcface_lab.data import Preprocess
+        from arcface_lab.core.preprocess import Preprocess
 
         resolve_model(
             str(_tiny_static_model(tmp_path / "s.onnx")), preprocess=Preprocess(layout="NHWC")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from arcface_lab.engines.registry import create_engine, list_backends
 from arcface_lab.errors import BackendUnavailable, InputError
-from arcface_lab.registry import create_engine, list_backends
 from tests.conftest import cosines
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -57,7 +57,7 @@ def test_missing_openvino_gives_the_install_hint(monkeypatch, r18):
 
 
 def test_int8_gates_are_validated():
-    from arcface_lab.quantize import Gates
+    from arcface_lab.engines.int8_search import Gates
 
     with pytest.raises(InputError, match=r"cosine_min: expected \(0, 1\], got 1.5"):
         Gates(1.5, 0)
@@ -200,13 +200,13 @@ def test_int8_that_fails_its_gates_is_not_offered_but_can_be_measured(tiny, tmp_
 
 
 def tiny_faces() -> np.ndarray:
-    from arcface_lab.data import synthetic_faces
+    from arcface_lab.data.images import synthetic_faces
 
     return synthetic_faces(4, seed=5, size=(16, 16))
 
 
 def test_bench_engine_specs_parse_options_and_refuse_garbage():
-    from arcface_lab.perf import parse_engines
+    from arcface_lab.runs.perf import parse_engines
 
     specs = parse_engines("torch:fp32, openvino:int8:int8_search=false")
     assert [s.label for s in specs] == ["torch/fp32", "openvino/int8 (int8_search=False)"]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from arcface_lab.acceptance import Check, format_checks, speed_check, verdict_passed
+from arcface_lab.config.params import Params, load_params
 from arcface_lab.core.host import CPU_CLASSES, Host
+from arcface_lab.engines.registry import create_engine, get_backend
 from arcface_lab.errors import BackendUnavailable, ParamsError
+from arcface_lab.measure.acceptance import Check, format_checks, speed_check, verdict_passed
 from arcface_lab.measure.optimize import candidates, optimize
-from arcface_lab.params import Params, load_params
-from arcface_lab.registry import create_engine, get_backend
 from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]

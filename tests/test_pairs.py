@@ -1,4 +1,4 @@
-"""Tests for arcface_lab.pairs: safe insightface .bin loading, CSV pairs, synthetic pairs."""
+"""Tests for arcface_lab.data.pairs: safe insightface .bin loading, CSV pairs, synthetic pairs."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arcface_lab.data import decode_image, synthetic_faces
+from arcface_lab.data.images import decode_image, synthetic_faces
+from arcface_lab.data.pairs import PairSet, load_bin, load_csv, load_pairs, synthetic_pairs
 from arcface_lab.errors import DataError, UnsafeFileError
-from arcface_lab.pairs import PairSet, load_bin, load_csv, load_pairs, synthetic_pairs
 
 SIZE = (112, 112)
 

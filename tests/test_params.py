@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from arcface_lab.config.params import Params, load_params
+from arcface_lab.engines.registry import check_params
 from arcface_lab.errors import ParamsError
-from arcface_lab.params import Params, load_params
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
 
@@ -60,8 +64,23 @@ def test_defaults_and_values() -> None:
     ],
 )
 def test_bad_values_name_the_field(raw: object, message: str) -> None:
+    """Backend names and options are checked by the registry (the engines wing), the rest on load."""
     with pytest.raises(ParamsError, match=message):
-        Params.from_mapping(raw, "x.yaml")
+        check_params(Params.from_mapping(raw, "x.yaml"))
+
+
+def test_reading_params_loads_no_backend() -> None:
+    """The config wing never imports the registry: a YAML is parsed without loading engines."""
+    code = (
+        "import sys; from arcface_lab.config.params import load_params; "
+        f"load_params({str(PARAMS_DIR / 'default.yaml')!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith('arcface_lab.engines.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = ast.literal_eval(out.stdout.strip())
+    assert not [
+        m for m in loaded if m.rsplit(".", 1)[-1] in ("openvino", "onnxruntime", "tensorrt")
+    ]
 
 
 def test_bad_files(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from arcface_lab.perf import main
+from arcface_lab.runs.perf import main
 from tests.conftest import tiny_params
 
 TINY = tiny_params(name="perf-tiny")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from arcface_lab.acceptance import evaluate, matrix_row
-from arcface_lab.bench import measure, summarize
+from arcface_lab.config.params import Params, Thresholds, load_params
 from arcface_lab.errors import BackendUnavailable, InputError
-from arcface_lab.params import Params, Thresholds, load_params
-from arcface_lab.pipeline import run
-from arcface_lab.report import render
+from arcface_lab.measure.acceptance import evaluate, matrix_row
+from arcface_lab.measure.bench import measure, summarize
+from arcface_lab.report.html import render
+from arcface_lab.runs.pipeline import run
 from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_nvml_finds_the_gpu_by_uuid_and_this_process_by_pid(monkeypatch) -> None
     import sys
     import types
 
-    from arcface_lab.bench import _nvml_process_mb
+    from arcface_lab.measure.bench import _nvml_process_mb
 
     calls: list[str] = []
     procs = [types.SimpleNamespace(pid=1, usedGpuMemory=9 << 30)]
@@ -185,7 +185,7 @@ def test_nvml_finds_the_gpu_by_uuid_and_this_process_by_pid(monkeypatch) -> None
 
 
 def test_precision_summary_says_what_each_engine_ran_in() -> None:
-    from arcface_lab.report import precision_summary
+    from arcface_lab.report.html import precision_summary
 
     openvino = {"precision": "int8", "details": {"runtime_precisions": {"bf16": 47, "f32": 1}}}
     assert precision_summary(openvino) == "bf16 47, f32 1 layers (compiled model)"

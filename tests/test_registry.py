@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcface_lab import registry
+from arcface_lab.engines import registry
 from arcface_lab.engines.base import Engine
+from arcface_lab.engines.registry import create_engine, list_backends, register_backend
 from arcface_lab.errors import BackendUnavailable, DataError, InputError, UnknownBackendError
-from arcface_lab.registry import create_engine, list_backends, register_backend
 from tests.conftest import cosines
 
 
@@ -192,7 +192,7 @@ def test_unknown_backend_option_is_an_input_error(r18) -> None:
 
 
 def test_auto_chain_is_tensorrt_then_torch_fast_on_a_gpu_and_openvino_on_a_cpu(r18) -> None:
-    from arcface_lab.registry import default_chain, parse_chain
+    from arcface_lab.engines.registry import default_chain, parse_chain
 
     assert default_chain("cuda:1") == ["tensorrt", "torch_fast", "onnxruntime", "torch"]
     assert default_chain("cpu") == ["openvino", "onnxruntime", "torch"]

@@ -193,7 +193,7 @@ def put_local(local: st.LocalStore, name: str, payload: bytes, tmp_path: Path) -
     key = st.artifact_key(inputs)
     src = tmp_path / f"{name}.bin"
     src.write_bytes(payload)
-    sha256, size = st.file_sha256(src)
+    sha256, size = st.file_digest(src)
     return local.put(key, src, st.make_manifest(key, inputs, sha256, size, {"note": name}))
 
 
@@ -427,7 +427,7 @@ def test_publish_is_create_only(tmp_path: Path, remote: st.S3Store) -> None:
     )
     other = tmp_path / "other.bin"
     other.write_bytes(b"second build, different bytes")
-    sha256, size = st.file_sha256(other)
+    sha256, size = st.file_digest(other)
     manifest = st.make_manifest(art.key, INPUTS, sha256, size, {})
     assert remote.put(art.key, other, manifest) is False  # 412: theirs is kept and verified
     got = remote.get(art.key, tmp_path)
@@ -440,7 +440,7 @@ def test_write_then_verify_fallback(tmp_path: Path, remote: st.S3Store) -> None:
     src = tmp_path / "a.bin"
     src.write_bytes(b"fallback")
     key = st.artifact_key(INPUTS)
-    sha256, size = st.file_sha256(src)
+    sha256, size = st.file_digest(src)
     manifest = st.make_manifest(key, INPUTS, sha256, size, {})
     assert remote.put(key, src, manifest) is True
     assert remote.put(key, src, manifest) is False
@@ -458,7 +458,7 @@ def test_artifact_without_manifest_is_not_overwritten(
     )
     src = tmp_path / "a.bin"
     src.write_bytes(b"mine")
-    manifest = st.make_manifest(key, INPUTS, *st.file_sha256(src), {})
+    manifest = st.make_manifest(key, INPUTS, *st.file_digest(src), {})
     with pytest.raises(StoreError) as info:
         remote.put(key, src, manifest)
     assert f"{remote.url(key)}: expected a manifest beside the artifact" in str(info.value)

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from arcface_lab.engines.registry import create_engine
 from arcface_lab.engines.tensorrt import (
     Profile,
     TensorRTEngine,
@@ -18,7 +19,6 @@ from arcface_lab.engines.tensorrt import (
     parse_profile,
 )
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
-from arcface_lab.registry import create_engine
 from arcface_lab.store import EngineStore, LocalStore, artifact_key
 from tests.conftest import cosines
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from arcface_lab.engines.registry import create_engine
 from arcface_lab.engines.torch_fast import CPU_FP16_WARNING, TorchFastEngine
 from arcface_lab.errors import BackendUnavailable, InputError
-from arcface_lab.registry import create_engine
 from tests.conftest import cosines
 
 CUDA = torch.cuda.is_available()

@@ -1,4 +1,4 @@
-"""Tests for arcface_lab.validate: drift, flip TTA, insightface's 10-fold verification."""
+"""Tests for arcface_lab.core.metrics: drift, flip TTA, insightface's 10-fold verification."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from arcface_lab.errors import DataError, ValidationError
-from arcface_lab.validate import (
+from arcface_lab.core.metrics import (
     ACCURACY_THRESHOLDS,
     VAL_THRESHOLDS,
     ThresholdCheck,
@@ -26,6 +25,7 @@ from arcface_lab.validate import (
     roc_curve,
     verify,
 )
+from arcface_lab.errors import DataError, ValidationError
 
 # ----------------------------------------------------------------------------- helpers
 

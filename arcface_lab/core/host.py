@@ -336,7 +336,7 @@ def library_versions() -> dict[str, str]:
     """Versions of Python, arcface_lab and the inference libraries that are installed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from arcface_lab import __version__
+    from arcface_lab.core.version import __version__
 
     out = {"python": platform.python_version(), "arcface_lab": __version__}
     for dist in _VERSIONED:

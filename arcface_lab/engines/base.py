@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from arcface_lab.data import check_images
+from arcface_lab.core.preprocess import check_images
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
-from arcface_lab.registry import register_backend
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -124,7 +124,8 @@ class OnnxRuntimeEngine(Engine):
 
     def _model_path(self) -> str:
         """The canonical FP32 model, or its FP16 copy built once through the engine store."""
-        from arcface_lab.models.onnx_io import file_sha256, fp16_copy
+        from arcface_lab.core.files import file_sha256
+        from arcface_lab.models.onnx_io import fp16_copy
 
         fp32 = self.model.onnx_path()
         if self.precision == "fp32":
@@ -181,7 +182,7 @@ class OnnxRuntimeEngine(Engine):
         (``trt_dump_ep_context_model``, embed mode 1); that file is the artifact, so a
         second run (or another machine with the same GPU) loads it instead of rebuilding.
         """
-        from arcface_lab.models.onnx_io import file_sha256
+        from arcface_lab.core.files import file_sha256
         from arcface_lab.store import device_fingerprint
 
         trt_opts = dict(providers[0][1])
@@ -220,7 +221,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _optimized(self, ort: Any, source: str) -> str:
         """The CPU-optimized graph (ORT_ENABLE_EXTENDED fusions), built once via the store."""
-        from arcface_lab.models.onnx_io import file_sha256
+        from arcface_lab.core.files import file_sha256
         from arcface_lab.store import device_fingerprint
 
         def build(tmp: Path) -> None:

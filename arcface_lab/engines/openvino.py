@@ -71,8 +71,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
-from arcface_lab.registry import register_backend
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -214,7 +214,7 @@ class OpenVinoEngine(Engine):
         return config
 
     def _gates(self) -> Any:
-        from arcface_lab.quantize import Gates
+        from arcface_lab.engines.int8_search import Gates
 
         cosine_min = self.options.get("int8_cosine_min")
         flips_max = self.options.get("int8_flips_max")
@@ -226,7 +226,8 @@ class OpenVinoEngine(Engine):
         return Gates(float(cosine_min), flips_max)
 
     def _calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
-        from arcface_lab.data import RUN_IMAGE_SEED, check_images, images_from_spec
+        from arcface_lab.core.preprocess import check_images
+        from arcface_lab.data.images import RUN_IMAGE_SEED, images_from_spec
 
         spec = self.options.get("calibration", "synthetic:64")
         size = self.model.preprocess.size
@@ -240,7 +241,7 @@ class OpenVinoEngine(Engine):
         return images, {"spec": text, "sha256": _array_id(images)}
 
     def _pairs(self) -> tuple[Any, dict[str, Any] | None]:
-        from arcface_lab.pairs import load_pairs
+        from arcface_lab.data.pairs import load_pairs
 
         spec = self.options.get("pairs", "synthetic:100")
         if spec is None or str(spec).lower() == "none":
@@ -257,9 +258,9 @@ class OpenVinoEngine(Engine):
         """The quantized model through the store: its sha256 and a reader."""
         import openvino as ov
 
+        from arcface_lab.core.files import file_sha256
         from arcface_lab.core.host import probe
-        from arcface_lab.models.onnx_io import file_sha256
-        from arcface_lab.quantize import quantize_int8
+        from arcface_lab.engines.int8_search import quantize_int8
         from arcface_lab.store import device_fingerprint
 
         if importlib.util.find_spec("nncf") is None:
@@ -416,6 +417,7 @@ class OpenVinoEngine(Engine):
             raise BackendUnavailable(f"openvino: runs on the CPU here, not on {self.device!r}")
         import openvino as ov
 
+        from arcface_lab.core.files import file_sha256
         from arcface_lab.core.host import probe
         from arcface_lab.engines.ov_fp32 import (
             fp32_option,
@@ -423,7 +425,6 @@ class OpenVinoEngine(Engine):
             resolve_fp32_layers,
             runtime_precisions,
         )
-        from arcface_lab.models.onnx_io import file_sha256
 
         started = time.perf_counter()
         support = self.support(self.precision, probe(), "cpu")

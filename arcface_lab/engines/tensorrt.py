@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
-from arcface_lab.registry import register_backend
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -535,8 +535,8 @@ class TensorRTEngine(Engine):
     # -- build ------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        from arcface_lab.core.files import file_sha256
         from arcface_lab.engines.torch_ref import torch_device
-        from arcface_lab.models.onnx_io import file_sha256
         from arcface_lab.store import device_fingerprint
 
         trt = _import_trt()

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, InputError
-from arcface_lab.registry import register_backend
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from arcface_lab.engines.base import Engine
+from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable
-from arcface_lab.registry import register_backend
 
 __all__ = ["TorchEngine"]
 

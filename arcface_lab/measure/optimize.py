@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -41,14 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from arcface_lab.acceptance import Check, gate_checks
 from arcface_lab.core.host import Host, probe
 from arcface_lab.engines.base import Support
+from arcface_lab.engines.registry import check_params
 from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, InputError, ParamsError
+from arcface_lab.measure.acceptance import Check, gate_checks
 
 if TYPE_CHECKING:
+    from arcface_lab.config.params import Params
     from arcface_lab.models.source import ModelSource
-    from arcface_lab.params import Params
 
 __all__ = [
     "STATUSES",
@@ -196,12 +196,10 @@ class OptimizeResult:
 
     def write(self, folder: str | Path) -> Path:
         """``folder/optimize.json``, written whole or not at all."""
-        from arcface_lab.models.onnx_io import atomic_path
+        from arcface_lab.core.files import write_json_atomic
 
         path = Path(folder) / "optimize.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n")
+        write_json_atomic(path, self.to_dict(), default=json_default)
         return path
 
     def table(self) -> str:
@@ -210,7 +208,7 @@ class OptimizeResult:
 
     def speed_check(self, thresholds: Any) -> Check:
         """The chosen engine's speedup against this host class's target (``n/a`` if none)."""
-        from arcface_lab.acceptance import speed_check
+        from arcface_lab.measure.acceptance import speed_check
 
         chosen = self.chosen
         label = chosen.candidate.label if chosen else "chosen engine"
@@ -264,7 +262,7 @@ def candidate_table(payload: Mapping[str, Any]) -> list[str]:
 
 def reference_backend(model: ModelSource | None, preferred: str = "torch") -> str:
     """The reference for ``model``: ``preferred`` (torch), ONNX Runtime FP32 for an ``.onnx``."""
-    from arcface_lab.registry import get_backend
+    from arcface_lab.engines.registry import get_backend
 
     if model is not None and not model.has_torch_module and get_backend(preferred).needs_torch:
         return "onnxruntime"
@@ -275,7 +273,7 @@ def candidates(
     params: Params, host: Host | None = None, model: ModelSource | None = None
 ) -> list[Candidate]:
     """Every candidate of ``params`` on ``host``: runnable ones fastest-expected first."""
-    from arcface_lab.registry import get_backend
+    from arcface_lab.engines.registry import get_backend
 
     host = host or probe()
     out: list[Candidate] = []
@@ -348,7 +346,7 @@ def _comparison_batch(params: Params) -> int:
 
 def held_out_images(spec: str, size: tuple[int, int]) -> np.ndarray:
     """The held-out faces: ``synthetic:N`` with their own seed, or a path."""
-    from arcface_lab.data import images_from_spec
+    from arcface_lab.data.images import images_from_spec
 
     return images_from_spec(spec, size, seed=HELD_OUT_SEED)[0]
 
@@ -356,9 +354,9 @@ def held_out_images(spec: str, size: tuple[int, int]) -> np.ndarray:
 def _inputs(
     params: Params, model: ModelSource
 ) -> tuple[dict[str, np.ndarray], Any, dict[str, Any]]:
-    from arcface_lab.bench import pair_arrays
-    from arcface_lab.data import images_from_spec
-    from arcface_lab.pairs import load_pairs
+    from arcface_lab.data.images import images_from_spec
+    from arcface_lab.data.pairs import load_pairs
+    from arcface_lab.measure.bench import pair_arrays
 
     size = model.preprocess.size
     pairs = load_pairs(params.data.pairs, size)
@@ -438,8 +436,8 @@ def _measured(
     batch: int,
 ) -> CandidateResult:
     """A candidate's worker output compared with the reference's, gated by params."""
-    from arcface_lab.bench import bench_records, pair_embeddings
-    from arcface_lab.validate import compare_verification, cosine_drift
+    from arcface_lab.core.metrics import compare_verification, cosine_drift
+    from arcface_lab.measure.bench import bench_records, pair_embeddings
 
     ref_raw, ref_out = (raw, out) if ref is None else (ref.worker or {}, ref.outputs)
     drift = cosine_drift(ref_out["images"], out["images"])
@@ -538,14 +536,15 @@ def optimize(
         InputError: bad params or model (before anything is measured).
         BackendUnavailable, EngineError: the reference could not run.
     """
-    from arcface_lab.bench import run_worker, saved_inputs, spec_from_params
+    from arcface_lab.config.params import Params, load_params
+    from arcface_lab.measure.bench import run_worker, saved_inputs, spec_from_params
     from arcface_lab.models.source import ModelSource, resolve_model
-    from arcface_lab.params import Params, load_params
 
     if params is None:
         params = Params()
     elif not isinstance(params, Params):
         params = load_params(params)
+    check_params(params)
     host = host or probe()
     m = params.model
     if not isinstance(model, ModelSource):

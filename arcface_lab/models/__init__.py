@@ -1,0 +1,1 @@
+"""The models wing: iresnet, checkpoints, ONNX I/O, and model sources (seeded, .pth, .onnx)."""

@@ -143,7 +143,8 @@ def _load_strict(
 
 def seeded_model(arch: str, seed: int = 0) -> IResNet:
     """Deterministic untrained weights for ``arch`` (see the module docstring)."""
-    from arcface_lab.data import Preprocess, synthetic_faces
+    from arcface_lab.core.preprocess import Preprocess
+    from arcface_lab.data.images import synthetic_faces
 
     model = build_iresnet(arch)
     gen = torch.Generator().manual_seed(seed)

@@ -12,18 +12,15 @@ so callers keep feeding and reading FP32), not by hand.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from arcface_lab.core.files import atomic_path
 from arcface_lab.errors import BackendUnavailable, ModelFormatError, UnsafeFileError
 
 if TYPE_CHECKING:
@@ -33,10 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_OPSET",
     "OnnxModelInfo",
-    "atomic_path",
     "check_external_data",
     "export_onnx",
-    "file_sha256",
     "fp16_copy",
     "inspect_onnx",
     "load_onnx",
@@ -67,30 +62,6 @@ class OnnxModelInfo:
     def embedding_dim(self) -> int | None:
         dim = self.output_shape[-1] if self.output_shape else None
         return dim if isinstance(dim, int) else None
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextmanager
-def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it to ``dest`` only on success."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".partial", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def _onnx() -> Any:

@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from arcface_lab.data import Preprocess
+from arcface_lab.core.files import (
+    atomic_path,
+    default_cache_root,
+    file_sha256,
+    write_text_atomic,
+)
+from arcface_lab.core.preprocess import Preprocess
 from arcface_lab.errors import BackendUnavailable, InputError, ModelFormatError
 from arcface_lab.models.onnx_io import (
     OnnxModelInfo,
-    atomic_path,
     export_onnx,
-    file_sha256,
     inspect_onnx,
     load_onnx,
     make_batch_dynamic,
@@ -36,18 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelSource", "default_cache_dir", "resolve_model"]
+__all__ = ["ModelSource", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
 SEEDED_PREFIX = "seeded:"
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/arcface_lab`` (else ``~/.cache/arcface_lab``): the store's root."""
-    from arcface_lab.store import default_local_root
-
-    return default_local_root()
 
 
 @dataclass
@@ -60,7 +57,7 @@ class ModelSource:
     arch: str | None = None
     seed: int = 0
     preprocess: Preprocess = field(default_factory=Preprocess)
-    cache_dir: Path = field(default_factory=default_cache_dir)
+    cache_dir: Path = field(default_factory=default_cache_root)
     _module: IResNet | None = field(default=None, repr=False)
     _onnx: Path | None = field(default=None, repr=False)
     _sha: str | None = field(default=None, repr=False)
@@ -159,7 +156,7 @@ def _verify_dynamic_batch(path: Path, preprocess: Preprocess, source: str, fixed
     """Batch of 3 must give the same rows as three batch-1 runs."""
     import onnxruntime as ort
 
-    from arcface_lab.data import synthetic_faces
+    from arcface_lab.data.images import synthetic_faces
 
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -266,8 +263,7 @@ def _cached_seeded(
         with atomic_path(path, suffix=".pt") as tmp:
             torch.save(module.state_dict(), tmp)
             digest = file_sha256(tmp)
-        with atomic_path(sidecar) as tmp:
-            tmp.write_text(digest + "\n")
+        write_text_atomic(sidecar, digest + "\n")
     except OSError as exc:  # a read-only cache costs time, never the run
         log.warning("seeded weights not cached in %s: %s", path.parent, exc)
     return module

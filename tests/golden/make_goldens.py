@@ -22,9 +22,9 @@ def main() -> int:
     import torch
 
     from arcface_lab import __version__
-    from arcface_lab.data import synthetic_faces
+    from arcface_lab.data.images import synthetic_faces
+    from arcface_lab.engines.registry import create_engine
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.registry import create_engine
 
     model = resolve_model(MODEL, seed=SEED)
     faces = synthetic_faces(IMAGES, seed=IMAGE_SEED)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from arcface_lab.params import Thresholds
+from arcface_lab.config.params import Thresholds
 
 __all__ = [
     "Check",

@@ -27,14 +27,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from arcface_lab.engines.base import Engine, Fallback, Support
+from arcface_lab.engines.base import COMMON_OPTIONS, Engine, Fallback, Support
 from arcface_lab.errors import BackendUnavailable, UnknownBackendError
 
 if TYPE_CHECKING:
+    from arcface_lab.config.params import Params
     from arcface_lab.core.host import Host
 
 __all__ = [
     "BackendStatus",
+    "check_params",
     "create_engine",
     "default_chain",
     "get_backend",
@@ -151,6 +153,20 @@ def list_backends(pattern: str = "*", host: Host | None = None) -> list[BackendS
         if fnmatch.fnmatch(name, pattern):
             rows.append(BackendStatus(name, False, reason, (), "plugin"))
     return rows
+
+
+def check_params(params: Params) -> Params:
+    """``params`` after checking its backend names and options against the registry.
+
+    Raises:
+        ParamsError: An unknown backend or option, naming the params file and field.
+    """
+    _ensure_loaded()
+    known: dict[str, frozenset[str] | None] = {
+        name: COMMON_OPTIONS | cls.option_names for name, cls in _backends.items()
+    }
+    known.update({name: None for name in _plugin_errors})
+    return params.check_backends(known)
 
 
 def default_chain(device: str | None = None) -> list[str]:

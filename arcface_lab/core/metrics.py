@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from arcface_lab.data import check_images
+from arcface_lab.core.preprocess import check_images
 from arcface_lab.errors import ValidationError
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from arcface_lab.errors import ParamsError
 
 if TYPE_CHECKING:
-    from arcface_lab.data import Preprocess
+    from arcface_lab.core.preprocess import Preprocess
 
 __all__ = [
     "BackendParams",
@@ -104,27 +104,6 @@ def _list(value: Any, ctx: _Ctx) -> list[Any]:
     return value
 
 
-def _backend(value: Any, ctx: _Ctx) -> str:
-    """A registered backend name (plugins included)."""
-    from arcface_lab.registry import list_backends
-
-    name = _str(value, ctx)
-    known = [row.name for row in list_backends()]
-    if name not in known:
-        raise ctx.error(f"a backend name ({', '.join(known)})", name)
-    return name
-
-
-def _backend_options(name: str, options: Mapping[str, Any], ctx: _Ctx) -> None:
-    """Option names a backend accepts; a typo must not silently become a default."""
-    from arcface_lab.engines.base import COMMON_OPTIONS
-    from arcface_lab.registry import get_backend
-
-    _mapping(
-        options, ctx.child(name), tuple(sorted(COMMON_OPTIONS | get_backend(name).option_names))
-    )
-
-
 def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
     m = _mapping(value, ctx, _PRECISIONS)
     return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
@@ -160,7 +139,7 @@ class ModelParams:
 
     def preprocess(self) -> Preprocess:
         """The model's input convention as a :class:`~arcface_lab.data.Preprocess`."""
-        from arcface_lab.data import Preprocess
+        from arcface_lab.core.preprocess import Preprocess
 
         return Preprocess(
             mean=self.mean, std=self.std, bgr=self.bgr, layout=self.layout, size=self.size
@@ -186,12 +165,11 @@ class BackendParams:
             isinstance(v, Mapping) for v in options.values()
         ):
             raise ctx.child("options").error("a mapping of backend name to options", options)
-        names = tuple(_backend(c, ctx.child("chain")) for c in chain)
-        for name, opts in options.items():
-            _backend_options(_backend(name, ctx.child("options")), opts, ctx.child("options"))
+        for name in options:
+            _str(name, ctx.child("options"))
         return cls(
-            chain=names,
-            reference=_backend(m.get("reference", cls.reference), ctx.child("reference")),
+            chain=tuple(_str(c, ctx.child("chain")) for c in chain),
+            reference=_str(m.get("reference", cls.reference), ctx.child("reference")),
             precisions=tuple(_str(p, ctx.child("precisions"), _PRECISIONS) for p in precisions),
             strict=_bool(m.get("strict", False), ctx.child("strict")),
             batch_size=_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),
@@ -402,10 +380,36 @@ class Params:
         d.pop("source")
         return d
 
+    def check_backends(self, known: Mapping[str, Collection[str] | None]) -> Params:
+        """Raise :class:`ParamsError` unless every backend named is in ``known``.
+
+        ``known`` maps each backend name to the option names it accepts (None: cannot be
+        told, e.g. a plugin that failed to load); an option name outside them is an error,
+        since a typo must not silently become a default. The engines wing supplies
+        ``known`` (:func:`arcface_lab.engines.registry.check_params`): the config wing
+        never imports the registry, so reading a params file loads no backend.
+        """
+        ctx = _Ctx(self.source).child("backends")
+        expected = f"a backend name ({', '.join(sorted(known))})"
+        for key, names in (
+            ("chain", self.backends.chain),
+            ("reference", [self.backends.reference]),
+        ):
+            for name in names:
+                if name not in known:
+                    raise ctx.child(key).error(expected, name)
+        for name, opts in self.backends.options.items():
+            if name not in known:
+                raise ctx.child("options").error(expected, name)
+            allowed = known[name]
+            if allowed is not None:
+                _mapping(opts, ctx.child("options").child(name), tuple(sorted(allowed)))
+        return self
+
 
 def default_params_file() -> Path | None:
     """The repository's ``params/default.yaml`` (a source checkout), or None."""
-    path = Path(__file__).resolve().parent.parent / "params" / "default.yaml"
+    path = Path(__file__).resolve().parents[2] / "params" / "default.yaml"
     return path if path.is_file() else None
 
 

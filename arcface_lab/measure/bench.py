@@ -32,11 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, EngineError
+from arcface_lab.core.files import write_json_atomic
+from arcface_lab.errors import (
+    ArcfaceLabError,
+    EngineError,
+    error_from_record,
+    error_record,
+)
 
 if TYPE_CHECKING:
-    from arcface_lab.pairs import PairSet
-    from arcface_lab.params import Params
+    from arcface_lab.config.params import Params
+    from arcface_lab.data.pairs import PairSet
 
 __all__ = [
     "BenchSpec",
@@ -225,7 +231,7 @@ def spec_from_params(
 
 def pair_arrays(pairs: PairSet, flip: bool) -> dict[str, np.ndarray]:
     """Verification pairs as worker inputs, with their mirror images for flip TTA."""
-    from arcface_lab.validate import mirror
+    from arcface_lab.core.metrics import mirror
 
     arrays = {"pairs_a": pairs.images_a, "pairs_b": pairs.images_b}
     if flip:
@@ -235,7 +241,7 @@ def pair_arrays(pairs: PairSet, flip: bool) -> dict[str, np.ndarray]:
 
 def pair_embeddings(out: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The pairs' embeddings from a worker's outputs, flip-summed where mirrors were embedded."""
-    from arcface_lab.validate import flip_sum
+    from arcface_lab.core.metrics import flip_sum
 
     def side(name: str) -> np.ndarray:
         mirrored = out.get(f"{name}_flip")
@@ -372,9 +378,9 @@ def _nvml_process_mb(props: Any) -> tuple[float | None, str | None]:
 
 def _worker(spec: BenchSpec, out_dir: Path) -> None:
     """Build ``spec``'s engine, embed the images and inputs once, time every batch size."""
-    from arcface_lab.data import Preprocess
+    from arcface_lab.core.preprocess import Preprocess
+    from arcface_lab.engines.registry import create_engine
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.registry import create_engine
     from arcface_lab.store import open_store
 
     if spec.threads:
@@ -442,7 +448,7 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         again, create_s = create()
         with again:
             result["second"] = {"create_s": create_s, "info": again.info.to_dict()}
-    (out_dir / "result.json").write_text(json.dumps(result, default=str))
+    write_json_atomic(out_dir / "result.json", result, default=str)
 
 
 def run_worker(
@@ -454,7 +460,9 @@ def run_worker(
     Thread counts (``spec.threads``) are set in the child's environment before it starts.
 
     Raises:
-        BackendUnavailable: no backend of the chain could run (the worker's own error).
+        ArcfaceLabError: the worker's own error, with its class (an ``InputError`` stays one,
+            so the command line still exits 2); ``BackendUnavailable`` when no backend of the
+            chain could run.
         EngineError: the worker failed otherwise or ran past ``timeout_s``.
     """
     env = dict(os.environ)
@@ -462,10 +470,10 @@ def run_worker(
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(spec.threads)
     with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
-        (Path(tmp) / "spec.json").write_text(json.dumps(asdict(spec)))
+        write_json_atomic(Path(tmp) / "spec.json", asdict(spec))
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "arcface_lab.bench", tmp],
+                [sys.executable, "-m", "arcface_lab.measure.bench", tmp],
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -477,10 +485,8 @@ def run_worker(
                 f"{timeout_s:.0f} s"
             ) from None
         error = Path(tmp) / "error.json"
-        if error.is_file():  # an arcface_lab error, raised again here with its own type
-            err = json.loads(error.read_text())
-            cls = BackendUnavailable if err["type"] == "BackendUnavailable" else EngineError
-            raise cls(err["message"])
+        if error.is_file():  # an arcface_lab error, raised again here with its own class
+            raise error_from_record(json.loads(error.read_text()))
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
             raise EngineError(f"bench worker for {spec.backend} ({spec.precision}) failed:\n{tail}")
@@ -525,14 +531,12 @@ def bench_records(
     return records
 
 
-if __name__ == "__main__":  # the worker: python -m arcface_lab.bench TMPDIR
+if __name__ == "__main__":  # the worker: python -m arcface_lab.measure.bench TMPDIR
     _dir = Path(sys.argv[1])
     _spec = json.loads((_dir / "spec.json").read_text())
     _spec["batch_sizes"] = tuple(_spec["batch_sizes"])
     try:
         _worker(BenchSpec(**_spec), _dir)
     except ArcfaceLabError as _exc:
-        (_dir / "error.json").write_text(
-            json.dumps({"type": type(_exc).__name__, "message": str(_exc)})
-        )
+        write_json_atomic(_dir / "error.json", error_record(_exc))
         sys.exit(1)

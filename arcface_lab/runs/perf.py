@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from arcface_lab.core.files import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from arcface_lab.measure.optimize import Candidate, CandidateResult
@@ -48,9 +49,9 @@ def parse_engines(text: str) -> list[Candidate]:
     import yaml
 
     from arcface_lab.core.host import probe
+    from arcface_lab.engines.registry import get_backend
     from arcface_lab.errors import InputError
     from arcface_lab.measure.optimize import Candidate
-    from arcface_lab.registry import get_backend
 
     out = []
     for item in (t.strip() for t in text.split(",")):
@@ -198,7 +199,7 @@ def _table(results: list[CandidateResult], gflop: float | None, batch: int) -> l
 
 
 def _notes(results: list[CandidateResult], checks: list[Any]) -> list[str]:
-    from arcface_lab.acceptance import format_checks
+    from arcface_lab.measure.acceptance import format_checks
 
     lines = format_checks(checks, verdict=False).splitlines()
     for r in results:
@@ -219,7 +220,7 @@ def _notes(results: list[CandidateResult], checks: list[Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arcface_lab.perf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m arcface_lab.runs.perf", description=__doc__)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--model", help="override params model.spec")
     parser.add_argument("--engines", help="backend:precision,... (default: optimize's candidates)")
@@ -233,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floors", action="store_true", help="skip the convolution peaks")
     args = parser.parse_args(argv)
 
+    from arcface_lab.config.params import load_params
     from arcface_lab.core.host import Host, probe
     from arcface_lab.measure.optimize import chosen_line, optimize
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.params import load_params
 
     params = load_params(args.params)
     params = dataclasses.replace(
@@ -310,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "floors": floors,
         "wall_s": time.perf_counter() - started,
     }
-    (out_dir / "bench.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    (out_dir / "bench.md").write_text(text + "\n")
+    write_json_atomic(out_dir / "bench.json", payload, default=str)
+    write_text_atomic(out_dir / "bench.md", text + "\n")
     print(f"wrote {out_dir / 'bench.json'} ({payload['wall_s']:.0f} s)")
     failed = ("error", "unavailable") if plan else ("error",)
     return 1 if any(r.status in failed for r in result.candidates) else 0

@@ -3,7 +3,7 @@
 No measurement happens here, so a run measured on a GPU machine that has only
 PyTorch can be rendered anywhere (``arcface-lab render RUN_DIR``). The page
 is self-contained: no scripts, no external assets. It links the notebook
-pages listed in ``notebooks.json`` (written by :mod:`arcface_lab.notebooks`)
+pages listed in ``notebooks.json`` (written by :mod:`arcface_lab.report.notebooks`)
 and says which notebook failed, if one did.
 """
 
@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from arcface_lab.core.files import write_text_atomic
 from arcface_lab.errors import InputError
 
 __all__ = ["precision_summary", "render"]
@@ -329,7 +330,5 @@ def render(run_dir: str | Path) -> Path:
         f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
     )
     out = run_dir / "index.html"
-    tmp = run_dir / ".index.html.partial"
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text_atomic(out, page)
     return out

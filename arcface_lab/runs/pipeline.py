@@ -6,8 +6,8 @@ in a process of its own, gated and timed; the fastest that passes is chosen.
 Each step writes JSON into the run folder (``environment.json``,
 ``optimize.json``, ``drift.json``, ``verification.json``, ``bench.json``,
 ``verdict.json``), then the notebooks are executed against that folder with
-papermill and turned into HTML pages (:mod:`arcface_lab.notebooks`), and
-:mod:`arcface_lab.report` renders ``index.html`` from the JSON alone.
+papermill and turned into HTML pages (:mod:`arcface_lab.report.notebooks`), and
+:mod:`arcface_lab.report.html` renders ``index.html`` from the JSON alone.
 
 The verdict has, per precision, the gates of its best candidate (the chosen one,
 else the fastest that passed, else the closest to the reference), or one ``n/a``
@@ -21,7 +21,6 @@ folder is never taken for a finished one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -35,16 +34,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from arcface_lab.acceptance import (
+from arcface_lab.config.params import Params
+from arcface_lab.core.files import write_json_atomic
+from arcface_lab.engines.registry import check_params
+from arcface_lab.errors import InputError
+from arcface_lab.measure.acceptance import (
     Check,
     evaluate,
     format_checks,
     matrix_row,
     verdict_passed,
 )
-from arcface_lab.errors import InputError
 from arcface_lab.measure.optimize import candidate_table, chosen_line, json_default
-from arcface_lab.params import Params
 
 __all__ = ["RunResult", "environment", "run"]
 
@@ -110,7 +111,7 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
 
 
 def _write(run_dir: Path, name: str, payload: Any) -> None:
-    (run_dir / name).write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
+    write_json_atomic(run_dir / name, payload, default=json_default)
 
 
 def _representative(precision: str, ran: list[Any]) -> Any | None:
@@ -127,7 +128,7 @@ def _representative(precision: str, ran: list[Any]) -> Any | None:
 
 def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
     """What :func:`arcface_lab.acceptance.evaluate` judges, one entry per params precision."""
-    from arcface_lab.registry import get_backend
+    from arcface_lab.engines.registry import get_backend
 
     results: dict[str, dict[str, Any]] = {}
     ran = opt.ran()
@@ -172,10 +173,10 @@ def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
 
 
 def _measure(params: Params, run_dir: Path) -> RunResult:
-    from arcface_lab.bench import pair_embeddings
+    from arcface_lab.core.metrics import pair_scores
+    from arcface_lab.measure.bench import pair_embeddings
     from arcface_lab.measure.optimize import optimize
     from arcface_lab.models.source import resolve_model
-    from arcface_lab.validate import pair_scores
 
     m = params.model
     model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
@@ -258,10 +259,11 @@ def run(
     A failing notebook fails the run: its error notebook stays in the
     ``.failed`` folder and ``index.html`` says so.
     """
-    from arcface_lab.report import render as render_index
+    from arcface_lab.report.html import render as render_index
 
+    check_params(params)
     if render:
-        from arcface_lab.notebooks import notebook_paths, require
+        from arcface_lab.report.notebooks import notebook_paths, require
 
         require()
         notebook_paths(notebooks_dir)  # fails now, not after the measurement
@@ -278,7 +280,7 @@ def run(
         timing = {"wall_s": time.perf_counter() - started}
         _write(partial, "timing.json", timing)
         if render:
-            from arcface_lab.notebooks import execute
+            from arcface_lab.report.notebooks import execute
 
             source = Path(params.source)
             rendered = time.perf_counter()

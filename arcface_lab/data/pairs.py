@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab.data import check_images, decode_image, synthetic_faces
+from arcface_lab.core.preprocess import check_images
+from arcface_lab.data.images import decode_image, synthetic_faces
 from arcface_lab.errors import ArcfaceLabError, DataError, UnsafeFileError
 
 __all__ = [

@@ -53,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from arcface_lab.core.metrics import compare_verification, flip_sum, l2_normalize, mirror
+from arcface_lab.data.pairs import PairSet
 from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
 from arcface_lab.errors import InputError
-from arcface_lab.pairs import PairSet
-from arcface_lab.validate import compare_verification, flip_sum, l2_normalize, mirror
 
 __all__ = ["Gates", "Int8Search", "quantize_int8"]
 

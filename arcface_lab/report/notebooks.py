@@ -9,10 +9,9 @@ module has two halves:
   executed notebook under ``<run>/notebooks/`` (papermill's error notebook
   when a cell fails), writes ``<run>/<name>.html`` with nbconvert (code
   hidden) and records what happened in ``<run>/notebooks.json``, which
-  :mod:`arcface_lab.report` reads to link the pages and flag a failure;
-* for the notebooks themselves: :func:`open_run` (a run folder, or a small
-  measurement of ``params_file`` when ``run_dir`` is empty, so a researcher or
-  nbval can open a notebook on its own) and :func:`read_run`.
+  :mod:`arcface_lab.report.html` reads to link the pages and flag a failure;
+* for the notebooks themselves: :func:`read_run` (the notebook session,
+  :func:`arcface_lab.runs.session.open_run`, finds or measures the folder).
 
 papermill, nbconvert and nbformat are imported inside the functions that use
 them, so a measurement-only machine (``arcface-lab run --no-render``) needs
@@ -22,27 +21,23 @@ papermill and nbconvert do it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, InputError
+from arcface_lab.core.files import write_json_atomic, write_text_atomic
+from arcface_lab.errors import BackendUnavailable, InputError, NotebookError
 
 __all__ = [
     "STATUS_FILE",
-    "NotebookError",
     "NotebookStatus",
     "available",
     "default_notebooks_dir",
     "execute",
-    "open_run",
     "read_run",
     "require",
 ]
@@ -55,15 +50,6 @@ STATUS_FILE = "notebooks.json"
 EXECUTED_DIR = "notebooks"
 _PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel")
 _RUN_FILES = ("environment", "optimize", "drift", "verification", "bench", "verdict")
-
-
-class NotebookError(ArcfaceLabError):
-    """A notebook failed to execute; papermill's error notebook is kept in the run folder."""
-
-    def __init__(self, failed: list[NotebookStatus]) -> None:
-        self.failed = failed
-        what = "; ".join(f"{s.name}: {s.error} (see {s.ipynb})" for s in failed)
-        super().__init__(f"{len(failed)} notebook(s) failed: {what}")
 
 
 @dataclass
@@ -81,7 +67,7 @@ class NotebookStatus:
 
 def default_notebooks_dir() -> Path:
     """The repository's ``notebooks/`` folder (beside the package)."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def available() -> bool:
@@ -132,9 +118,7 @@ def _to_html(notebook: Path, html: Path, title: str) -> None:
         log=_nbconvert_log,
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    tmp = html.with_name(f".{html.name}.partial")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(html)
+    write_text_atomic(html, body)
 
 
 def _execute_one(
@@ -199,10 +183,11 @@ def execute(
         _execute_one(p, run_dir, params_file, timeout_s) for p in notebook_paths(notebooks_dir)
     ]
     payload = {"notebooks": [asdict(s) for s in statuses]}
-    (run_dir / STATUS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(run_dir / STATUS_FILE, payload)
     failed = [s for s in statuses if s.status != "ok"]
     if failed:
-        raise NotebookError(failed)
+        what = "; ".join(f"{s.name}: {s.error} (see {s.ipynb})" for s in failed)
+        raise NotebookError(f"{len(failed)} notebook(s) failed: {what}", failed)
     return statuses
 
 
@@ -222,37 +207,4 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         if not path.is_file():
             raise InputError(f"{run_dir}: no {name}.json; is this a measured run folder?")
         out[name] = json.loads(path.read_text())
-    return out
-
-
-def open_run(run_dir: str = "", params_file: str = "") -> Path:
-    """The run folder a notebook shows.
-
-    ``run_dir`` when given. Empty (a notebook opened on its own, or nbval):
-    ``params_file`` is measured with :func:`arcface_lab.pipeline.run` (JSON
-    only, no notebooks) into a temporary folder, once per parent process, so
-    the notebooks of one Jupyter server or one nbval session share a single
-    measurement.
-    """
-    if run_dir:
-        path = Path(run_dir)
-        if not path.is_dir():
-            raise InputError(f"run_dir {run_dir!r}: no such run folder")
-        return path
-    if not params_file:
-        raise InputError("run_dir and params_file are both empty: give one of them")
-    from filelock import FileLock
-
-    from arcface_lab.params import load_params
-    from arcface_lab.pipeline import run
-
-    params = load_params(params_file)
-    digest = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
-    root = Path(tempfile.gettempdir()) / "arcface_lab-notebook-runs"
-    root.mkdir(exist_ok=True)
-    out = root / f"{params.name}-{digest}-{os.getppid()}"
-    with FileLock(str(out) + ".lock"):
-        if not (out / "verdict.json").is_file():
-            print(f"run_dir is empty: measuring {params_file} into {out} (about a minute)")
-            run(params, out_dir=out, render=False)
     return out

@@ -1,0 +1,1 @@
+"""The runs wing: a run (params in; run folder, report, verdict out), make bench, notebooks."""

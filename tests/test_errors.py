@@ -1,0 +1,72 @@
+"""Errors keep their class, and so their exit code, across the worker boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arcface_lab import errors
+from arcface_lab.core.preprocess import Preprocess
+from arcface_lab.data.images import synthetic_faces
+from arcface_lab.errors import (
+    ArcfaceLabError,
+    BackendUnavailable,
+    DataError,
+    EngineError,
+    InputError,
+    NotebookError,
+    error_from_record,
+    error_record,
+)
+from arcface_lab.measure.bench import BenchSpec, run_worker
+
+
+@pytest.mark.parametrize("cls", [DataError, BackendUnavailable, EngineError, errors.ParamsError])
+def test_a_record_raises_its_own_class_again(cls: type[ArcfaceLabError]) -> None:
+    back = error_from_record(error_record(cls("r18.onnx: bad")))
+    assert type(back) is cls and str(back) == "r18.onnx: bad"
+    assert back.exit_code == cls.exit_code
+
+
+def test_an_unknown_class_keeps_its_exit_code() -> None:
+    assert type(error_from_record({"type": "PluginInputError", "exit_code": 2})) is InputError
+    assert type(error_from_record({"type": "PluginError", "exit_code": 1})) is EngineError
+
+
+def test_every_error_class_is_in_errors_py() -> None:
+    """No module defines its own error class; each one is importable from errors."""
+    import arcface_lab.cli  # (loads every wing)
+    import arcface_lab.runs.pipeline  # noqa: F401
+
+    pending, seen = [ArcfaceLabError], set()
+    while pending:
+        cls = pending.pop()
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+    outside = sorted(
+        f"{c.__module__}.{c.__qualname__}" for c in seen if c.__module__ != errors.__name__
+    )
+    assert not outside
+    assert {c.__name__ for c in seen} <= set(errors.__all__)
+    assert NotebookError in seen
+
+
+def test_bad_input_inside_the_worker_stays_input_error(tmp_path: Path) -> None:
+    """An unknown engine option is bad input (exit 2), not an engine failure (exit 1)."""
+    images = tmp_path / "faces.npy"
+    np.save(images, synthetic_faces(2, seed=0))
+    spec = BenchSpec(
+        model="seeded:r18",
+        backend="torch",
+        precision="fp32",
+        batch_sizes=(2,),
+        images=str(images),
+        preprocess=Preprocess().to_dict(),
+        options={"no_such_option": 1},
+        store={"local": str(tmp_path / "store")},
+    )
+    with pytest.raises(InputError, match="no_such_option") as caught:
+        run_worker(spec, timeout_s=300)
+    assert caught.value.exit_code == 2

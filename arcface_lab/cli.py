@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,13 @@ from arcface_lab.errors import ArcfaceLabError, InputError, NotebookError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_THRESHOLD = 0, 1, 2, 3
+#: Library argument -> the flag that sets it (errors name the argument; the CLI shows the flag).
+FLAGS = {"model": "--model", "batch_size": "--batch-size", "out_dir": "--out", "layout": "--nhwc"}
 DEFAULT_CHAIN = "auto"  # registry.default_chain: TensorRT first on a GPU, OpenVINO on a CPU
+#: ``bench`` times engines; the verification optimize also computes uses this few pairs.
+BENCH_PAIRS, BENCH_HELD_OUT = "synthetic:20", "synthetic:8"
+#: ``bench`` bounds each batch size (``--budget-s``), not the whole run.
+BENCH_BUDGET_S = 24 * 3600.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,16 +49,18 @@ def _device(text: str) -> str:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from arcface_lab.core.preprocess import Preprocess as DEFAULT
+
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", required=True, help="a .pth checkpoint, an .onnx file or seeded:<arch>"
     )
     g.add_argument("--arch", help="iresnet architecture (r18..r200); inferred when omitted")
-    g.add_argument("--mean", type=float, default=127.5, help="pixel mean (default 127.5)")
-    g.add_argument("--std", type=float, default=127.5, help="pixel std (default 127.5)")
+    g.add_argument("--mean", type=float, default=DEFAULT.mean, help="pixel mean (%(default)s)")
+    g.add_argument("--std", type=float, default=DEFAULT.std, help="pixel std (%(default)s)")
     g.add_argument("--bgr", action="store_true", help="feed channels as BGR (default RGB)")
     g.add_argument("--nhwc", action="store_true", help="model takes NHWC (default NCHW)")
-    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(112, 112))
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=DEFAULT.size)
     g.add_argument("--cache-dir", type=Path, help="exported ONNX and engine cache folder")
 
 
@@ -166,19 +173,13 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
     )
 
 
-def _reference_backend(model: Any) -> str:
-    """The reference for ``model``: torch for .pth and seeded:, ONNX Runtime FP32 for .onnx."""
-    from arcface_lab.measure.optimize import reference_backend
-
-    return reference_backend(model)
-
-
 def _reference(model: Any, args: argparse.Namespace) -> Any:
     """The same model in FP32 on the reference backend (torch; ONNX Runtime for .onnx)."""
     from arcface_lab.engines.registry import create_engine
+    from arcface_lab.measure.optimize import reference_backend
 
     return create_engine(
-        _reference_backend(model), model, precision="fp32", strict=True, batch_size=args.batch_size
+        reference_backend(model), model, precision="fp32", strict=True, batch_size=args.batch_size
     )
 
 
@@ -381,55 +382,77 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from arcface_lab.engines.registry import parse_chain
+    """Each backend of ``--backends`` against the reference, through optimize's one loop."""
+    from arcface_lab.config.params import (
+        BackendParams,
+        BenchParams,
+        DataParams,
+        ModelParams,
+        OptimizeParams,
+        Params,
+        StoreParams,
+    )
+    from arcface_lab.core.host import probe
+    from arcface_lab.engines.registry import get_backend, parse_chain
     from arcface_lab.errors import BackendUnavailable
-    from arcface_lab.measure.bench import BenchSpec, bench_records, run_worker
+    from arcface_lab.measure.optimize import Candidate, optimize, reference_backend
 
     sizes = _int_list(args.batch_sizes)
     names = parse_chain(args.backends, args.device)
     model = _model(args)
-    images = _images(args.input, model.preprocess.size)
-    reference = _reference_backend(model)
-    common = {
-        "model": args.model,
-        "arch": args.arch,
-        "batch_sizes": sizes,
-        "preprocess": model.preprocess.to_dict(),
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "store": {"local": args.local_store, "s3": args.store, "s3_endpoint": args.s3_endpoint},
-        "warmup_s": args.warmup_s,
-        "budget_s": args.budget_s,
-        "threads": args.threads,
-        "backend_options": _int8_options(args, args.precision),
-    }
-    records: list[dict[str, Any]] = []
-    unavailable: list[dict[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
-        common["images"] = str(Path(tmp) / "images.npy")
-        np.save(common["images"], images)
-        ref_result, ref_out = run_worker(BenchSpec(backend=reference, precision="fp32", **common))
-        ref_emb = ref_out["images"]
-        for name in names:
-            precision = "fp32" if name == reference else args.precision
-            if name == reference:
-                result, emb = ref_result, ref_emb
-            else:
-                try:
-                    result, out = run_worker(BenchSpec(backend=name, precision=precision, **common))
-                    emb = out["images"]
-                except BackendUnavailable as exc:
-                    if args.strict:
-                        raise
-                    unavailable.append(
-                        {"backend": name, "precision": precision, "reason": str(exc)}
-                    )
-                    continue
-            records += bench_records(result, emb, ref_result, ref_emb)
+    reference = reference_backend(model, "torch")
+    host = probe()
+    pre = model.preprocess
+    options = _int8_options(args, args.precision)
+    params = Params(
+        name="bench",
+        model=ModelParams(
+            spec=args.model,
+            arch=args.arch,
+            mean=pre.mean,
+            std=pre.std,
+            bgr=pre.bgr,
+            layout=pre.layout,
+            size=pre.size,
+        ),
+        backends=BackendParams(
+            chain=tuple(names), reference=reference, batch_size=args.batch_size, options=options
+        ),
+        data=DataParams(images=args.input, pairs=BENCH_PAIRS, held_out=BENCH_HELD_OUT),
+        bench=BenchParams(batch_sizes=tuple(sizes), warmup_s=args.warmup_s, budget_s=args.budget_s),
+        store=StoreParams(args.local_store, args.store, args.s3_endpoint),
+        thresholds=_params(args).thresholds if options else Params().thresholds,
+        optimize=OptimizeParams(emulated=True),  # named explicitly: measured even if emulated
+    )
+    plan = []
+    for name in names:
+        precision = "fp32" if name == reference else args.precision
+        support = get_backend(name).support(precision, host, args.device)
+        plan.append(Candidate(name, precision, support=support))
+    result = optimize(
+        model,
+        params,
+        budget_s=BENCH_BUDGET_S,
+        host=host,
+        progress=False,
+        plan=plan,
+        device=args.device,
+        threads=args.threads,
+    )
+    records = [r for c in result.candidates for r in c.records]
+    unavailable = [
+        {"backend": c.candidate.backend, "precision": c.candidate.precision, "reason": c.reason}
+        for c in result.candidates
+        if c.status in ("unavailable", "error")
+    ]
+    if args.strict and unavailable:
+        first = unavailable[0]
+        raise BackendUnavailable(f"{first['backend']} {first['precision']}: {first['reason']}")
+    images = result.data["images"]
     payload = {
         "model": model.describe(),
         "reference": {"backend": reference, "precision": "fp32"},
-        "images": len(images),
+        "images": images,
         "records": records,
         "unavailable": unavailable,
     }
@@ -630,7 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArcfaceLabError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"arcface-lab {args.command}: error: {exc}", file=sys.stderr)
+        text = exc.for_flags(FLAGS) if isinstance(exc, InputError) else str(exc)
+        print(f"arcface-lab {args.command}: error: {text}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"arcface-lab {args.command}: interrupted", file=sys.stderr)

@@ -39,9 +39,26 @@ class ArcfaceLabError(Exception):
 
 
 class InputError(ArcfaceLabError):
-    """Bad input or usage: a file, a field or a flag that is not what was expected."""
+    """Bad input or usage: a file, a field or an argument that is not what was expected.
+
+    ``argument`` names the library argument at fault (``"model"``, ``"batch_size"``) when
+    there is one; the message then starts with that name, and the command line puts its
+    flag (``--model``) in its place: library code never names a flag.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+    def for_flags(self, flags: Mapping[str, str]) -> str:
+        """The message with its leading argument name replaced by ``flags[argument]``."""
+        text = str(self)
+        flag = flags.get(self.argument or "")
+        if flag and text.startswith(str(self.argument)):
+            return flag + text[len(str(self.argument)) :]
+        return text
 
 
 class ParamsError(InputError):

@@ -94,7 +94,9 @@ def test_images_from_spec(tmp_path: Path) -> None:
     assert images_from_spec("synthetic")[0].shape[0] == 64
     np.save(tmp_path / "f.npy", images)
     assert images_from_spec(str(tmp_path / "f.npy"))[1] == "files"
-    with pytest.raises(DataError, match=r"images 'synthetic:x': expected synthetic, synthetic:N"):
+    with pytest.raises(
+        DataError, match=r"images 'synthetic:x': expected 'synthetic' or 'synthetic:N'"
+    ):
         images_from_spec("synthetic:x")
     with pytest.raises(DataError, match=r"images 'synthetic:0'"):
         images_from_spec("synthetic:0")

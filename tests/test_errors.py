@@ -70,3 +70,16 @@ def test_bad_input_inside_the_worker_stays_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no_such_option") as caught:
         run_worker(spec, timeout_s=300)
     assert caught.value.exit_code == 2
+
+
+def test_library_errors_name_the_argument_and_the_cli_shows_the_flag() -> None:
+    from arcface_lab.cli import FLAGS, main
+    from arcface_lab.models.source import resolve_model
+
+    with pytest.raises(InputError) as caught:
+        resolve_model("seeded:r9")
+    assert str(caught.value).startswith("model seeded:r9: unknown architecture")
+    assert caught.value.argument == "model"
+    assert caught.value.for_flags(FLAGS).startswith("--model seeded:r9: unknown architecture")
+    assert InputError("plain").for_flags(FLAGS) == "plain"
+    assert main(["embed", "--model", "seeded:r9", "--input", "synthetic:2", "--out", "x.npy"]) == 2

@@ -127,12 +127,12 @@ def test_model_checks_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_resolve_model_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="--model missing.pth: no such file"):
+    with pytest.raises(InputError, match="model missing.pth: no such file"):
         resolve_model("missing.pth")
     (tmp_path / "m.txt").write_text("x")
     with pytest.raises(InputError, match=r"unknown suffix '.txt'"):
         resolve_model(str(tmp_path / "m.txt"))
-    with pytest.raises(InputError, match=r"--nhwc: .* which is NCHW"):
+    with pytest.raises(InputError, match=r"layout: .* which is NCHW, not NHWC"):
         from arcface_lab.core.preprocess import Preprocess
 
         resolve_model(

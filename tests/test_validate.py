@@ -11,9 +11,7 @@ import pytest
 from arcface_lab.core.metrics import (
     ACCURACY_THRESHOLDS,
     VAL_THRESHOLDS,
-    ThresholdCheck,
     _threshold_at_far,
-    check_thresholds,
     compare_verification,
     cosine_drift,
     flip_sum,
@@ -448,29 +446,3 @@ def test_roc_curve_by_hand() -> None:
 def test_roc_curve_needs_both_classes() -> None:
     with pytest.raises(ValidationError, match=r"same: expected both .* got 2 same and 0 different"):
         roc_curve(np.array([0.1, 0.2]), [True, True])
-
-
-# ----------------------------------------------------------------------------- thresholds
-
-
-def test_check_thresholds_with_caller_targets() -> None:
-    metrics = {"drift": {"min": 0.998, "p001": 0.9995}, "accuracy_delta": -0.002}
-    checks = check_thresholds(
-        metrics,
-        {"drift.min": 0.999, "drift.p001": {"min": 0.999}, "accuracy_delta": {"max_abs": 0.001}},
-    )
-    assert checks == [
-        ThresholdCheck("drift.min", 0.999, 0.998, False),
-        ThresholdCheck("drift.p001", 0.999, 0.9995, True),
-        ThresholdCheck("accuracy_delta", 0.001, -0.002, False),
-    ]
-    assert check_thresholds({"flips": 3}, {"flips": {"max": 3}})[0].passed
-
-
-def test_check_thresholds_errors() -> None:
-    with pytest.raises(ValidationError, match=r"metrics: no value for 'drift.mean'"):
-        check_thresholds({"drift": {}}, {"drift.mean": 0.9})
-    with pytest.raises(ValidationError, match=r"thresholds.x: expected a number or one of"):
-        check_thresholds({"x": 1.0}, {"x": {"above": 0.9}})
-    with pytest.raises(ValidationError, match=r"thresholds.x: expected a number, got 'high'"):
-        check_thresholds({"x": 1.0}, {"x": "high"})

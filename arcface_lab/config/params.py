@@ -13,14 +13,13 @@ import fnmatch
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from arcface_lab.core.preprocess import LAYOUTS, Preprocess
 from arcface_lab.errors import ParamsError
 
-if TYPE_CHECKING:
-    from arcface_lab.core.preprocess import Preprocess
-
 __all__ = [
+    "PRECISIONS",
     "BackendParams",
     "BenchParams",
     "DataParams",
@@ -34,7 +33,8 @@ __all__ = [
     "load_params",
 ]
 
-_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Every precision name arcface_lab knows; each backend supports a subset.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class _Ctx:
@@ -105,42 +105,42 @@ def _list(value: Any, ctx: _Ctx) -> list[Any]:
 
 
 def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
-    m = _mapping(value, ctx, _PRECISIONS)
+    m = _mapping(value, ctx, PRECISIONS)
     return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
 
 
 @dataclass(frozen=True)
 class ModelParams:
+    """The model and its input convention (defaults: :class:`Preprocess`'s, insightface's)."""
+
     spec: str = "seeded:r50"
     arch: str | None = None
     seed: int = 0
-    mean: float = 127.5
-    std: float = 127.5
-    bgr: bool = False
-    layout: str = "NCHW"
-    size: tuple[int, int] = (112, 112)
+    mean: float = Preprocess.mean
+    std: float = Preprocess.std
+    bgr: bool = Preprocess.bgr
+    layout: str = Preprocess.layout
+    size: tuple[int, int] = Preprocess.size
 
     @classmethod
     def parse(cls, raw: Any, ctx: _Ctx) -> ModelParams:
         m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
-        size = m.get("size", [112, 112])
+        size = m.get("size", list(cls.size))
         if not isinstance(size, list | tuple) or len(size) != 2:
             raise ctx.child("size").error("[height, width]", size)
         return cls(
             spec=_str(m.get("spec", cls.spec), ctx.child("spec")),
             arch=_opt_str(m.get("arch"), ctx.child("arch")),
-            seed=_int(m.get("seed", 0), ctx.child("seed")),
+            seed=_int(m.get("seed", cls.seed), ctx.child("seed")),
             mean=_float(m.get("mean", cls.mean), ctx.child("mean"), 0, 255),
             std=_float(m.get("std", cls.std), ctx.child("std"), 1e-6),
-            bgr=_bool(m.get("bgr", False), ctx.child("bgr")),
-            layout=_str(m.get("layout", "NCHW"), ctx.child("layout"), ("NCHW", "NHWC")),
+            bgr=_bool(m.get("bgr", cls.bgr), ctx.child("bgr")),
+            layout=_str(m.get("layout", cls.layout), ctx.child("layout"), LAYOUTS),
             size=(_int(size[0], ctx.child("size"), 1), _int(size[1], ctx.child("size"), 1)),
         )
 
     def preprocess(self) -> Preprocess:
-        """The model's input convention as a :class:`~arcface_lab.data.Preprocess`."""
-        from arcface_lab.core.preprocess import Preprocess
-
+        """The model's input convention as a :class:`~arcface_lab.core.preprocess.Preprocess`."""
         return Preprocess(
             mean=self.mean, std=self.std, bgr=self.bgr, layout=self.layout, size=self.size
         )
@@ -170,7 +170,7 @@ class BackendParams:
         return cls(
             chain=tuple(_str(c, ctx.child("chain")) for c in chain),
             reference=_str(m.get("reference", cls.reference), ctx.child("reference")),
-            precisions=tuple(_str(p, ctx.child("precisions"), _PRECISIONS) for p in precisions),
+            precisions=tuple(_str(p, ctx.child("precisions"), PRECISIONS) for p in precisions),
             strict=_bool(m.get("strict", False), ctx.child("strict")),
             batch_size=_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),
             options={str(k): dict(v) for k, v in options.items()},

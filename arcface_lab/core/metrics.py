@@ -1,8 +1,8 @@
 """Is the engine still the same model? Numbers computed from embeddings alone.
 
 Everything here is plain numpy on ``(N, D)`` embedding arrays; no engine,
-model or threshold lives in this module (targets come from params, through
-:func:`check_thresholds`'s caller).
+model or threshold lives in this module (targets come from params and are
+checked in one place, :mod:`arcface_lab.measure.acceptance`).
 
 * :func:`cosine_drift`: per-face cosine similarity between the reference's and
   an engine's embedding of the same image, summarized as :class:`DriftStats`.
@@ -40,9 +40,9 @@ model or threshold lives in this module (targets come from params, through
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +53,7 @@ __all__ = [
     "ACCURACY_THRESHOLDS",
     "VAL_THRESHOLDS",
     "DriftStats",
-    "ThresholdCheck",
     "VerificationResult",
-    "check_thresholds",
     "compare_verification",
     "cosine_drift",
     "flip_sum",
@@ -474,60 +472,3 @@ def roc_curve(
     far_ = np.r_[0.0, fp[last] / n_diff]
     tar = np.r_[0.0, tp[last] / n_same]
     return far_, tar
-
-
-# --------------------------------------------------------------------------- thresholds
-
-
-class ThresholdCheck(NamedTuple):
-    """One metric checked against its target."""
-
-    metric: str
-    target: float
-    measured: float
-    passed: bool
-
-
-def _lookup(metrics: Mapping[str, Any], name: str) -> float:
-    value: Any = metrics
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise ValidationError(f"metrics: no value for {name!r} (threshold without a metric)")
-        value = value[part]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"metrics.{name}: expected a number, got {value!r}")
-    return float(value)
-
-
-def check_thresholds(
-    metrics: Mapping[str, Any], thresholds: Mapping[str, Any]
-) -> list[ThresholdCheck]:
-    """Check measured metrics against targets given by the caller (params).
-
-    ``thresholds`` maps a metric name (dotted for nested values, e.g.
-    ``"drift.min"``) to a number, meaning "at least", or to a one-key mapping
-    ``{"min": x}`` (at least x), ``{"max": x}`` (at most x) or
-    ``{"max_abs": x}`` (absolute value at most x). A NaN measurement fails.
-    """
-    checks = []
-    for name, rule in thresholds.items():
-        if isinstance(rule, Mapping):
-            if len(rule) != 1 or next(iter(rule)) not in ("min", "max", "max_abs"):
-                raise ValidationError(
-                    f"thresholds.{name}: expected a number or one of "
-                    f"{{min: x}}, {{max: x}}, {{max_abs: x}}, got {dict(rule)!r}"
-                )
-            op, target = next(iter(rule.items()))
-        else:
-            op, target = "min", rule
-        if isinstance(target, bool) or not isinstance(target, int | float):
-            raise ValidationError(f"thresholds.{name}: expected a number, got {target!r}")
-        measured = _lookup(metrics, name)
-        if op == "min":
-            passed = measured >= target
-        elif op == "max":
-            passed = measured <= target
-        else:
-            passed = abs(measured) <= target
-        checks.append(ThresholdCheck(name, float(target), measured, bool(passed)))
-    return checks

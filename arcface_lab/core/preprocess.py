@@ -15,7 +15,10 @@ import numpy as np
 
 from arcface_lab.errors import DataError
 
-__all__ = ["Preprocess", "check_images"]
+__all__ = ["LAYOUTS", "Preprocess", "check_images"]
+
+#: The tensor layouts a model may take.
+LAYOUTS = ("NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Preprocess:
     size: tuple[int, int] = (112, 112)
 
     def __post_init__(self) -> None:
-        if self.layout not in ("NCHW", "NHWC"):
+        if self.layout not in LAYOUTS:
             raise DataError(f"preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
         if not self.std > 0:
             raise DataError(f"preprocess.std: expected a positive number, got {self.std!r}")

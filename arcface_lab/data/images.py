@@ -24,6 +24,7 @@ __all__ = [
     "decode_image",
     "images_from_spec",
     "load_images",
+    "parse_synthetic",
     "synthetic_faces",
 ]
 
@@ -91,6 +92,29 @@ def load_images(path: str | Path, size: tuple[int, int] = (112, 112)) -> np.ndar
 #: Seed of the synthetic images of runs and benchmarks (``synthetic:N`` in a params file).
 RUN_IMAGE_SEED = 7
 
+#: What a bare ``synthetic`` (no count) means: this many images, or this many pairs.
+SYNTHETIC_IMAGES = 64
+SYNTHETIC_PAIRS = 200
+
+
+def parse_synthetic(spec: object, what: str, default: int) -> int | None:
+    """The ``N`` of ``"synthetic"`` / ``"synthetic:N"`` (``default`` for the bare word).
+
+    None when ``spec`` names something else (a path). ``what`` ("images", "pairs")
+    goes into the error for a bad count.
+
+    Raises:
+        DataError: ``synthetic:`` followed by anything but a positive integer.
+    """
+    if not isinstance(spec, str) or not (spec == "synthetic" or spec.startswith("synthetic:")):
+        return None
+    count = spec.partition(":")[2] or str(default)
+    if not count.isdigit() or int(count) < 1:
+        raise DataError(
+            f"{what} {spec!r}: expected 'synthetic' or 'synthetic:N' with N a positive integer"
+        )
+    return int(count)
+
 
 def images_from_spec(
     spec: str, size: tuple[int, int] = (112, 112), seed: int = RUN_IMAGE_SEED
@@ -98,13 +122,11 @@ def images_from_spec(
     """Face crops named by ``spec`` and their kind (``"synthetic"`` or ``"files"``).
 
     ``spec`` is ``synthetic`` / ``synthetic:N`` (``N`` deterministic synthetic faces,
-    default 64), or a path for :func:`load_images`.
+    :data:`SYNTHETIC_IMAGES` for the bare word), or a path for :func:`load_images`.
     """
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        n = spec.partition(":")[2] or "64"
-        if not n.isdigit() or int(n) < 1:
-            raise DataError(f"images {spec!r}: expected synthetic, synthetic:N (N >= 1) or a path")
-        return synthetic_faces(int(n), seed=seed, size=size), "synthetic"
+    n = parse_synthetic(spec, "images", SYNTHETIC_IMAGES)
+    if n is not None:
+        return synthetic_faces(n, seed=seed, size=size), "synthetic"
     return load_images(spec, size), "files"
 
 

@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.core.preprocess import check_images
-from arcface_lab.data.images import decode_image, synthetic_faces
+from arcface_lab.data.images import (
+    SYNTHETIC_PAIRS,
+    decode_image,
+    parse_synthetic,
+    synthetic_faces,
+)
 from arcface_lab.errors import ArcfaceLabError, DataError, UnsafeFileError
 
 __all__ = [
@@ -351,15 +356,12 @@ def synthetic_pairs(
 
 
 def load_pairs(spec: str | Path, image_size: tuple[int, int] = (112, 112)) -> PairSet:
-    """A pair set from ``"synthetic"``, ``"synthetic:N"`` (default 200), a ``.bin`` or ``.csv``."""
+    """A pair set from ``"synthetic"``, ``"synthetic:N"`` (:data:`SYNTHETIC_PAIRS` for the bare
+    word), a ``.bin`` or a ``.csv``."""
     text = str(spec)
-    if isinstance(spec, str) and (text == "synthetic" or text.startswith("synthetic:")):
-        count = text.partition(":")[2] or "200"
-        if not count.isdigit() or int(count) < 1:
-            raise DataError(
-                f"pairs {text!r}: expected 'synthetic' or 'synthetic:N' with N a positive integer"
-            )
-        return synthetic_pairs(int(count), image_size=image_size)
+    count = parse_synthetic(spec, "pairs", SYNTHETIC_PAIRS)
+    if count is not None:
+        return synthetic_pairs(count, image_size=image_size)
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix not in (".bin", ".csv"):

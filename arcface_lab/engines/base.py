@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from arcface_lab.config.params import PRECISIONS
 from arcface_lab.core.preprocess import check_images
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 
@@ -34,8 +35,6 @@ __all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "Support"]
 
 log = logging.getLogger(__name__)
 
-#: Every precision name arcface_lab knows; each backend supports a subset.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: Options every engine accepts (a chain passes them to each candidate); backends that
 #: have no use for one ignore it.
 COMMON_OPTIONS = frozenset({"store", "batch_min", "batch_opt", "batch_max", "threads"})
@@ -138,7 +137,7 @@ class Engine(ABC):
                 f"(supported: {', '.join(self.precisions)})"
             )
         if batch_size < 1:
-            raise InputError(f"--batch-size: expected >= 1, got {batch_size}")
+            raise InputError(f"batch_size: expected >= 1, got {batch_size}", argument="batch_size")
         unknown = sorted(set(options) - COMMON_OPTIONS - self.option_names)
         if unknown:
             known = ", ".join(sorted(COMMON_OPTIONS | self.option_names))

@@ -514,6 +514,8 @@ def optimize(
     store: Mapping[str, Any] | None = None,
     workdir: str | Path | None = None,
     plan: list[Candidate] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> OptimizeResult:
     """Try every native candidate of ``params`` on this host; choose the fastest that passes.
 
@@ -531,6 +533,9 @@ def optimize(
         store: engine store settings for the workers (default: ``params.store``).
         workdir: where the workers' input arrays are written (default: a temporary folder).
         plan: the candidates to try, in order (default: :func:`candidates` of ``params``).
+        device: where the workers run (default: the host's GPU when it has one, else the CPU).
+        threads: CPU threads per engine (default: the threads this process may use on a CPU
+            host; 0 leaves each backend its own default).
 
     Raises:
         InputError: bad params or model (before anything is measured).
@@ -561,8 +566,10 @@ def optimize(
         if store is not None
         else {"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint}
     )
-    threads = host.cpu.threads if host.device == "cpu" else 0
-    device = None if host.device == "cpu" else host.device
+    if threads is None:
+        threads = host.cpu.threads if host.device == "cpu" else 0
+    if device is None and host.device != "cpu":
+        device = host.device
     reference = reference_backend(model, params.backends.reference)
     ref_cand = Candidate(reference, "fp32")
 

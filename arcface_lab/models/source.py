@@ -1,4 +1,4 @@
-"""What ``--model`` names: a checkpoint, an ONNX file or ``seeded:<arch>``.
+"""What a model spec (``--model``, ``model.spec``) names: a checkpoint, ONNX or ``seeded:<arch>``.
 
 :class:`ModelSource` is the one object engines receive. It knows how to give
 a PyTorch module (checkpoints and seeded models only) and the canonical FP32
@@ -183,7 +183,7 @@ def resolve_model(
     cache_dir: Path | None = None,
     seed: int = 0,
 ) -> ModelSource:
-    """Turn ``--model`` (``.pth``, ``.onnx`` or ``seeded:<arch>``) into a :class:`ModelSource`."""
+    """Turn a model spec (``.pth``, ``.onnx`` or ``seeded:<arch>``) into a :class:`ModelSource`."""
     from arcface_lab.models.iresnet import ARCH_LAYERS
 
     base = ModelSource(spec=spec, kind="seeded", preprocess=preprocess or Preprocess(), seed=seed)
@@ -193,15 +193,17 @@ def resolve_model(
         name = spec[len(SEEDED_PREFIX) :].lower()
         if name not in ARCH_LAYERS:
             raise InputError(
-                f"--model {spec}: unknown architecture {name!r}; "
-                f"expected seeded:<{'|'.join(ARCH_LAYERS)}>"
+                f"model {spec}: unknown architecture {name!r}; "
+                f"expected seeded:<{'|'.join(ARCH_LAYERS)}>",
+                argument="model",
             )
         return replace(base, arch=name)
     path = Path(spec)
     if not path.is_file():
         raise InputError(
-            f"--model {spec}: no such file (expected a .pth checkpoint, an .onnx model "
-            "or seeded:<arch>)"
+            f"model {spec}: no such file (expected a .pth checkpoint, an .onnx model "
+            "or seeded:<arch>)",
+            argument="model",
         )
     suffix = path.suffix.lower()
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
@@ -211,11 +213,15 @@ def resolve_model(
         inferred = _preprocess_from_shape(info.input_shape, base.preprocess)
         if base.preprocess.layout == "NHWC" and inferred.layout != "NHWC":
             raise InputError(
-                f"--nhwc: {spec} takes input {info.input_name!r} of shape "
-                f"{list(info.input_shape)}, which is NCHW"
+                f"layout: {spec} takes input {info.input_name!r} of shape "
+                f"{list(info.input_shape)}, which is NCHW, not NHWC",
+                argument="layout",
             )
         return replace(base, kind="onnx", path=path, preprocess=inferred)
-    raise InputError(f"--model {spec}: unknown suffix {suffix!r}; expected .pth, .onnx or seeded:")
+    raise InputError(
+        f"model {spec}: unknown suffix {suffix!r}; expected .pth, .onnx or seeded:",
+        argument="model",
+    )
 
 
 def _preprocess_from_shape(shape: tuple[int | str, ...], default: Preprocess) -> Preprocess:

@@ -270,7 +270,9 @@ def run(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     final = Path(out_dir) if out_dir else Path(reports_root) / f"{stamp}-{params.name}"
     if final.exists():
-        raise InputError(f"--out {final}: already exists; runs are never overwritten")
+        raise InputError(
+            f"out_dir {final}: already exists; runs are never overwritten", argument="out_dir"
+        )
     partial = final.with_name(f".{final.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

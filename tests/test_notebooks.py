@@ -18,7 +18,9 @@ import pytest
 from arcface_lab.cli import main
 from arcface_lab.errors import InputError
 from arcface_lab.measure.acceptance import Check
+from arcface_lab.report import tables
 from arcface_lab.report.notebooks import read_run
+from arcface_lab.report.run_folder import MEASURED, RunFolder
 from arcface_lab.runs import pipeline
 from arcface_lab.runs.session import open_run
 
@@ -26,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CI_PARAMS = str(ROOT / "params" / "ci.yaml")
 DATA = Path(__file__).resolve().parent / "data"
 NOTEBOOKS = ("01_build_engines", "02_embedding_drift", "03_benchmark", "04_acceptance_report")
-MEASURED = ("environment", "optimize", "drift", "verification", "bench", "verdict")
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +49,11 @@ def replay(ci_run: tuple[int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """``pipeline._measure`` replaced by a copy of the fixture run's measurement."""
     source = ci_run[1]
 
-    def fake_measure(params: object, run_dir: Path) -> pipeline.RunResult:
+    def fake_measure(params: object, folder: RunFolder) -> pipeline.RunResult:
         for name in MEASURED:
-            shutil.copy(source / f"{name}.json", run_dir / f"{name}.json")
+            shutil.copy(source / f"{name}.json", folder.file(name))
         verdict = json.loads((source / "verdict.json").read_text())
-        return pipeline.RunResult(run_dir, [Check.from_dict(c) for c in verdict["checks"]])
+        return pipeline.RunResult(folder.path, [Check.from_dict(c) for c in verdict["checks"]])
 
     monkeypatch.setattr(pipeline, "_measure", fake_measure)
 
@@ -188,3 +189,26 @@ def test_committed_notebooks_are_stripped_and_parameterized() -> None:
             if "# NBVAL_CHECK_OUTPUT" not in "".join(cell["source"]):
                 assert cell["outputs"] == [], (name, cell["source"])
         assert "matplotlib.use" not in json.dumps(nb)
+
+
+def test_every_table_of_a_real_run(ci_run: tuple[int, Path]) -> None:
+    """The tables index.html and the notebooks show, from the run's own files."""
+    run = RunFolder(ci_run[1]).load()
+    assert set(MEASURED) <= set(run)
+    cands = tables.candidates(run["optimize"])
+    assert len(cands.rows) == len(run["optimize"]["candidates"])
+    assert all(len(r) == len(cands.header) for r in cands.rows)
+    checks = tables.checks(run["verdict"])
+    assert [r[0] for r in checks.rows] == [c["metric"] for c in run["verdict"]["checks"]]
+    lat = tables.latency(run["bench"])
+    refs = [r[0] for r in lat.rows if r[0].startswith("reference ")]
+    assert refs and len(refs) == sum(1 for r in run["bench"]["records"] if r["reference"])
+    thresholds = run["environment"]["params"]["thresholds"]
+    drift = tables.drift(run["drift"], thresholds)
+    assert {r[0] for r in drift.rows} == set(run["drift"]["engines"])
+    assert all(r[3] == pytest.approx(1 - r[2]) for r in drift.rows)
+    ver = tables.verification(run["verification"])
+    assert {r[0] for r in ver.rows} == set(run["verification"]["engines"])
+    env = dict(tables.environment(run["environment"]).rows)
+    assert env["model sha256"] == run["environment"]["model"]["sha256"]
+    assert list(tables.engines(run["drift"]).frame("engine").index) == list(run["drift"]["engines"])

@@ -102,9 +102,13 @@ def test_bf16_keeps_the_embedding(r18, faces, torch_r18, tmp_path):
 
 @needs_openvino
 def test_unknown_options_values_are_input_errors(r18, tmp_path):
-    with pytest.raises(InputError, match="performance_hint: expected LATENCY or THROUGHPUT"):
+    with pytest.raises(
+        InputError, match="openvino options: performance_hint: expected one of LATENCY, THROUGHPUT"
+    ):
         create_engine("openvino", r18, strict=True, performance_hint="fast")
-    with pytest.raises(InputError, match="threads: expected an integer >= 0, got -2"):
+    with pytest.raises(
+        InputError, match="openvino options: threads: expected an integer >= 0, got -2"
+    ):
         create_engine("openvino", r18, strict=True, threads=-2)
 
 

@@ -86,6 +86,33 @@ def test_failed_run_keeps_its_folder_and_says_so(tmp_path: Path, cache_dir, monk
     assert "The run FAILED" in render(failed).read_text()
 
 
+def test_a_second_run_on_the_same_folder_is_refused_at_once(tmp_path: Path) -> None:
+    """While a run holds the folder's lock, another is refused and the first's files are kept."""
+    from filelock import FileLock
+
+    partial = tmp_path / ".r1.partial"
+    partial.mkdir()
+    (partial / "environment.json").write_text("{}")  # the first run's work in progress
+    busy = r"out_dir .*r1: another run is writing it now"
+    with FileLock(str(tmp_path / ".r1.lock")), pytest.raises(InputError, match=busy):
+        run(_tiny(), out_dir=tmp_path / "r1", render=False)
+    assert (partial / "environment.json").read_text() == "{}"
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r1.failed").exists()
+
+
+def test_a_stopped_runs_partial_folder_is_swept(tmp_path: Path, cache_dir, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    stale = tmp_path / ".r1.partial"
+    stale.mkdir()
+    (stale / "verdict.json").write_text('{"passed": true}')  # a killed run's leftover
+    params = _tiny(backends={"chain": ["torch"], "reference": "tensorrt", "precisions": ["fp32"]})
+    with pytest.raises(BackendUnavailable):
+        run(params, out_dir=tmp_path / "r1", render=False)
+    failed = tmp_path / "r1.failed"
+    assert not stale.exists() and not (failed / "verdict.json").exists()
+    assert not (tmp_path / ".r1.lock").exists()
+
+
 def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "r1").mkdir()
     with pytest.raises(InputError, match="already exists; runs are never overwritten"):

@@ -184,7 +184,8 @@ def test_unknown_backend_option_is_an_input_error(r18) -> None:
     from arcface_lab.errors import InputError
 
     with pytest.raises(
-        InputError, match=r"onnxruntime option\(s\) provider: unknown; expected any of .*providers"
+        InputError,
+        match=r"onnxruntime options: unknown key\(s\) provider; expected any of .*providers",
     ):
         create_engine(
             "onnxruntime,torch", r18, backend_options={"onnxruntime": {"provider": "cpu"}}

@@ -318,7 +318,8 @@ def test_default_batch_opt_is_never_below_batch_min() -> None:
     from types import SimpleNamespace
 
     def settings(**options: object) -> tuple:
-        return TensorRTEngine._settings(SimpleNamespace(options=options, batch_size=32))
+        fake = SimpleNamespace(options=options, batch_size=32, opts=TensorRTEngine.Options())
+        return TensorRTEngine._settings(fake)
 
     assert settings(batch_min=64, batch_max=128)[0].to_dict()["opt"] == 64
     assert settings(batch_max=8)[0].to_dict()["opt"] == 8

@@ -49,14 +49,14 @@ def test_fp16_on_cpu_is_allowed_with_a_warning(r18) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"cuda_graphs": True}, r"^torch_fast option cuda_graphs: needs a CUDA device, got cpu$"),
+        ({"cuda_graphs": True}, r"^torch_fast options: cuda_graphs: needs a CUDA device, got cpu$"),
         (
             {"compile": "fastest"},
-            r"^torch_fast option compile: expected true, false or one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, got 'fastest'$",
+            r"^torch_fast options: compile: expected true, false or one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, got 'fastest'$",
         ),
         (
             {"channels_last": "yes"},
-            r"^torch_fast option channels_last: expected true or false, got 'yes'$",
+            r"^torch_fast options: channels_last: expected true or false, got 'yes'$",
         ),
     ],
 )

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arcface_lab.config.fields import (
+    Ctx,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_mapping,
+    parse_opt_str,
+    parse_str,
+)
 from arcface_lab.core.preprocess import LAYOUTS, Preprocess
 from arcface_lab.errors import ParamsError
 
@@ -37,76 +47,9 @@ __all__ = [
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
-class _Ctx:
-    """Where a value came from, for error messages."""
-
-    def __init__(self, source: str, path: str = "") -> None:
-        self.source, self.path = source, path
-
-    def child(self, key: str) -> _Ctx:
-        return _Ctx(self.source, f"{self.path}.{key}" if self.path else key)
-
-    def error(self, expected: str, got: Any) -> ParamsError:
-        where = f"{self.path}: " if self.path else ""
-        return ParamsError(f"{self.source}: {where}expected {expected}, got {got!r}")
-
-
-def _mapping(value: Any, ctx: _Ctx, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ctx.error("a mapping", value)
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        where = f"{ctx.path}: " if ctx.path else ""
-        raise ParamsError(
-            f"{ctx.source}: {where}unknown key(s) {', '.join(map(str, unknown))}; "
-            f"expected any of {', '.join(allowed)}"
-        )
-    return value
-
-
-def _str(value: Any, ctx: _Ctx, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str) or not value:
-        raise ctx.error("a non-empty string", value)
-    if choices and value not in choices:
-        raise ctx.error(f"one of {', '.join(choices)}", value)
-    return value
-
-
-def _opt_str(value: Any, ctx: _Ctx) -> str | None:
-    return None if value is None else _str(value, ctx)
-
-
-def _int(value: Any, ctx: _Ctx, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ctx.error(f"an integer >= {minimum}", value)
-    return value
-
-
-def _float(value: Any, ctx: _Ctx, lo: float = 0.0, hi: float = float("inf")) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ctx.error(f"a number in [{lo}, {hi}]", value)
-    return float(value)
-
-
-def _bool(value: Any, ctx: _Ctx) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error("true or false", value)
-    return value
-
-
-def _list(value: Any, ctx: _Ctx) -> list[Any]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list) or not value:
-        raise ctx.error("a non-empty list", value)
-    return value
-
-
-def _per_precision(value: Any, ctx: _Ctx, lo: float, hi: float) -> dict[str, float]:
-    m = _mapping(value, ctx, PRECISIONS)
-    return {k: _float(v, ctx.child(k), lo, hi) for k, v in m.items()}
+def _per_precision(value: Any, ctx: Ctx, lo: float, hi: float) -> dict[str, float]:
+    m = parse_mapping(value, ctx, PRECISIONS)
+    return {k: parse_float(v, ctx.child(k), lo, hi) for k, v in m.items()}
 
 
 @dataclass(frozen=True)
@@ -123,20 +66,23 @@ class ModelParams:
     size: tuple[int, int] = Preprocess.size
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> ModelParams:
-        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+    def parse(cls, raw: Any, ctx: Ctx) -> ModelParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
         size = m.get("size", list(cls.size))
         if not isinstance(size, list | tuple) or len(size) != 2:
             raise ctx.child("size").error("[height, width]", size)
         return cls(
-            spec=_str(m.get("spec", cls.spec), ctx.child("spec")),
-            arch=_opt_str(m.get("arch"), ctx.child("arch")),
-            seed=_int(m.get("seed", cls.seed), ctx.child("seed")),
-            mean=_float(m.get("mean", cls.mean), ctx.child("mean"), 0, 255),
-            std=_float(m.get("std", cls.std), ctx.child("std"), 1e-6),
-            bgr=_bool(m.get("bgr", cls.bgr), ctx.child("bgr")),
-            layout=_str(m.get("layout", cls.layout), ctx.child("layout"), LAYOUTS),
-            size=(_int(size[0], ctx.child("size"), 1), _int(size[1], ctx.child("size"), 1)),
+            spec=parse_str(m.get("spec", cls.spec), ctx.child("spec")),
+            arch=parse_opt_str(m.get("arch"), ctx.child("arch")),
+            seed=parse_int(m.get("seed", cls.seed), ctx.child("seed")),
+            mean=parse_float(m.get("mean", cls.mean), ctx.child("mean"), 0, 255),
+            std=parse_float(m.get("std", cls.std), ctx.child("std"), 1e-6),
+            bgr=parse_bool(m.get("bgr", cls.bgr), ctx.child("bgr")),
+            layout=parse_str(m.get("layout", cls.layout), ctx.child("layout"), LAYOUTS),
+            size=(
+                parse_int(size[0], ctx.child("size"), 1),
+                parse_int(size[1], ctx.child("size"), 1),
+            ),
         )
 
     def preprocess(self) -> Preprocess:
@@ -156,23 +102,23 @@ class BackendParams:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> BackendParams:
-        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
-        chain = _list(m.get("chain", list(cls.chain)), ctx.child("chain"))
-        precisions = _list(m.get("precisions", list(cls.precisions)), ctx.child("precisions"))
+    def parse(cls, raw: Any, ctx: Ctx) -> BackendParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        chain = parse_list(m.get("chain", list(cls.chain)), ctx.child("chain"))
+        precisions = parse_list(m.get("precisions", list(cls.precisions)), ctx.child("precisions"))
         options = m.get("options", {}) or {}
         if not isinstance(options, Mapping) or not all(
             isinstance(v, Mapping) for v in options.values()
         ):
             raise ctx.child("options").error("a mapping of backend name to options", options)
         for name in options:
-            _str(name, ctx.child("options"))
+            parse_str(name, ctx.child("options"))
         return cls(
-            chain=tuple(_str(c, ctx.child("chain")) for c in chain),
-            reference=_str(m.get("reference", cls.reference), ctx.child("reference")),
-            precisions=tuple(_str(p, ctx.child("precisions"), PRECISIONS) for p in precisions),
-            strict=_bool(m.get("strict", False), ctx.child("strict")),
-            batch_size=_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),
+            chain=tuple(parse_str(c, ctx.child("chain")) for c in chain),
+            reference=parse_str(m.get("reference", cls.reference), ctx.child("reference")),
+            precisions=tuple(parse_str(p, ctx.child("precisions"), PRECISIONS) for p in precisions),
+            strict=parse_bool(m.get("strict", False), ctx.child("strict")),
+            batch_size=parse_int(m.get("batch_size", cls.batch_size), ctx.child("batch_size"), 1),
             options={str(k): dict(v) for k, v in options.items()},
         )
 
@@ -191,13 +137,13 @@ class DataParams:
     held_out: str = "synthetic:64"
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> DataParams:
-        m = _mapping(raw, ctx, ("images", "pairs", "flip", "held_out"))
+    def parse(cls, raw: Any, ctx: Ctx) -> DataParams:
+        m = parse_mapping(raw, ctx, ("images", "pairs", "flip", "held_out"))
         return cls(
-            images=_str(m.get("images", cls.images), ctx.child("images")),
-            pairs=_str(m.get("pairs", cls.pairs), ctx.child("pairs")),
-            flip=_bool(m.get("flip", True), ctx.child("flip")),
-            held_out=_str(m.get("held_out", cls.held_out), ctx.child("held_out")),
+            images=parse_str(m.get("images", cls.images), ctx.child("images")),
+            pairs=parse_str(m.get("pairs", cls.pairs), ctx.child("pairs")),
+            flip=parse_bool(m.get("flip", True), ctx.child("flip")),
+            held_out=parse_str(m.get("held_out", cls.held_out), ctx.child("held_out")),
         )
 
 
@@ -214,11 +160,11 @@ class OptimizeParams:
     emulated: bool = False
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> OptimizeParams:
-        m = _mapping(raw, ctx, ("budget_s", "emulated"))
+    def parse(cls, raw: Any, ctx: Ctx) -> OptimizeParams:
+        m = parse_mapping(raw, ctx, ("budget_s", "emulated"))
         return cls(
-            budget_s=_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s"), 1.0),
-            emulated=_bool(m.get("emulated", cls.emulated), ctx.child("emulated")),
+            budget_s=parse_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s"), 1.0),
+            emulated=parse_bool(m.get("emulated", cls.emulated), ctx.child("emulated")),
         )
 
 
@@ -231,15 +177,19 @@ class BenchParams:
     target_cov: float = 0.025
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> BenchParams:
-        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
-        sizes = _list(m.get("batch_sizes", list(cls.batch_sizes)), ctx.child("batch_sizes"))
+    def parse(cls, raw: Any, ctx: Ctx) -> BenchParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        sizes = parse_list(m.get("batch_sizes", list(cls.batch_sizes)), ctx.child("batch_sizes"))
         return cls(
-            batch_sizes=tuple(_int(b, ctx.child("batch_sizes"), 1) for b in sizes),
-            warmup_s=_float(m.get("warmup_s", cls.warmup_s), ctx.child("warmup_s")),
-            budget_s=_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s")),
-            min_repeats=_int(m.get("min_repeats", cls.min_repeats), ctx.child("min_repeats"), 1),
-            target_cov=_float(m.get("target_cov", cls.target_cov), ctx.child("target_cov"), 0, 1),
+            batch_sizes=tuple(parse_int(b, ctx.child("batch_sizes"), 1) for b in sizes),
+            warmup_s=parse_float(m.get("warmup_s", cls.warmup_s), ctx.child("warmup_s")),
+            budget_s=parse_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s")),
+            min_repeats=parse_int(
+                m.get("min_repeats", cls.min_repeats), ctx.child("min_repeats"), 1
+            ),
+            target_cov=parse_float(
+                m.get("target_cov", cls.target_cov), ctx.child("target_cov"), 0, 1
+            ),
         )
 
 
@@ -250,15 +200,15 @@ class StoreParams:
     s3_endpoint: str | None = None
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> StoreParams:
-        m = _mapping(raw, ctx, ("local", "s3", "s3_endpoint"))
-        s3 = _opt_str(m.get("s3"), ctx.child("s3"))
+    def parse(cls, raw: Any, ctx: Ctx) -> StoreParams:
+        m = parse_mapping(raw, ctx, ("local", "s3", "s3_endpoint"))
+        s3 = parse_opt_str(m.get("s3"), ctx.child("s3"))
         if s3 is not None and not s3.startswith("s3://"):
             raise ctx.child("s3").error("s3://BUCKET/PREFIX", s3)
         return cls(
-            local=_opt_str(m.get("local"), ctx.child("local")),
+            local=parse_opt_str(m.get("local"), ctx.child("local")),
             s3=s3,
-            s3_endpoint=_opt_str(m.get("s3_endpoint"), ctx.child("s3_endpoint")),
+            s3_endpoint=parse_opt_str(m.get("s3_endpoint"), ctx.child("s3_endpoint")),
         )
 
 
@@ -277,17 +227,17 @@ class SpeedTarget:
     floor: str = ""
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> SpeedTarget:
-        m = _mapping(raw, ctx, ("speedup_min", "floor"))
+    def parse(cls, raw: Any, ctx: Ctx) -> SpeedTarget:
+        m = parse_mapping(raw, ctx, ("speedup_min", "floor"))
         if "speedup_min" not in m:
             raise ctx.child("speedup_min").error("a number (the class's target)", None)
         return cls(
-            speedup_min=_float(m["speedup_min"], ctx.child("speedup_min"), 0, 1e6),
+            speedup_min=parse_float(m["speedup_min"], ctx.child("speedup_min"), 0, 1e6),
             floor=str(m.get("floor", "")),
         )
 
 
-def _speed_targets(value: Any, ctx: _Ctx) -> dict[str, SpeedTarget]:
+def _speed_targets(value: Any, ctx: Ctx) -> dict[str, SpeedTarget]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -317,8 +267,8 @@ class Thresholds:
     target_note: str = ""
 
     @classmethod
-    def parse(cls, raw: Any, ctx: _Ctx) -> Thresholds:
-        m = _mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+    def parse(cls, raw: Any, ctx: Ctx) -> Thresholds:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
         flips, vram = m.get("decision_flips_max"), m.get("vram_mb_max")
         return cls(
             cosine_min=_per_precision(m.get("cosine_min"), ctx.child("cosine_min"), 0, 1),
@@ -326,11 +276,11 @@ class Thresholds:
                 m.get("accuracy_delta_max"), ctx.child("accuracy_delta_max"), 0, 1
             ),
             decision_flips_max=(
-                None if flips is None else _int(flips, ctx.child("decision_flips_max"))
+                None if flips is None else parse_int(flips, ctx.child("decision_flips_max"))
             ),
             speed_targets=_speed_targets(m.get("speed_targets"), ctx.child("speed_targets")),
-            speedup_batch=_int(m.get("speedup_batch", 32), ctx.child("speedup_batch"), 1),
-            vram_mb_max=None if vram is None else _float(vram, ctx.child("vram_mb_max")),
+            speedup_batch=parse_int(m.get("speedup_batch", 32), ctx.child("speedup_batch"), 1),
+            vram_mb_max=None if vram is None else parse_float(vram, ctx.child("vram_mb_max")),
             target_note=str(m.get("target_note", "")),
         )
 
@@ -360,11 +310,11 @@ class Params:
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str = "<mapping>") -> Params:
-        ctx = _Ctx(source)
+        ctx = Ctx(source)
         keys = ("name", "model", "backends", "data", "bench", "store", "thresholds", "optimize")
-        m = _mapping(raw, ctx, keys)
+        m = parse_mapping(raw, ctx, keys)
         return cls(
-            name=_str(m.get("name", "run"), ctx.child("name")),
+            name=parse_str(m.get("name", "run"), ctx.child("name")),
             model=ModelParams.parse(m.get("model"), ctx.child("model")),
             backends=BackendParams.parse(m.get("backends"), ctx.child("backends")),
             data=DataParams.parse(m.get("data"), ctx.child("data")),
@@ -380,30 +330,30 @@ class Params:
         d.pop("source")
         return d
 
-    def check_backends(self, known: Mapping[str, Collection[str] | None]) -> Params:
+    def check_backends(
+        self, known: Mapping[str, Callable[[Mapping[str, Any], Ctx], Any] | None]
+    ) -> Params:
         """Raise :class:`ParamsError` unless every backend named is in ``known``.
 
-        ``known`` maps each backend name to the option names it accepts (None: cannot be
-        told, e.g. a plugin that failed to load); an option name outside them is an error,
+        ``known`` maps each backend name to its options parser (``parse(options, ctx)``:
+        :meth:`arcface_lab.engines.base.Engine.parse_options`; None when it cannot be told,
+        e.g. a plugin that failed to load), which refuses unknown names and bad values,
         since a typo must not silently become a default. The engines wing supplies
         ``known`` (:func:`arcface_lab.engines.registry.check_params`): the config wing
         never imports the registry, so reading a params file loads no backend.
         """
-        ctx = _Ctx(self.source).child("backends")
+        ctx = Ctx(self.source).child("backends")
         expected = f"a backend name ({', '.join(sorted(known))})"
-        for key, names in (
-            ("chain", self.backends.chain),
-            ("reference", [self.backends.reference]),
-        ):
-            for name in names:
-                if name not in known:
-                    raise ctx.child(key).error(expected, name)
+        named = [("chain", n) for n in self.backends.chain]
+        for key, name in [*named, ("reference", self.backends.reference)]:
+            if name not in known:
+                raise ctx.child(key).error(expected, name)
         for name, opts in self.backends.options.items():
             if name not in known:
                 raise ctx.child("options").error(expected, name)
-            allowed = known[name]
-            if allowed is not None:
-                _mapping(opts, ctx.child("options").child(name), tuple(sorted(allowed)))
+            parse = known[name]
+            if parse is not None:
+                parse(opts, ctx.child("options").child(name))
         return self
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from arcface_lab.config.fields import Ctx, option_names, parse_mapping, parse_options
 from arcface_lab.config.params import PRECISIONS
 from arcface_lab.core.preprocess import check_images
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
@@ -31,13 +32,18 @@ from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "Support"]
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "NoOptions", "Support"]
 
 log = logging.getLogger(__name__)
 
 #: Options every engine accepts (a chain passes them to each candidate); backends that
 #: have no use for one ignore it.
 COMMON_OPTIONS = frozenset({"store", "batch_min", "batch_opt", "batch_max", "threads"})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a backend that has none of its own."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,10 @@ class Engine(ABC):
     description: ClassVar[str] = ""
     #: ``(module, how to install it)`` pairs this backend cannot run without.
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
-    #: Backend-specific option names; anything else (a typo) is an error.
+    #: The backend's own options: a frozen dataclass of :func:`~arcface_lab.config.fields.option`
+    #: fields (default, parser, documentation), parsed into ``self.opts``.
+    Options: ClassVar[type] = NoOptions
+    #: Backend-specific option names (from ``Options``); anything else (a typo) is an error.
     option_names: ClassVar[frozenset[str]] = frozenset()
     #: Runs only models that have a PyTorch module (``.pth``, ``seeded:``), not ``.onnx``.
     needs_torch: ClassVar[bool] = False
@@ -122,6 +131,28 @@ class Engine(ABC):
     #: this project's machines (docs/performance.md). It only orders optimize's candidates,
     #: so a small budget tries the most promising first; it is never a target.
     expected_speedup: ClassVar[dict[tuple[str, str], float]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__:
+            cls.option_names = option_names(cls.Options)
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any], ctx: Ctx | None = None) -> Any:
+        """``options`` checked and read into :attr:`Options` (the common ones left aside).
+
+        ``ctx`` says where they came from (a params file's ``backends.options.<name>``);
+        by default ``"<name> options"``.
+
+        Raises:
+            ParamsError: an unknown option name or a bad value, naming the field.
+        """
+        ctx = ctx or Ctx(f"{cls.name} options")
+        parse_mapping(options, ctx, tuple(sorted(COMMON_OPTIONS | cls.option_names)))
+        own = {k: v for k, v in options.items() if k in cls.option_names}
+        if cls.Options is NoOptions:
+            return NoOptions()
+        return parse_options(cls.Options, own, ctx)
 
     def __init__(
         self,
@@ -138,12 +169,8 @@ class Engine(ABC):
             )
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}", argument="batch_size")
-        unknown = sorted(set(options) - COMMON_OPTIONS - self.option_names)
-        if unknown:
-            known = ", ".join(sorted(COMMON_OPTIONS | self.option_names))
-            raise InputError(
-                f"{self.name} option(s) {', '.join(unknown)}: unknown; expected any of {known}"
-            )
+        #: The backend's own options, parsed (``self.options`` keeps what was given).
+        self.opts = self.parse_options(options)
         self.model = model
         self.precision = precision
         self.batch_size = batch_size

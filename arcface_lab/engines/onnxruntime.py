@@ -21,12 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from arcface_lab.config.fields import Ctx, option, parse_int, parse_str
 from arcface_lab.engines.base import Engine, Support
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
@@ -45,6 +47,27 @@ _PROVIDERS = {
 }
 
 
+def _providers(value: Any, ctx: Ctx) -> tuple[str, ...]:
+    """``auto`` (empty), or provider names (``cpu``, ``cuda``, ``tensorrt``) in order."""
+    names = [p.strip().lower() for p in parse_str(value, ctx).split(",") if p.strip()]
+    if names == ["auto"]:
+        return ()
+    unknown = [p for p in names if p not in _PROVIDERS]
+    if unknown or not names:
+        raise ctx.error(f"auto or a comma-separated list of {', '.join(_PROVIDERS)}", value)
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """``backends.options.onnxruntime``."""
+
+    providers: tuple[str, ...] = option(
+        (), _providers, "execution providers in order; () is auto: CUDA when asked for, else CPU"
+    )
+    threads: int = option(0, parse_int, "intra-op threads (0: ONNX Runtime's choice)")
+
+
 @register_backend
 class OnnxRuntimeEngine(Engine):
     """ONNX Runtime over the canonical ONNX model (FP32, or an FP16 copy with FP32 I/O)."""
@@ -53,7 +76,7 @@ class OnnxRuntimeEngine(Engine):
     precisions = ("fp32", "fp16")
     description = "ONNX Runtime (CPU, CUDA, TensorRT execution providers)"
     requires = (("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),)
-    option_names = frozenset({"providers"})
+    Options = OnnxRuntimeOptions
     devices = ("cpu", "cuda")
     expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
         ("cpu", "fp32"): 1.5,
@@ -78,18 +101,11 @@ class OnnxRuntimeEngine(Engine):
         return Support("native")
 
     def _provider_list(self, available: list[str]) -> list[Any]:
-        wanted = self.options.get("providers", "auto")
-        if wanted == "auto":
+        names = list(self.opts.providers)
+        if not names:
             names = ["cpu"]
             if self.device != "cpu" and _PROVIDERS["cuda"] in available:
                 names = ["cuda", "cpu"]
-        else:
-            names = [p.strip().lower() for p in str(wanted).split(",") if p.strip()]
-            unknown = [p for p in names if p not in _PROVIDERS]
-            if unknown:
-                raise InputError(
-                    f"onnxruntime providers: unknown {unknown}; expected {', '.join(_PROVIDERS)}"
-                )
         missing = [p for p in names if _PROVIDERS[p] not in available]
         if missing:
             raise BackendUnavailable(
@@ -247,7 +263,7 @@ class OnnxRuntimeEngine(Engine):
         providers = self._provider_list(ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(self.options.get("threads", 0))
+        threads = self.opts.threads
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3

@@ -65,14 +65,27 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from arcface_lab.config.fields import (
+    Ctx,
+    nullable,
+    option,
+    parse_bool,
+    parse_choice,
+    parse_float,
+    parse_int,
+    parse_str,
+)
+from arcface_lab.data.images import SYNTHETIC_IMAGES
 from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.ov_fp32 import fp32_option
 from arcface_lab.engines.registry import register_backend
-from arcface_lab.errors import BackendUnavailable, EngineError, InputError
+from arcface_lab.errors import BackendUnavailable, EngineError
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -83,7 +96,7 @@ log = logging.getLogger(__name__)
 
 INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v3"
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
-_FP32_OPTION = "openvino fp32_layers"
+_FP32_OPTION = "openvino options: fp32_layers"
 _TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
 
 
@@ -135,6 +148,50 @@ def _write_int8_artifact(model: Any, report: dict[str, Any], dest: Path) -> None
             tar.addfile(info, io.BytesIO(blob))
 
 
+def _calibration_spec(value: Any, ctx: Ctx) -> Any:
+    """``synthetic:N``, a ``.npy`` file or image folder, or a ``uint8`` array (checked later)."""
+    return value if isinstance(value, np.ndarray) else parse_str(value, ctx)
+
+
+def _pairs_spec(value: Any, ctx: Ctx) -> str | None:
+    text = parse_str(value, ctx)
+    return None if text.lower() == "none" else text
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """``backends.options.openvino`` (see the module docstring for what each one does)."""
+
+    threads: int = option(0, parse_int, "INFERENCE_NUM_THREADS (0: OpenVINO's choice)")
+    performance_hint: str = option(
+        "LATENCY", parse_choice("LATENCY", "THROUGHPUT", upper=True), "LATENCY or THROUGHPUT"
+    )
+    cache_compiled: bool = option(True, parse_bool, "keep the compiled model in the store")
+    fp32_layers: str | list[str] = option(
+        "input",
+        lambda v, c: fp32_option(v, f"{c.source}: {c.path}"),
+        "layers kept in FP32 under the bf16 hint: input, none or layer names",
+    )
+    int8_cosine_min: float | None = option(
+        None, nullable(lambda v, c: parse_float(v, c, 0, 1, open_lo=True)), "INT8 cosine gate"
+    )
+    int8_flips_max: int | None = option(None, nullable(parse_int), "INT8 decision-flip gate")
+    int8_enforce_gates: bool = option(True, parse_bool, "refuse an INT8 model failing its gates")
+    int8_search: bool = option(True, parse_bool, "search which layers stay out of INT8")
+    int8_margin: float = option(
+        0.3,
+        lambda v, c: parse_float(v, c, 0, 1, open_lo=True),
+        "share of the BF16 model's cosine headroom the INT8 search may spend",
+    )
+    calibration: Any = option(
+        f"synthetic:{SYNTHETIC_IMAGES}", _calibration_spec, "images INT8 is calibrated on"
+    )
+    pairs: str | None = option(
+        "synthetic:100", nullable(_pairs_spec), "pairs of the decision-flip gate (none: no gate)"
+    )
+    flip: bool = option(True, parse_bool, "flip test-time augmentation for the pairs")
+
+
 @register_backend
 class OpenVinoEngine(Engine):
     """OpenVINO on the CPU over the canonical ONNX model."""
@@ -143,21 +200,7 @@ class OpenVinoEngine(Engine):
     precisions = ("fp32", "bf16", "int8")
     description = "OpenVINO CPU: FP32, BF16, INT8 with accuracy-aware mixed precision"
     requires = (("openvino", "pip install openvino"),)
-    option_names = frozenset(
-        {
-            "cache_compiled",
-            "calibration",
-            "flip",
-            "fp32_layers",
-            "int8_cosine_min",
-            "int8_enforce_gates",
-            "int8_flips_max",
-            "int8_margin",
-            "int8_search",
-            "pairs",
-            "performance_hint",
-        }
-    )
+    Options = OpenVinoOptions
     # seeded r50, batch 32, 2 threads (docs/performance.md): Zen 4 fp32 1.9x, bf16 3.6x,
     # gated int8 3.7x, every layer int8 6.3x; Zen 3 (AVX2) fp32 floor 1.5x, int8 floor 2.7x.
     expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
@@ -200,24 +243,18 @@ class OpenVinoEngine(Engine):
 
     def _config(self, native_bf16: bool) -> dict[str, Any]:
         hint = _HINTS.get(self.precision, "bf16" if native_bf16 else "f32")
-        perf = str(self.options.get("performance_hint", "LATENCY")).upper()
-        if perf not in ("LATENCY", "THROUGHPUT"):
-            raise InputError(
-                f"openvino performance_hint: expected LATENCY or THROUGHPUT, got {perf!r}"
-            )
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": perf}
-        threads = self.options.get("threads", 0)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise InputError(f"openvino threads: expected an integer >= 0, got {threads!r}")
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": self.opts.performance_hint,
+        }
+        if self.opts.threads:
+            config["INFERENCE_NUM_THREADS"] = self.opts.threads
         return config
 
     def _gates(self) -> Any:
         from arcface_lab.engines.int8_search import Gates
 
-        cosine_min = self.options.get("int8_cosine_min")
-        flips_max = self.options.get("int8_flips_max")
+        cosine_min, flips_max = self.opts.int8_cosine_min, self.opts.int8_flips_max
         if cosine_min is None or flips_max is None:
             raise BackendUnavailable(
                 "openvino int8: no accuracy gates given; pass the options int8_cosine_min and "
@@ -229,7 +266,7 @@ class OpenVinoEngine(Engine):
         from arcface_lab.core.preprocess import check_images
         from arcface_lab.data.images import RUN_IMAGE_SEED, images_from_spec
 
-        spec = self.options.get("calibration", "synthetic:64")
+        spec = self.opts.calibration
         size = self.model.preprocess.size
         if isinstance(spec, np.ndarray):
             check_images(spec, size, source="openvino calibration")
@@ -243,8 +280,8 @@ class OpenVinoEngine(Engine):
     def _pairs(self) -> tuple[Any, dict[str, Any] | None]:
         from arcface_lab.data.pairs import load_pairs
 
-        spec = self.options.get("pairs", "synthetic:100")
-        if spec is None or str(spec).lower() == "none":
+        spec = self.opts.pairs
+        if spec is None:
             return None, None
         pairs = load_pairs(spec, self.model.preprocess.size)
         digest = _array_id(pairs.images_a, pairs.images_b, pairs.same)
@@ -270,13 +307,7 @@ class OpenVinoEngine(Engine):
         gates = self._gates()
         images, images_id = self._calibration()
         pairs, pairs_id = self._pairs()
-        flip = bool(self.options.get("flip", True))
-        search = self.options.get("int8_search", True)
-        if not isinstance(search, bool):
-            raise InputError(f"openvino int8_search: expected true or false, got {search!r}")
-        margin = self.options.get("int8_margin", 0.3)
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin <= 1:
-            raise InputError(f"openvino int8_margin: expected a number in (0, 1], got {margin!r}")
+        flip, search, margin = self.opts.flip, self.opts.int8_search, self.opts.int8_margin
         overflow_fix = "disable" if probe().cpu.vnni else "first_layer_only"
         onnx = self.model.onnx_path()
 
@@ -358,7 +389,7 @@ class OpenVinoEngine(Engine):
             f"{result.get('cosine_min')} (gate {report['gates']['cosine_min']}), decision flips "
             f"{result.get('decision_flips')} (gate {report['gates']['decision_flips_max']})"
         )
-        if self.options.get("int8_enforce_gates", True):
+        if self.opts.int8_enforce_gates:
             raise BackendUnavailable(f"{msg}; not offered (int8_enforce_gates: false measures it)")
         log.warning("%s; loaded because int8_enforce_gates is false", msg)
         self.info.warnings.append(msg)
@@ -385,7 +416,7 @@ class OpenVinoEngine(Engine):
             times["compile_s"] = _seconds(t0)
             return compiled
 
-        if not self.options.get("cache_compiled", True):
+        if not self.opts.cache_compiled:
             return compile_now()
         built: dict[str, Any] = {}
 
@@ -420,7 +451,6 @@ class OpenVinoEngine(Engine):
         from arcface_lab.core.files import file_sha256
         from arcface_lab.core.host import probe
         from arcface_lab.engines.ov_fp32 import (
-            fp32_option,
             keep_fp32,
             resolve_fp32_layers,
             runtime_precisions,
@@ -444,7 +474,7 @@ class OpenVinoEngine(Engine):
         # FP32 islands matter only where the hint is not f32 already.
         fp32: str | list[str] = "none"
         if config["INFERENCE_PRECISION_HINT"] != "f32":  # normalised: it is part of store keys
-            fp32 = fp32_option(self.options.get("fp32_layers", "input"), _FP32_OPTION)
+            fp32 = self.opts.fp32_layers
         if self.precision == "int8":
             source_sha, read = self._int8_model(core, config, fp32, times)
         else:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from arcface_lab.engines.base import COMMON_OPTIONS, Engine, Fallback, Support
+from arcface_lab.config.fields import Ctx
+from arcface_lab.engines.base import Engine, Fallback, Support
 from arcface_lab.errors import BackendUnavailable, UnknownBackendError
 
 if TYPE_CHECKING:
@@ -162,8 +163,8 @@ def check_params(params: Params) -> Params:
         ParamsError: An unknown backend or option, naming the params file and field.
     """
     _ensure_loaded()
-    known: dict[str, frozenset[str] | None] = {
-        name: COMMON_OPTIONS | cls.option_names for name, cls in _backends.items()
+    known: dict[str, Callable[[Mapping[str, Any], Ctx], Any] | None] = {
+        name: cls.parse_options for name, cls in _backends.items()
     }
     known.update({name: None for name in _plugin_errors})
     return params.check_backends(known)

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from arcface_lab.config.fields import option, parse_bool, parse_int
 from arcface_lab.engines.base import Engine, Support
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
@@ -464,6 +465,20 @@ def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ the engine
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """``backends.options.tensorrt`` (the profile's ``batch_min/opt/max`` are common options)."""
+
+    workspace_mb: int = option(
+        DEFAULT_WORKSPACE_MB, lambda v, c: parse_int(v, c, 1), "builder workspace pool limit (MiB)"
+    )
+    tf32: bool = option(False, parse_bool, "allow TF32 for FP32 layers (false: strict FP32)")
+    hardware_compatibility: bool = option(
+        False, parse_bool, "build an Ampere+ hardware-compatible plan"
+    )
+    timing_cache: bool = option(True, parse_bool, "keep a timing cache in the engine store")
+
+
 @register_backend
 class TensorRTEngine(Engine):
     """A TensorRT plan built from the canonical ONNX model, run on CUDA with torch buffers."""
@@ -475,7 +490,7 @@ class TensorRTEngine(Engine):
         ("tensorrt", INSTALL_HINT),
         ("torch", "pip install torch (a CUDA build: its tensors are the device buffers)"),
     )
-    option_names = frozenset({"workspace_mb", "tf32", "hardware_compatibility", "timing_cache"})
+    Options = TensorRTOptions
     devices = ("cuda",)
     expected_speedup: ClassVar[dict[tuple[str, str], float]] = {
         ("cuda", "fp32"): 3.0,
@@ -515,22 +530,8 @@ class TensorRTEngine(Engine):
             default_opt = max(batch_min, min(32, batch_max))  # never below batch_min
         batch_opt = opts.get("batch_opt", default_opt)
         profile = parse_profile(batch_min, batch_opt, batch_max)
-        workspace = opts.get("workspace_mb", DEFAULT_WORKSPACE_MB)
-        if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace < 1:
-            raise InputError(
-                f"tensorrt option workspace_mb: expected an integer >= 1, got {workspace!r}"
-            )
-        flags = []
-        for name, default in (
-            ("tf32", False),
-            ("hardware_compatibility", False),
-            ("timing_cache", True),
-        ):
-            value = opts.get(name, default)
-            if not isinstance(value, bool):
-                raise InputError(f"tensorrt option {name}: expected true or false, got {value!r}")
-            flags.append(value)
-        return profile, workspace, flags[0], flags[1], flags[2]
+        own = self.opts
+        return profile, own.workspace_mb, own.tf32, own.hardware_compatibility, own.timing_cache
 
     # -- build ------------------------------------------------------------------------------
 

@@ -28,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from arcface_lab.config.fields import Ctx, nullable, option, parse_bool
 from arcface_lab.engines.base import Engine, Support
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, InputError
@@ -46,6 +48,29 @@ CPU_FP16_WARNING = (
     "weight rounding only; bf16 + channels_last is the CPU fast path"
 )
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile(value: Any, ctx: Ctx) -> bool | str:
+    if isinstance(value, bool) or value in COMPILE_MODES:
+        return value
+    raise ctx.error(f"true, false or one of {', '.join(COMPILE_MODES)}", value)
+
+
+@dataclass(frozen=True)
+class TorchFastOptions:
+    """``backends.options.torch_fast``."""
+
+    channels_last: bool = option(True, parse_bool, "NHWC memory format for the convolutions")
+    compile: bool | str = option(
+        False, _compile, "torch.compile (true: its best mode for the device, or a mode name)"
+    )
+    cuda_graphs: bool | None = option(
+        None, nullable(parse_bool), "replay CUDA graphs per batch size (None: on with CUDA)"
+    )
+    tf32: bool = option(False, parse_bool, "allow TF32 for FP32 layers on CUDA")
+    cudnn_benchmark: bool | None = option(
+        None, nullable(parse_bool), "cuDNN autotuning (None: on with CUDA)"
+    )
 
 
 def _fp32_wrapper(module: Any) -> Any:
@@ -72,7 +97,7 @@ class TorchFastEngine(Engine):
     precisions = ("fp32", "fp16", "bf16")
     description = "PyTorch optimized: fp16/bf16, channels-last, torch.compile, CUDA graphs"
     requires = (("torch", "pip install torch"),)
-    option_names = frozenset({"channels_last", "compile", "cuda_graphs", "tf32", "cudnn_benchmark"})
+    Options = TorchFastOptions
     needs_torch = True
     devices = ("cpu", "cuda")
     # seeded r50, batch 32: CPU bf16 2.7x on Zen 4; CUDA figures are the GPU targets' order.
@@ -107,23 +132,12 @@ class TorchFastEngine(Engine):
             )
         return Support("native")
 
-    def _option(self, name: str, default: bool) -> bool:
-        value = self.options.get(name, default)
-        if not isinstance(value, bool):
-            raise InputError(f"torch_fast option {name}: expected true or false, got {value!r}")
-        return value
-
     def _compile_mode(self, cuda: bool) -> str | None:
-        value = self.options.get("compile", False)
+        value = self.opts.compile
         if value is False:
             return None
         if value is True:
             return "max-autotune-no-cudagraphs" if cuda else "default"
-        if value not in COMPILE_MODES:
-            raise InputError(
-                f"torch_fast option compile: expected true, false or one of "
-                f"{', '.join(COMPILE_MODES)}, got {value!r}"
-            )
         return str(value)
 
     def _load(self) -> None:
@@ -142,13 +156,13 @@ class TorchFastEngine(Engine):
         self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
             self.precision
         ]
-        self._channels_last = self._option("channels_last", True)
-        self._tf32 = self._option("tf32", False)
-        self._benchmark = self._option("cudnn_benchmark", cuda)
+        opts = self.opts
+        self._channels_last, self._tf32 = opts.channels_last, opts.tf32
+        self._benchmark = cuda if opts.cudnn_benchmark is None else opts.cudnn_benchmark
         mode = self._compile_mode(cuda)
-        graphs = self._option("cuda_graphs", cuda)
+        graphs = cuda if opts.cuda_graphs is None else opts.cuda_graphs
         if graphs and not cuda:
-            raise InputError("torch_fast option cuda_graphs: needs a CUDA device, got cpu")
+            raise InputError("torch_fast options: cuda_graphs: needs a CUDA device, got cpu")
         if mode in ("reduce-overhead", "max-autotune") and graphs:
             graphs = False  # Inductor captures its own CUDA graphs in these modes
         self._graphs_on = graphs

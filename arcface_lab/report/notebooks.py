@@ -22,15 +22,15 @@ papermill and nbconvert do it.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from arcface_lab.core.files import write_json_atomic, write_text_atomic
+from arcface_lab.core.files import write_text_atomic
 from arcface_lab.errors import BackendUnavailable, InputError, NotebookError
+from arcface_lab.report.run_folder import RunFolder
 
 __all__ = [
     "STATUS_FILE",
@@ -45,11 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Written into the run folder by :func:`execute`; read by the report.
-STATUS_FILE = "notebooks.json"
+STATUS_FILE = "notebooks.json"  # RunFolder's "notebooks"
 #: Where the executed notebooks go, inside the run folder.
 EXECUTED_DIR = "notebooks"
 _PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel")
-_RUN_FILES = ("environment", "optimize", "drift", "verification", "bench", "verdict")
 
 
 @dataclass
@@ -183,7 +182,7 @@ def execute(
         _execute_one(p, run_dir, params_file, timeout_s) for p in notebook_paths(notebooks_dir)
     ]
     payload = {"notebooks": [asdict(s) for s in statuses]}
-    write_json_atomic(run_dir / STATUS_FILE, payload)
+    RunFolder(run_dir).write("notebooks", payload)
     failed = [s for s in statuses if s.status != "ok"]
     if failed:
         what = "; ".join(f"{s.name}: {s.error} (see {s.ipynb})" for s in failed)
@@ -195,16 +194,5 @@ def execute(
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's JSON files as one dict: ``environment``, ``drift``, ``verdict``, ...
-
-    Also ``run_dir`` and ``run_id`` (the folder's name without ``.partial``).
-    """
-    run_dir = Path(run_dir)
-    run_id = run_dir.name.lstrip(".").removesuffix(".partial")
-    out: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_id}
-    for name in _RUN_FILES:
-        path = run_dir / f"{name}.json"
-        if not path.is_file():
-            raise InputError(f"{run_dir}: no {name}.json; is this a measured run folder?")
-        out[name] = json.loads(path.read_text())
-    return out
+    """A run folder's JSON files as one dict (:meth:`RunFolder.load`)."""
+    return RunFolder(Path(run_dir)).load()

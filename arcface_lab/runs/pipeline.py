@@ -21,6 +21,7 @@ folder is never taken for a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -29,13 +30,14 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from arcface_lab.config.params import Params
-from arcface_lab.core.files import write_json_atomic
+from arcface_lab.core.files import PARTIAL_SUFFIX
 from arcface_lab.engines.registry import check_params
 from arcface_lab.errors import InputError
 from arcface_lab.measure.acceptance import (
@@ -46,6 +48,7 @@ from arcface_lab.measure.acceptance import (
     verdict_passed,
 )
 from arcface_lab.measure.optimize import candidate_table, chosen_line, json_default
+from arcface_lab.report.run_folder import RunFolder
 
 __all__ = ["RunResult", "environment", "run"]
 
@@ -110,10 +113,6 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
     return env
 
 
-def _write(run_dir: Path, name: str, payload: Any) -> None:
-    write_json_atomic(run_dir / name, payload, default=json_default)
-
-
 def _representative(precision: str, ran: list[Any]) -> Any | None:
     """The candidate whose gates stand for ``precision``: chosen, fastest passed, or closest."""
     mine = [c for c in ran if c.candidate.precision == precision]
@@ -172,74 +171,164 @@ def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
     return results
 
 
-def _measure(params: Params, run_dir: Path) -> RunResult:
-    from arcface_lab.core.metrics import pair_scores
-    from arcface_lab.measure.bench import pair_embeddings
-    from arcface_lab.measure.optimize import optimize
-    from arcface_lab.models.source import resolve_model
-
-    m = params.model
-    model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
-    env = environment(params, model)
-    _write(run_dir, "environment.json", env)
-    opt = optimize(model, params, workdir=run_dir)
-    opt.write(run_dir)
-    optimized = opt.to_dict()
-
-    data = opt.data
-    drift_out: dict[str, Any] = {
-        "images": data["images"],
-        "held_out_images": data["held_out"],
-        "data_kind": data["images_kind"],
-        "engines": {},
-    }
-    ver_out: dict[str, Any] = {
-        "pairs": data["pairs"],
-        "data_kind": data["pairs_kind"],
-        "source": data["pairs_source"],
-        "flip": params.data.flip,
-        "engines": {},
-    }
-    bench_out: dict[str, Any] = {"records": list(opt.reference.records)}
-    ref_scores = pair_scores(*pair_embeddings(opt.reference.outputs)).tolist()
-    for c in opt.ran():
-        key = c.candidate.label
-        drift_out["engines"][key] = {
+def _drift_json(opt: Any) -> dict[str, Any]:
+    """``drift.json``: per-face cosine of every engine that ran, against the reference."""
+    engines = {
+        c.candidate.label: {
             "info": c.info,
             "status": c.status,
             **c.drift.to_dict(),
             "per_face": c.drift.per_face,
             "held_out_min": c.held_out.min,
         }
-        ver_out["engines"][key] = {
+        for c in opt.ran()
+    }
+    return {
+        "images": opt.data["images"],
+        "held_out_images": opt.data["held_out"],
+        "data_kind": opt.data["images_kind"],
+        "engines": engines,
+    }
+
+
+def _verification_json(params: Params, opt: Any) -> dict[str, Any]:
+    """``verification.json``: 10-fold results per engine, with per-pair scores for plots."""
+    from arcface_lab.core.metrics import pair_scores
+    from arcface_lab.measure.bench import pair_embeddings
+
+    ref_scores = pair_scores(*pair_embeddings(opt.reference.outputs)).tolist()
+    engines = {
+        c.candidate.label: {
             "info": c.info,
             "status": c.status,
             **(c.verification or {}),
-            # per pair, for the notebooks' score scatter and ROC curves
             "reference_scores": ref_scores,
             "engine_scores": pair_scores(*pair_embeddings(c.outputs)).tolist(),
             "same": opt.same.tolist(),
         }
-        bench_out["records"] += c.records
-    _write(run_dir, "drift.json", drift_out)
-    _write(run_dir, "verification.json", ver_out)
-    _write(run_dir, "bench.json", bench_out)
+        for c in opt.ran()
+    }
+    return {
+        "pairs": opt.data["pairs"],
+        "data_kind": opt.data["pairs_kind"],
+        "source": opt.data["pairs_source"],
+        "flip": params.data.flip,
+        "engines": engines,
+    }
 
+
+def _bench_json(opt: Any) -> dict[str, Any]:
+    """``bench.json``: the reference's records (marked ``reference``), then each engine's."""
+    return {"records": [*opt.reference.records, *(r for c in opt.ran() for r in c.records)]}
+
+
+def _verdict_json(params: Params, opt: Any, device: str) -> tuple[dict[str, Any], list[Check]]:
+    """``verdict.json`` and its checks: the gates per precision and the class speed target."""
     results = _per_precision(params, opt)
     checks = evaluate(results, params.thresholds)
     checks.append(opt.speed_check(params.thresholds))
-    device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
     verdict = {
         "passed": verdict_passed(checks),
         "checks": [c.to_dict() for c in checks],
         "results": results,
         "hardware_class": opt.host.cls,
-        "chosen": optimized["chosen"],
+        "chosen": opt.to_dict()["chosen"],
         "target_note": params.thresholds.target_note,
         "matrix_row": matrix_row(params.name, f"{device} ({opt.host.cls})", checks),
     }
-    _write(run_dir, "verdict.json", verdict)
-    return RunResult(run_dir, checks, device, optimized)
+    return verdict, checks
+
+
+def _measure(params: Params, folder: RunFolder) -> RunResult:
+    """Optimize, then write the run files in the order of ``run_folder.MEASURED``."""
+    from arcface_lab.measure.optimize import optimize
+    from arcface_lab.models.source import resolve_model
+
+    m = params.model
+    model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+    env = environment(params, model)
+    folder.write("environment", env, default=json_default)
+    opt = optimize(model, params, workdir=folder.path)
+    opt.write(folder.path)
+    folder.write("drift", _drift_json(opt), default=json_default)
+    folder.write("verification", _verification_json(params, opt), default=json_default)
+    folder.write("bench", _bench_json(opt), default=json_default)
+    device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
+    verdict, checks = _verdict_json(params, opt, device)
+    folder.write("verdict", verdict, default=json_default)
+    return RunResult(folder.path, checks, device, opt.to_dict())
+
+
+@contextlib.contextmanager
+def _claimed(final: Path) -> Iterator[RunFolder]:
+    """The in-progress folder of ``final`` (``.<name>.partial``), owned by this run alone.
+
+    A lock beside it (``.<name>.lock``, held for the whole run) refuses a second run on
+    the same folder at once, without touching the first; a ``.partial`` left by a run
+    that was killed is swept, since no live run holds its lock.
+    """
+    from filelock import FileLock, Timeout
+
+    if final.exists():
+        raise InputError(
+            f"out_dir {final}: already exists; runs are never overwritten", argument="out_dir"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(final.with_name(f".{final.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError(
+            f"out_dir {final}: another run is writing it now (lock {lock.lock_file})",
+            argument="out_dir",
+        ) from None
+    try:
+        if final.exists():  # finished while we waited for nothing: still never overwritten
+            raise InputError(
+                f"out_dir {final}: already exists; runs are never overwritten", argument="out_dir"
+            )
+        partial = final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
+        if partial.exists():
+            log.warning("removing %s, left by a run that was stopped", partial)
+            shutil.rmtree(partial)
+        partial.mkdir()
+        yield RunFolder(partial)
+    finally:
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
+
+
+def _render(params: Params, folder: RunFolder, notebooks_dir: Path | None) -> float:
+    """Execute the notebooks against ``folder``; return the seconds it took."""
+    from arcface_lab.report.notebooks import execute
+
+    source = Path(params.source)
+    started = time.perf_counter()
+    execute(
+        folder.path,
+        params_file=str(source.resolve()) if source.is_file() else "",
+        notebooks_dir=notebooks_dir,
+    )
+    return time.perf_counter() - started
+
+
+def _failed(folder: RunFolder, final: Path, exc: BaseException) -> Path:
+    """Record ``exc`` in the folder, render what there is, and keep it as ``<name>.failed``."""
+    from arcface_lab.report.html import render as render_index
+
+    folder.write(
+        "error", {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    )
+    try:
+        render_index(folder.path)  # the page says the run failed and links what was rendered
+    except Exception as render_exc:
+        log.warning("no index.html for the failed run: %s", render_exc)
+    failed, n = final.with_name(f"{final.name}.failed"), 1
+    while failed.exists():  # an earlier failed run of the same name is kept too
+        n += 1
+        failed = final.with_name(f"{final.name}.failed-{n}")
+    os.replace(folder.path, failed)
+    return failed
 
 
 def run(
@@ -257,7 +346,8 @@ def run(
     anything is measured. Without it only the JSON and ``index.html`` are
     written (a measurement machine with just torch; render elsewhere later).
     A failing notebook fails the run: its error notebook stays in the
-    ``.failed`` folder and ``index.html`` says so.
+    ``.failed`` folder and ``index.html`` says so. A second run on the same
+    ``out_dir`` while this one runs is refused at once.
     """
     from arcface_lab.report.html import render as render_index
 
@@ -269,47 +359,21 @@ def run(
         notebook_paths(notebooks_dir)  # fails now, not after the measurement
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     final = Path(out_dir) if out_dir else Path(reports_root) / f"{stamp}-{params.name}"
-    if final.exists():
-        raise InputError(
-            f"out_dir {final}: already exists; runs are never overwritten", argument="out_dir"
-        )
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    started = time.perf_counter()
-    try:
-        result = _measure(params, partial)
-        timing = {"wall_s": time.perf_counter() - started}
-        _write(partial, "timing.json", timing)
-        if render:
-            from arcface_lab.report.notebooks import execute
-
-            source = Path(params.source)
-            rendered = time.perf_counter()
-            execute(
-                partial,
-                params_file=str(source.resolve()) if source.is_file() else "",
-                notebooks_dir=notebooks_dir,
-            )
-            _write(partial, "timing.json", {**timing, "render_s": time.perf_counter() - rendered})
-        render_index(partial)
-    except BaseException as exc:
-        _write(
-            partial,
-            "error.json",
-            {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
-        )
+    with _claimed(final) as folder:
+        started = time.perf_counter()
         try:
-            render_index(partial)  # the page says the run failed and links what was rendered
-        except Exception as render_exc:
-            log.warning("no index.html for the failed run: %s", render_exc)
-        failed, n = final.with_name(f"{final.name}.failed"), 1
-        while failed.exists():  # an earlier failed run of the same name is kept too
-            n += 1
-            failed = final.with_name(f"{final.name}.failed-{n}")
-        os.replace(partial, failed)
-        print(f"run failed; partial results in {failed}", file=sys.stderr)
-        raise
-    os.replace(partial, final)
+            result = _measure(params, folder)
+            timing = {"wall_s": time.perf_counter() - started}
+            folder.write("timing", timing)
+            if render:
+                folder.write(
+                    "timing", {**timing, "render_s": _render(params, folder, notebooks_dir)}
+                )
+            render_index(folder.path)
+        except BaseException as exc:
+            failed = _failed(folder, final, exc)
+            print(f"run failed; partial results in {failed}", file=sys.stderr)
+            raise
+        os.replace(folder.path, final)
     result.run_dir = final
     return result

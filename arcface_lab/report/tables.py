@@ -1,0 +1,254 @@
+"""The tables of a run, built once from its JSON: ``index.html`` and the notebooks show them.
+
+Each function takes the parsed run file it needs (see
+:class:`~arcface_lab.report.run_folder.RunFolder`) and returns a :class:`Table`;
+``index.html`` renders its rows, a notebook shows ``table.frame()`` (pandas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Table",
+    "candidates",
+    "checks",
+    "drift",
+    "engines",
+    "environment",
+    "latency",
+    "precision_summary",
+    "verification",
+]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A header and its rows (plain values: numbers, strings, None)."""
+
+    header: tuple[str, ...]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def frame(self, index: str | None = None) -> Any:
+        """The rows as a pandas DataFrame, indexed by column ``index`` when given."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows, columns=list(self.header))
+        return df.set_index(index) if index else df
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def precision_summary(info: Mapping[str, Any]) -> str:
+    """What an engine ran in, from what it recorded (``engine.info.to_dict()``).
+
+    OpenVINO's counts are read back from the compiled model and TensorRT's from its
+    engine inspector; for the others the asked precision and what stayed FP32.
+    """
+    details = info.get("details") or {}
+    precision = str(info.get("precision", "?"))
+
+    def counts(mapping: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in mapping.items())
+
+    if details.get("runtime_precisions"):
+        return f"{counts(details['runtime_precisions'])} layers (compiled model)"
+    layer_counts = (details.get("layer_precisions") or {}).get("counts")
+    if layer_counts:
+        return f"{counts(layer_counts)} layers (engine inspector)"
+    if details.get("providers"):
+        return f"{precision} on {details['providers'][0]}"
+    kept = details.get("fp32_layers")
+    return f"{precision}, FP32: {', '.join(kept)}" if kept else precision
+
+
+def candidates(optimized: Mapping[str, Any]) -> Table:
+    """``optimize.json``: every candidate with its status, speed, gates and reason."""
+    rows = []
+    for c in optimized["candidates"]:
+        lat = c.get("latency_ms") or {}
+        rows.append(
+            [
+                c["label"],
+                c["status"],
+                c["support"]["status"],
+                _round(lat.get("median"), 1),
+                _round(c["speedup_vs_reference"], 2),
+                c["cosine_min"],
+                c["held_out_cosine_min"],
+                c["decision_flips"],
+                _round(c["first_run_s"], 1),
+                c["reason"],
+            ]
+        )
+    header = (
+        "candidate",
+        "status",
+        "on this host",
+        "median ms",
+        "speedup",
+        "cosine min",
+        "held-out cosine min",
+        "flips",
+        "first run s",
+        "reason",
+    )
+    return Table(header, rows)
+
+
+def checks(verdict: Mapping[str, Any]) -> Table:
+    """``verdict.json``: each check with its target, what was measured and its status."""
+    rows = [
+        [c["metric"], c["target"], c["measured"], c["status"], c.get("note", ""), c.get("floor")]
+        for c in verdict["checks"]
+    ]
+    return Table(("metric", "target", "measured", "status", "note", "floor"), rows)
+
+
+def engines(drift_json: Mapping[str, Any]) -> Table:
+    """``drift.json``: each engine that ran, what it ran in, its artifact and its fallbacks."""
+    rows = []
+    for name, e in (drift_json.get("engines") or {}).items():
+        info = e["info"]
+        art = info.get("artifact") or {}
+        skipped = "; ".join(f"{f['backend']}: {f['reason']}" for f in info.get("fallbacks", []))
+        rows.append(
+            [
+                name,
+                info.get("device"),
+                precision_summary(info),
+                f"{art.get('kind', 'none')} ({art.get('origin', '-')})",
+                (art.get("key") or "")[:16],
+                _round(art["size"] / 2**20, 1) if art.get("size") else None,
+                skipped or "none",
+                "; ".join(info.get("warnings", [])) or "none",
+            ]
+        )
+    header = (
+        "engine",
+        "device",
+        "ran in",
+        "artifact (origin)",
+        "key",
+        "size MB",
+        "skipped backends",
+        "warnings",
+    )
+    return Table(header, rows)
+
+
+def drift(drift_json: Mapping[str, Any], thresholds: Mapping[str, Any]) -> Table:
+    """``drift.json``: per-face cosine against the reference, with each precision's gate."""
+    gates = thresholds.get("cosine_min") or {}
+    rows = [
+        [
+            name,
+            e["count"],
+            e["min"],
+            1 - e["min"],
+            1 - e["p001"],
+            1 - e["mean"],
+            gates.get(e["info"]["precision"]),
+        ]
+        for name, e in (drift_json.get("engines") or {}).items()
+    ]
+    header = ("engine", "faces", "min cosine", "1 - min", "1 - p0.1%", "1 - mean", "cosine_min")
+    return Table(header, rows)
+
+
+def verification(ver: Mapping[str, Any]) -> Table:
+    """``verification.json``: 10-fold accuracy, TAR@FAR and decision flips against the reference."""
+    rows = [
+        [
+            name,
+            ver["pairs"],
+            e["reference"]["accuracy"],
+            e["engine"]["accuracy"],
+            e["accuracy_delta"],
+            e["decision_flips"],
+            e["reference"]["tar_at_far"]["tar"],
+            e["engine"]["tar_at_far"]["tar"],
+        ]
+        for name, e in (ver.get("engines") or {}).items()
+    ]
+    header = (
+        "engine",
+        "pairs",
+        "reference acc",
+        "engine acc",
+        "delta",
+        "decision flips",
+        "reference TAR@FAR",
+        "engine TAR@FAR",
+    )
+    return Table(header, rows)
+
+
+def latency(bench: Mapping[str, Any]) -> Table:
+    """``bench.json``: timings per engine and batch size; the reference's rows say so."""
+    rows = []
+    for r in bench.get("records") or []:
+        memory = r.get("peak_memory_mb")
+        rows.append(
+            [
+                f"reference {r['engine']}" if r.get("reference") else r["engine"],
+                r["batch_size"],
+                r["latency_ms"]["median"],
+                r["latency_ms"]["p90"],
+                r["throughput_ips"],
+                r["speedup_vs_reference"],
+                r["cov"],
+                r.get("repeats"),
+                r.get("stable"),
+                r.get("cosine_min"),
+                None if memory is None else f"{memory:.0f} {r['memory_kind']}",
+                r["device"],
+            ]
+        )
+    header = (
+        "engine",
+        "batch",
+        "median ms",
+        "p90 ms",
+        "img/s",
+        "speedup",
+        "CoV",
+        "repeats",
+        "stable",
+        "cosine min",
+        "peak MB",
+        "device",
+    )
+    return Table(header, rows)
+
+
+def environment(env: Mapping[str, Any]) -> Table:
+    """``environment.json``: the model, the machine and the library versions."""
+    gpu = env.get("gpu") or {}
+    model = env["model"]
+    rows: list[list[Any]] = [
+        ["model", f"{model['spec']} ({model.get('kind', '?')}, {model.get('arch') or '?'})"],
+        ["model sha256", model.get("sha256") or "n/a"],
+        ["hardware class", env.get("hardware_class", "not recorded")],
+        ["cpu", f"{env['cpu']} ({env.get('cpu_count', '?')} logical cores)"],
+        ["gpu", gpu.get("name", "none")],
+    ]
+    if gpu:
+        rows += [
+            ["compute capability", gpu.get("capability", "n/a")],
+            ["memory", f"{gpu['memory_mb']} MiB" if gpu.get("memory_mb") else "not recorded"],
+            ["CUDA", gpu.get("cuda", "n/a")],
+            ["cuDNN", gpu.get("cudnn") or "not recorded"],
+            ["driver", gpu.get("driver") or "not recorded"],
+        ]
+    rows += [
+        ["platform", env["platform"]],
+        ["host", env.get("host", "")],
+        ["params file", env["params_file"]],
+        ["started", env["started_at"]],
+    ] + [[k, v] for k, v in env["versions"].items()]
+    return Table(("", "value"), rows)

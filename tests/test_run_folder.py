@@ -1,0 +1,37 @@
+"""The typed run folder and the tables index.html and the notebooks share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arcface_lab.errors import InputError
+from arcface_lab.report import tables
+from arcface_lab.report.run_folder import RunFolder
+
+
+def test_write_is_whole_and_read_names_the_file(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / ".r1.partial")
+    folder.path.mkdir()
+    assert folder.run_id == "r1"
+    folder.write("verdict", {"passed": True})
+    assert folder.read("verdict") == {"passed": True}
+    assert not list(folder.path.glob(".*partial"))  # no temporary left beside it
+    assert folder.read("error", required=False) is None
+    with pytest.raises(InputError, match=r"no drift\.json; is this a measured run folder"):
+        folder.read("drift")
+    folder.file("bench").write_text("{not json")
+    with pytest.raises(InputError, match=r"bench\.json: not valid JSON"):
+        folder.read("bench")
+    with pytest.raises(ValueError, match="'results' is not a run file"):
+        folder.file("results")
+    with pytest.raises(InputError, match="no such run folder"):
+        RunFolder(tmp_path / "nope").read("verdict")
+
+
+def test_tables_of_an_empty_run_have_no_rows() -> None:
+    assert tables.engines({}).rows == [] and tables.latency({}).rows == []
+    assert tables.verification({"engines": {}}).rows == []
+    assert json.dumps(tables.drift({}, {}).header)

@@ -58,7 +58,7 @@ from arcface_lab.data.pairs import PairSet
 from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
 from arcface_lab.errors import InputError
 
-__all__ = ["Gates", "Int8Search", "quantize_int8"]
+__all__ = ["Gates", "Int8Search", "SearchSettings", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,220 @@ def _select(
     return keep, float(acc.max())
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the INT8 search spends its headroom (the defaults are what the engine uses).
+
+    Args:
+        search: False skips the sensitivity and selection steps: every quantizer stays and
+            the gates are only measured (the speed INT8 could have, and what it costs).
+        margin: fraction of the headroom (``1 - cosine_min`` minus the float-only model's
+            worst damage) the selection may predict to spend on INT8 error.
+        shrink: factor on that fraction after a failed verification.
+        max_rounds: failed verifications before giving up.
+        grow_rounds: after a selection passes, times the budget grows (by half of the
+            headroom fraction left) to try a larger selection; the last one that passes
+            verification is kept. Off by default: on seeded r50, spending 80% of the
+            headroom passed on the validation faces (0.99905) and missed 0.999 on
+            held-out faces (0.99893); the unspent headroom is the margin for faces the
+            search never saw.
+        ranking_size: faces used to measure each quantizer's damage.
+        batch_size: faces per inference request while measuring.
+        overflow_fix: NNCF's overflow fix, one of :data:`OVERFLOW_FIX`. It quantizes
+            weights to 7 bits so that CPUs without VNNI cannot overflow; on a CPU with
+            VNNI ``"disable"`` keeps all 8 bits (seeded r50, stem in FP32: full-INT8
+            cosine min 0.9707 -> 0.9727).
+    """
+
+    search: bool = True
+    margin: float = 0.3
+    shrink: float = 0.6
+    max_rounds: int = 4
+    grow_rounds: int = 0
+    ranking_size: int = 16
+    batch_size: int = 32
+    overflow_fix: str = "first_layer_only"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.margin <= 1 or not 0 < self.shrink < 1:
+            raise InputError(
+                "int8 search: expected 0 < margin <= 1 and 0 < shrink < 1, "
+                f"got {self.margin}, {self.shrink}"
+            )
+        if self.max_rounds < 1 or self.ranking_size < 1 or self.grow_rounds < 0:
+            raise InputError(
+                "int8 search: expected max_rounds >= 1, ranking_size >= 1, grow_rounds >= 0; "
+                f"got {self.max_rounds}, {self.ranking_size}, {self.grow_rounds}"
+            )
+        if self.overflow_fix not in OVERFLOW_FIX:
+            raise InputError(
+                f"int8 search: overflow_fix: expected one of {', '.join(OVERFLOW_FIX)}, "
+                f"got {self.overflow_fix!r}"
+            )
+
+
+def _calibrate(
+    model: Any, x: np.ndarray, fp32_layers: list[str], overflow_fix: str
+) -> tuple[Any, float]:
+    """Every quantizer NNCF places, calibrated on ``x``; and the seconds it took."""
+    nncf = importlib.import_module("nncf")  # untyped: used through Any
+    advanced = importlib.import_module("nncf.quantization.advanced_parameters")
+
+    calibration = nncf.Dataset([x[i : i + 1] for i in range(len(x))])
+    t0 = time.perf_counter()
+    quantized = nncf.quantize(
+        model,
+        calibration,
+        subset_size=len(x),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=nncf.IgnoredScope(names=fp32_layers) if fp32_layers else None,
+        advanced_parameters=advanced.AdvancedQuantizationParameters(
+            disable_bias_correction=True, overflow_fix=advanced.OverflowFix(overflow_fix)
+        ),
+    )
+    return quantized, time.perf_counter() - t0
+
+
+@dataclass
+class _Baselines:
+    """The two ends: every quantizer kept, and none (the float-only model)."""
+
+    full: dict[str, Any]
+    d_full: np.ndarray
+    float_only: dict[str, Any]
+    d_base: np.ndarray
+
+
+def _baselines(evaluator: _Evaluator, graph: _Graph, quantized: Any, gates: Gates) -> _Baselines:
+    full = evaluator.gates(quantized, gates)
+    d_full = evaluator.last_damage
+    base = evaluator.gates(graph.keep_only(()), gates)
+    return _Baselines(full, d_full, base, evaluator.last_damage)
+
+
+def _sensitivity(
+    evaluator: _Evaluator, graph: _Graph, subset: np.ndarray, base: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per quantizer alone: its damage above the float-only model's, per face and mean."""
+    excess: dict[str, np.ndarray] = {}
+    sensitivity: dict[str, float] = {}
+    for name in graph.quantizers:
+        if graph.unit_macs[name] == 0:
+            continue  # quantizes no weighted op: only adds error
+        damage = evaluator.damage(graph.keep_only((name,)), subset)
+        excess[name] = np.maximum(damage - base, 0.0)
+        sensitivity[name] = float(excess[name].mean())
+    return excess, sensitivity
+
+
+@dataclass
+class _Choice:
+    """What the selection kept and the gates it passed (``result`` None: nothing passed)."""
+
+    quantizers: list[str]
+    result: dict[str, Any] | None
+    model: Any
+
+
+def _search(
+    evaluator: _Evaluator,
+    graph: _Graph,
+    gates: Gates,
+    ends: _Baselines,
+    settings: SearchSettings,
+    start: _Choice,
+    report: dict[str, Any],
+) -> tuple[_Choice, dict[str, float]]:
+    """Rank the quantizers by damage per MAC and keep the cheapest under a growing budget.
+
+    Each selection is verified on the gates; a failed one shrinks the budget
+    (``settings.shrink``), a passing one may grow it (``settings.grow_rounds``).
+    """
+    k = settings.ranking_size
+    worst = np.concatenate(
+        [
+            np.argsort(-ends.d_full, kind="stable")[:k],
+            np.argsort(-ends.d_base, kind="stable")[: max(1, k // 4)],
+        ]
+    )
+    subset = np.unique(worst)
+    base = ends.d_base[subset]
+    headroom = (1.0 - gates.cosine_min) - float(base.max())
+    t1 = time.perf_counter()
+    excess, sensitivity = _sensitivity(evaluator, graph, subset, base)
+    report["timings_sensitivity_s"] = time.perf_counter() - t1
+    order = sorted(excess, key=lambda n: sensitivity[n] / graph.unit_macs[n])
+    choice, fraction = start, settings.margin
+    failures, grows = 0, 0
+    while failures < settings.max_rounds:
+        budget = float(base.max()) + fraction * headroom
+        keep, predicted = _select(order, excess, base, budget)
+        if choice.result is not None and len(keep) <= len(choice.quantizers):
+            break  # a larger budget selects nothing more
+        round_: dict[str, Any] = {
+            "phase": "grow" if choice.result is not None else "select",
+            "budget": budget,
+            "predicted_damage_max": predicted,
+            "quantizers_kept": len(keep),
+        }
+        report["rounds"].append(round_)
+        if not keep:
+            round_["passed"] = False
+            break
+        candidate = graph.keep_only(keep)
+        result = evaluator.gates(candidate, gates)
+        round_.update(result)
+        log.info("int8 search: %d quantizers, %s", len(keep), result)
+        if result["passed"]:
+            choice = _Choice(keep, result, candidate)
+            if grows >= settings.grow_rounds:
+                break
+            grows += 1
+            fraction = 1.0 - (1.0 - fraction) / 2  # spend half of what is left
+        elif choice.result is not None:
+            break  # the last passing selection stands
+        else:
+            failures += 1
+            fraction *= settings.shrink
+    return choice, sensitivity
+
+
+def _summary(
+    graph: _Graph,
+    ends: _Baselines,
+    choice: _Choice,
+    sensitivity: dict[str, float],
+    fp32_layers: list[str],
+    search: bool,
+    report: dict[str, Any],
+) -> None:
+    """What the report says of the result: gates, INT8 layers and MACs, the sensitive ones."""
+    passed = choice.result is not None
+    int8 = graph.int8_layers(choice.quantizers if passed else graph.quantizers)
+    kept = [n for n in graph.layer_macs if n not in set(int8) and n not in set(fp32_layers)]
+    total_macs = sum(graph.layer_macs.values()) or 1
+    ranked = sorted(sensitivity, key=lambda n: -sensitivity[n])
+    report.update(
+        passed=passed,
+        result=choice.result if passed else ends.full,
+        int8_layers=int8,
+        kept_float_layers=kept,
+        int8_macs_fraction=sum(graph.layer_macs[n] for n in int8) / total_macs,
+        quantizers_kept=len(choice.quantizers) if passed else len(graph.quantizers),
+        most_sensitive=[
+            {"quantizer": n, "damage_mean": sensitivity[n], "layers": graph.layers[n]}
+            for n in ranked[:10]
+        ],
+    )
+    if not passed:
+        why = (
+            "even the model without any INT8 layer fails the gates"
+            if not ends.float_only["passed"]
+            else f"no selection passed in {len(report['rounds'])} verification(s)"
+        )
+        report["failure"] = why if search else "search off: every quantizer kept"
+
+
 def quantize_int8(
     model: Any,
     images: np.ndarray,
@@ -275,15 +489,8 @@ def quantize_int8(
     *,
     pairs: PairSet | None = None,
     flip: bool = False,
-    margin: float = 0.3,
-    shrink: float = 0.6,
-    max_rounds: int = 4,
-    grow_rounds: int = 0,
-    search: bool = True,
-    ranking_size: int = 16,
-    batch_size: int = 32,
+    settings: SearchSettings | None = None,
     fp32_layers: Sequence[str] = (),
-    overflow_fix: str = "first_layer_only",
     core: Any = None,
 ) -> Int8Search:
     """Quantize an OpenVINO FP32 ``model`` to INT8, keeping the layers the gates need.
@@ -298,25 +505,10 @@ def quantize_int8(
             candidate is measured with them, so kept layers are measured as they run.
         pairs: verification pairs for the decision-flip gate (none: not checked).
         flip: use flip test-time augmentation for the pairs, as the run does.
-        margin: fraction of the headroom (``1 - cosine_min`` minus the float-only model's
-            worst damage) the selection may predict to spend on INT8 error.
-        shrink: factor on that fraction after a failed verification.
-        max_rounds: failed verifications before giving up.
-        grow_rounds: after a selection passes, times the budget grows (by half of the
-            headroom fraction left) to try a larger selection; the last one that passes
-            verification is kept. Off by default: on seeded r50, spending 80% of the
-            headroom passed on the validation faces (0.99905) and missed 0.999 on
-            held-out faces (0.99893); the unspent headroom is the margin for faces the
-            search never saw.
-        ranking_size: faces used to measure each quantizer's damage.
-        search: False skips steps 2-4: every quantizer stays and the gates are only
-            measured (the speed INT8 could have, and what it costs).
+        settings: how the search spends its headroom (:class:`SearchSettings`).
         fp32_layers: weighted layers that run in FP32 whatever the hint (FP32 islands,
             see :mod:`arcface_lab.engines.ov_fp32`); never quantized.
-        overflow_fix: NNCF's overflow fix, one of :data:`OVERFLOW_FIX`. It quantizes
-            weights to 7 bits so that CPUs without VNNI cannot overflow; on a CPU with
-            VNNI ``"disable"`` keeps all 8 bits (seeded r50, stem in FP32: full-INT8
-            cosine min 0.9707 -> 0.9727).
+        core: an ``openvino.Core`` to reuse.
 
     Returns:
         The selected model (or, when no selection passes, the fully quantized model,
@@ -326,139 +518,47 @@ def quantize_int8(
     import openvino as ov
 
     nncf = importlib.import_module("nncf")  # untyped: used through Any
-    advanced = importlib.import_module("nncf.quantization.advanced_parameters")
-
-    if not 0 < margin <= 1 or not 0 < shrink < 1 or max_rounds < 1 or ranking_size < 1:
-        raise InputError(
-            "quantize_int8: expected 0 < margin <= 1, 0 < shrink < 1, max_rounds >= 1, "
-            f"ranking_size >= 1; got {margin}, {shrink}, {max_rounds}, {ranking_size}"
-        )
-    if grow_rounds < 0:
-        raise InputError(f"quantize_int8: grow_rounds: expected >= 0, got {grow_rounds}")
-    if overflow_fix not in OVERFLOW_FIX:
-        raise InputError(
-            f"quantize_int8: overflow_fix: expected one of {', '.join(OVERFLOW_FIX)}, "
-            f"got {overflow_fix!r}"
-        )
+    settings = settings or SearchSettings()
     core = core or ov.Core()
     started = time.perf_counter()
     fp32_layers = list(fp32_layers)
     model = keep_fp32(model, fp32_layers, core)
-    evaluator = _Evaluator(core, runtime_config, model, images, preprocess, pairs, flip, batch_size)
-    x = evaluator.x
-    calibration = nncf.Dataset([x[i : i + 1] for i in range(len(x))])
-    t0 = time.perf_counter()
-    quantized = nncf.quantize(
-        model,
-        calibration,
-        subset_size=len(x),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=nncf.IgnoredScope(names=fp32_layers) if fp32_layers else None,
-        advanced_parameters=advanced.AdvancedQuantizationParameters(
-            disable_bias_correction=True, overflow_fix=advanced.OverflowFix(overflow_fix)
-        ),
+    evaluator = _Evaluator(
+        core, runtime_config, model, images, preprocess, pairs, flip, settings.batch_size
     )
-    calibration_s = time.perf_counter() - t0
+    x = evaluator.x
+    quantized, calibration_s = _calibrate(model, x, fp32_layers, settings.overflow_fix)
     graph = _Graph(model, quantized)
-    total_macs = sum(graph.layer_macs.values()) or 1
     report: dict[str, Any] = {
         "method": "nncf.quantize (default ranges, per-channel weights, no bias correction) + "
         "per-quantizer sensitivity search in the runtime configuration",
-        "overflow_fix": overflow_fix,
+        "overflow_fix": settings.overflow_fix,
         "fp32_layers": fp32_layers,
         "versions": {"nncf": nncf.__version__, "openvino": ov.get_version()},
         "gates": gates.to_dict(),
         "calibration": {"images": len(x), "subset_size": len(x)},
         "runtime": {k: str(v) for k, v in runtime_config.items()},
         "flip": flip,
-        "search": search,
+        "search": settings.search,
         "quantizers": len(graph.quantizers),
         "rounds": [],
     }
 
     t0 = time.perf_counter()
-    full = evaluator.gates(quantized, gates)
-    d_full = evaluator.last_damage
-    float_only = graph.keep_only(())
-    base_gates = evaluator.gates(float_only, gates)
-    d_base = evaluator.last_damage
-    report["full_int8"] = full
-    report["float_only"] = base_gates
-    chosen: list[str] = list(graph.quantizers) if full["passed"] else []
-    final = full if full["passed"] else None
+    ends = _baselines(evaluator, graph, quantized, gates)
+    report["full_int8"] = ends.full
+    report["float_only"] = ends.float_only
     sensitivity: dict[str, float] = {}
-
-    if search and final is None and base_gates["passed"]:
-        worst = np.concatenate(
-            [
-                np.argsort(-d_full, kind="stable")[:ranking_size],
-                np.argsort(-d_base, kind="stable")[: max(1, ranking_size // 4)],
-            ]
-        )
-        subset = np.unique(worst)
-        base = d_base[subset]
-        headroom = (1.0 - gates.cosine_min) - float(base.max())
-        fraction = margin
-        excess: dict[str, np.ndarray] = {}
-        t1 = time.perf_counter()
-        for name in graph.quantizers:
-            if graph.unit_macs[name] == 0:
-                continue  # quantizes no weighted op: only adds error
-            damage = evaluator.damage(graph.keep_only((name,)), subset)
-            excess[name] = np.maximum(damage - base, 0.0)
-            sensitivity[name] = float(excess[name].mean())
-        report["timings_sensitivity_s"] = time.perf_counter() - t1
-        order = sorted(excess, key=lambda n: sensitivity[n] / graph.unit_macs[n])
-        failures, grows = 0, 0
-        while failures < max_rounds:
-            budget = float(base.max()) + fraction * headroom
-            keep, predicted = _select(order, excess, base, budget)
-            if final is not None and len(keep) <= len(chosen):
-                break  # a larger budget selects nothing more
-            round_: dict[str, Any] = {
-                "phase": "grow" if final is not None else "select",
-                "budget": budget,
-                "predicted_damage_max": predicted,
-                "quantizers_kept": len(keep),
-            }
-            report["rounds"].append(round_)
-            if not keep:
-                round_["passed"] = False
-                break
-            candidate = graph.keep_only(keep)
-            result = evaluator.gates(candidate, gates)
-            round_.update(result)
-            log.info("int8 search: %d quantizers, %s", len(keep), result)
-            if result["passed"]:
-                chosen, final, quantized = keep, result, candidate
-                if grows >= grow_rounds:
-                    break
-                grows += 1
-                fraction = 1.0 - (1.0 - fraction) / 2  # spend half of what is left
-            elif final is not None:
-                break  # the last passing selection stands
-            else:
-                failures += 1
-                fraction *= shrink
+    if ends.full["passed"]:
+        choice = _Choice(list(graph.quantizers), ends.full, quantized)
+    else:
+        choice = _Choice([], None, quantized)
+        if settings.search and ends.float_only["passed"]:
+            choice, sensitivity = _search(evaluator, graph, gates, ends, settings, choice, report)
     search_s = time.perf_counter() - t0
 
-    passed = final is not None
-    result_gates = final if final is not None else full
-    int8 = graph.int8_layers(chosen) if passed else graph.int8_layers(graph.quantizers)
-    kept = [n for n in graph.layer_macs if n not in set(int8) and n not in set(fp32_layers)]
-    int8_macs = sum(graph.layer_macs[n] for n in int8)
-    ranked = sorted(sensitivity, key=lambda n: -sensitivity[n])
+    _summary(graph, ends, choice, sensitivity, fp32_layers, settings.search, report)
     report.update(
-        passed=passed,
-        result=result_gates,
-        int8_layers=int8,
-        kept_float_layers=kept,
-        int8_macs_fraction=int8_macs / total_macs,
-        quantizers_kept=len(chosen) if passed else len(graph.quantizers),
-        most_sensitive=[
-            {"quantizer": n, "damage_mean": sensitivity[n], "layers": graph.layers[n]}
-            for n in ranked[:10]
-        ],
         evaluations=evaluator.evaluations,
         timings={
             "calibration_s": calibration_s,
@@ -466,11 +566,4 @@ def quantize_int8(
             "total_s": time.perf_counter() - started,
         },
     )
-    if not passed:
-        why = (
-            "even the model without any INT8 layer fails the gates"
-            if not base_gates["passed"]
-            else f"no selection passed in {len(report['rounds'])} verification(s)"
-        )
-        report["failure"] = why if search else "search off: every quantizer kept"
-    return Int8Search(model=quantized, report=report)
+    return Int8Search(model=choice.model, report=report)

@@ -7,7 +7,7 @@ Precisions:
     bf16: hint ``bf16``, with the layers of ``fp32_layers`` (by default the stem
         convolution, the one that reads the image) kept in FP32. Refused on a CPU without
         native BF16 (OpenVINO would quietly run FP32 and the label would lie).
-    int8: the model quantized by :func:`arcface_lab.quantize.quantize_int8` (calibrated on
+    int8: the model quantized by :mod:`arcface_lab.engines.openvino_int8` (calibrated on
         the validation images, the layers whose quantization hurts the embedding most kept
         in floating point), compiled with the ``bf16`` hint so the kept layers run in BF16
         (``f32`` on a CPU without native BF16) and ``fp32_layers`` in FP32. Offered only
@@ -56,13 +56,8 @@ Options (``backends.options.openvino`` in a params file):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import io
-import json
 import logging
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,9 +78,10 @@ from arcface_lab.config.fields import (
 )
 from arcface_lab.data.images import SYNTHETIC_IMAGES
 from arcface_lab.engines.base import Engine, Support
-from arcface_lab.engines.ov_fp32 import fp32_option
+from arcface_lab.engines.openvino_int8 import int8_model, seconds
+from arcface_lab.engines.ov_fp32 import FP32_OPTION, fp32_option
 from arcface_lab.engines.registry import register_backend
-from arcface_lab.errors import BackendUnavailable, EngineError
+from arcface_lab.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -94,58 +90,12 @@ __all__ = ["OpenVinoEngine"]
 
 log = logging.getLogger(__name__)
 
-INT8_RECIPE = "arcface_lab.quantize.quantize_int8 v3"
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
-_FP32_OPTION = "openvino options: fp32_layers"
-_TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
-
-
-def _seconds(t0: float) -> float:
-    return round(time.perf_counter() - t0, 4)
 
 
 def _type_name(value: Any) -> str:
     get = getattr(value, "get_type_name", None)
     return str(get()) if callable(get) else str(value)
-
-
-def _array_id(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        digest.update(str((a.dtype.str, a.shape)).encode())
-        digest.update(np.ascontiguousarray(a).tobytes())
-    return digest.hexdigest()
-
-
-def read_int8_artifact(path: Path) -> tuple[bytes, bytes, dict[str, Any]]:
-    """``(xml, weights, report)`` from an ``openvino-int8`` tar; only its three members are read."""
-    try:
-        with tarfile.open(path, "r:") as tar:
-            data = {}
-            for name in _TAR_MEMBERS:
-                member = tar.extractfile(name)
-                if member is None:
-                    raise KeyError(name)
-                data[name] = member.read()
-        report = json.loads(data["report.json"])
-    except (tarfile.TarError, KeyError, ValueError, OSError) as exc:
-        raise EngineError(f"openvino int8: {path}: not a readable INT8 artifact ({exc})") from None
-    return data["model.xml"], data["model.bin"], report
-
-
-def _write_int8_artifact(model: Any, report: dict[str, Any], dest: Path) -> None:
-    import openvino as ov
-
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "model.xml"
-        ov.save_model(model, str(xml), compress_to_fp16=False)
-        with tarfile.open(dest, "w") as tar:
-            tar.add(xml, arcname="model.xml")
-            tar.add(xml.with_suffix(".bin"), arcname="model.bin")
-            blob = json.dumps(report, indent=1, default=str).encode()
-            info = tarfile.TarInfo("report.json")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
 
 
 def _calibration_spec(value: Any, ctx: Ctx) -> Any:
@@ -251,149 +201,6 @@ class OpenVinoEngine(Engine):
             config["INFERENCE_NUM_THREADS"] = self.opts.threads
         return config
 
-    def _gates(self) -> Any:
-        from arcface_lab.engines.int8_search import Gates
-
-        cosine_min, flips_max = self.opts.int8_cosine_min, self.opts.int8_flips_max
-        if cosine_min is None or flips_max is None:
-            raise BackendUnavailable(
-                "openvino int8: no accuracy gates given; pass the options int8_cosine_min and "
-                "int8_flips_max (params: thresholds.cosine_min.int8, thresholds.decision_flips_max)"
-            )
-        return Gates(float(cosine_min), flips_max)
-
-    def _calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
-        from arcface_lab.core.preprocess import check_images
-        from arcface_lab.data.images import RUN_IMAGE_SEED, images_from_spec
-
-        spec = self.opts.calibration
-        size = self.model.preprocess.size
-        if isinstance(spec, np.ndarray):
-            check_images(spec, size, source="openvino calibration")
-            return spec, {"array_sha256": _array_id(spec)}
-        text = str(spec)
-        images, kind = images_from_spec(text, size, RUN_IMAGE_SEED)
-        if kind == "synthetic":  # same spec, same images: the spec identifies them
-            return images, {"spec": f"synthetic:{len(images)}", "seed": RUN_IMAGE_SEED}
-        return images, {"spec": text, "sha256": _array_id(images)}
-
-    def _pairs(self) -> tuple[Any, dict[str, Any] | None]:
-        from arcface_lab.data.pairs import load_pairs
-
-        spec = self.opts.pairs
-        if spec is None:
-            return None, None
-        pairs = load_pairs(spec, self.model.preprocess.size)
-        digest = _array_id(pairs.images_a, pairs.images_b, pairs.same)
-        return pairs, {"spec": str(spec), "sha256": digest}
-
-    # -- building ------------------------------------------------------------------------
-
-    def _int8_model(
-        self, core: Any, config: dict[str, Any], fp32: str | list[str], times: dict[str, float]
-    ) -> tuple[str, Callable[[], Any]]:
-        """The quantized model through the store: its sha256 and a reader."""
-        import openvino as ov
-
-        from arcface_lab.core.files import file_sha256
-        from arcface_lab.core.host import probe
-        from arcface_lab.engines.int8_search import quantize_int8
-        from arcface_lab.store import device_fingerprint
-
-        if importlib.util.find_spec("nncf") is None:
-            raise BackendUnavailable("openvino int8 needs nncf: pip install nncf")
-        nncf = importlib.import_module("nncf")  # untyped: used through Any
-
-        gates = self._gates()
-        images, images_id = self._calibration()
-        pairs, pairs_id = self._pairs()
-        flip, search, margin = self.opts.flip, self.opts.int8_search, self.opts.int8_margin
-        overflow_fix = "disable" if probe().cpu.vnni else "first_layer_only"
-        onnx = self.model.onnx_path()
-
-        def build(tmp: Path) -> dict[str, Any]:
-            from arcface_lab.engines.ov_fp32 import resolve_fp32_layers
-
-            t0 = time.perf_counter()
-            original = core.read_model(str(onnx))
-            fp32_names = resolve_fp32_layers(original, fp32, _FP32_OPTION)
-            times["build_s"] += _seconds(t0)
-            t0 = time.perf_counter()
-            result = quantize_int8(
-                original,
-                images,
-                self.model.preprocess,
-                gates,
-                config,
-                pairs=pairs,
-                flip=flip,
-                search=search,
-                margin=float(margin),
-                batch_size=self.batch_size,
-                fp32_layers=fp32_names,
-                overflow_fix=overflow_fix,
-                core=core,
-            )
-            times["calibration_s"] = _seconds(t0)
-            _write_int8_artifact(result.model, result.report, tmp)
-            return {"passed": result.passed, "timings": result.report["timings"]}
-
-        inputs = {
-            "onnx_sha256": file_sha256(onnx),
-            "precision": "int8",
-            "recipe": INT8_RECIPE,
-            "gates": gates.to_dict(),
-            "calibration": images_id,
-            "pairs": pairs_id,
-            "flip": flip,
-            "search": search,
-            "margin": float(margin),
-            "fp32_layers": fp32,
-            "overflow_fix": overflow_fix,
-            "inference_precision": config["INFERENCE_PRECISION_HINT"],
-            "library": {"openvino": ov.get_version(), "nncf": nncf.__version__},
-            "device": device_fingerprint(),
-        }
-        path = self._artifact("openvino-int8", inputs, build, main=False)
-        xml, weights, report = read_int8_artifact(path)
-        self._record_int8(report)
-        sha = self.info.details["artifacts"][-1]["sha256"]
-        return sha, lambda: core.read_model(xml, weights)
-
-    def _record_int8(self, report: dict[str, Any]) -> None:
-        result = report.get("result", {})
-        self.info.details["int8"] = {
-            "passed": report.get("passed"),
-            "search": report.get("search", True),
-            "gates": report.get("gates"),
-            "result": result,
-            "int8_layers": len(report.get("int8_layers", [])),
-            "int8_layer_names": report.get("int8_layers", []),
-            "kept_float_layers": report.get("kept_float_layers", []),
-            "fp32_layers": report.get("fp32_layers", []),
-            "overflow_fix": report.get("overflow_fix"),
-            "most_sensitive": report.get("most_sensitive", [])[:5],
-            "int8_macs_fraction": report.get("int8_macs_fraction"),
-            "quantizers": report.get("quantizers"),
-            "quantizers_kept": report.get("quantizers_kept"),
-            "full_int8": report.get("full_int8"),
-            "float_only": report.get("float_only"),
-            "rounds": report.get("rounds"),
-            "timings": report.get("timings"),
-            "failure": report.get("failure"),
-        }
-        if report.get("passed"):
-            return
-        msg = (
-            f"openvino int8 fails its gates ({report.get('failure', 'gates not met')}): cosine min "
-            f"{result.get('cosine_min')} (gate {report['gates']['cosine_min']}), decision flips "
-            f"{result.get('decision_flips')} (gate {report['gates']['decision_flips_max']})"
-        )
-        if self.opts.int8_enforce_gates:
-            raise BackendUnavailable(f"{msg}; not offered (int8_enforce_gates: false measures it)")
-        log.warning("%s; loaded because int8_enforce_gates is false", msg)
-        self.info.warnings.append(msg)
-
     def _compiled(
         self,
         core: Any,
@@ -410,10 +217,10 @@ class OpenVinoEngine(Engine):
         def compile_now() -> Any:
             t0 = time.perf_counter()
             model = read()
-            times["build_s"] += _seconds(t0)
+            times["build_s"] += seconds(t0)
             t0 = time.perf_counter()
             compiled = core.compile_model(model, "CPU", config)
-            times["compile_s"] = _seconds(t0)
+            times["compile_s"] = seconds(t0)
             return compiled
 
         if not self.opts.cache_compiled:
@@ -440,7 +247,7 @@ class OpenVinoEngine(Engine):
             return built["compiled"]
         t0 = time.perf_counter()
         compiled = core.import_model(path.read_bytes(), "CPU", config)
-        times["import_s"] = _seconds(t0)
+        times["import_s"] = seconds(t0)
         return compiled
 
     def _load(self) -> None:
@@ -476,14 +283,14 @@ class OpenVinoEngine(Engine):
         if config["INFERENCE_PRECISION_HINT"] != "f32":  # normalised: it is part of store keys
             fp32 = self.opts.fp32_layers
         if self.precision == "int8":
-            source_sha, read = self._int8_model(core, config, fp32, times)
+            source_sha, read = int8_model(self, core, config, fp32, times)
         else:
             onnx = self.model.onnx_path()
             source_sha = file_sha256(onnx)
 
             def read() -> Any:
                 model = core.read_model(str(onnx))
-                return keep_fp32(model, resolve_fp32_layers(model, fp32, _FP32_OPTION), core)
+                return keep_fp32(model, resolve_fp32_layers(model, fp32, FP32_OPTION), core)
 
         compiled = self._compiled(core, config, source_sha, read, times, fp32)
         self._compiled_model = compiled
@@ -499,7 +306,7 @@ class OpenVinoEngine(Engine):
             runtime_precisions={k: len(v) for k, v in layers.items()},
             runtime_fp32_layers=layers.get("f32", []) if fp32 != "none" else [],
             **times,
-            load_s=_seconds(started),
+            load_s=seconds(started),
         )
 
     def _infer(self, x: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Any
 from arcface_lab.errors import InputError
 
 __all__ = [
+    "FP32_OPTION",
     "WEIGHTED_OPS",
     "activation_source",
     "fp32_option",
@@ -89,6 +90,10 @@ def input_layers(model: Any) -> list[str]:
         if op.get_type_name() in WEIGHTED_OPS
         and activation_source(op).get_type_name() == "Parameter"
     ]
+
+
+#: How the ``fp32_layers`` option is named in errors.
+FP32_OPTION = "openvino options: fp32_layers"
 
 
 def fp32_option(value: Any, source: str) -> str | list[str]:

@@ -133,7 +133,7 @@ def gate_checks(
 
 
 def evaluate(results: Mapping[str, Mapping[str, Any]], thresholds: Thresholds) -> list[Check]:
-    """Checks for per-precision ``results`` (see :func:`arcface_lab.pipeline.run`).
+    """Checks for per-precision ``results`` (see :func:`arcface_lab.runs.pipeline.run`).
 
     ``results[precision]`` holds what :func:`gate_checks` reads and ``peak_vram_mb``;
     ``not_applicable`` (a reason) makes the precision one ``n/a`` row.

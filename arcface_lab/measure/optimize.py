@@ -11,11 +11,11 @@ Like Triton Model Navigator's ``optimize``, judged by face-recognition gates:
    a small budget still tries the most promising and says what it skipped.
 2. **Reference**: torch eager FP32 (ONNX Runtime FP32 for an ``.onnx`` model) in a
    process of its own, measured in this same run.
-3. **Each candidate** in a process of its own (:func:`arcface_lab.bench.run_worker`),
+3. **Each candidate** in a process of its own (:func:`arcface_lab.measure.bench.run_worker`),
    built through the engine store, embeds the validation faces, the held-out faces
    (never used for calibration or gating) and the verification pairs, and is timed at
    the params batch sizes. It is checked against the params gates
-   (:func:`arcface_lab.acceptance.gate_checks`): per-face cosine on the validation
+   (:func:`arcface_lab.measure.acceptance.gate_checks`): per-face cosine on the validation
    and the held-out faces, accuracy delta and decision flips at the reference's
    thresholds.
 4. **Choice**: the candidate with the lowest median latency at the comparison batch
@@ -522,7 +522,7 @@ def optimize(
     Args:
         model: a model spec (``seeded:r50``, a ``.pth``, an ``.onnx``) or a resolved
             :class:`~arcface_lab.models.source.ModelSource`; default ``params.model.spec``.
-        params: a :class:`~arcface_lab.params.Params` or the path of a params file
+        params: a :class:`~arcface_lab.config.params.Params` or the path of a params file
             (gates, data, candidates, budget).
         budget_s: overrides ``params.optimize.budget_s``.
         out: folder for ``optimize.json`` (none: not written).

@@ -35,7 +35,9 @@ import numpy as np
 from arcface_lab.core.files import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from arcface_lab.measure.optimize import Candidate, CandidateResult
+    from arcface_lab.config.params import Params
+    from arcface_lab.core.host import Host
+    from arcface_lab.measure.optimize import Candidate, CandidateResult, OptimizeResult
 
 __all__ = ["main", "model_gmacs", "parse_engines"]
 
@@ -219,8 +221,8 @@ def _notes(results: list[CandidateResult], checks: list[Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arcface_lab.runs.perf", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m arcface_lab.perf", description=__doc__)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--model", help="override params model.spec")
     parser.add_argument("--engines", help="backend:precision,... (default: optimize's candidates)")
@@ -232,43 +234,34 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-s", type=float, help="seconds for all engines (optimize.budget_s)"
     )
     parser.add_argument("--no-floors", action="store_true", help="skip the convolution peaks")
-    args = parser.parse_args(argv)
+    return parser
 
-    from arcface_lab.config.params import load_params
-    from arcface_lab.core.host import Host, probe
-    from arcface_lab.measure.optimize import chosen_line, optimize
-    from arcface_lab.models.source import resolve_model
 
-    params = load_params(args.params)
-    params = dataclasses.replace(
+def _at_batch(params: Params, batch: int) -> Params:
+    """``params`` timed, compared and judged at one batch size."""
+    return dataclasses.replace(
         params,
-        bench=dataclasses.replace(params.bench, batch_sizes=(args.batch,)),
-        backends=dataclasses.replace(params.backends, batch_size=args.batch),
-        thresholds=dataclasses.replace(params.thresholds, speedup_batch=args.batch),
+        bench=dataclasses.replace(params.bench, batch_sizes=(batch,)),
+        backends=dataclasses.replace(params.backends, batch_size=batch),
+        thresholds=dataclasses.replace(params.thresholds, speedup_batch=batch),
     )
-    host = Host.for_class(args.host_class, probe()) if args.host_class else probe()
-    plan = parse_engines(args.engines) if args.engines else None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(args.out or f"reports/bench-{stamp}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _run_optimize(
+    args: argparse.Namespace, params: Params, host: Host, model: Any, out_dir: Path, plan: Any
+) -> OptimizeResult:
+    """Optimize with every engine created twice, over a kept or a scratch store."""
+    from arcface_lab.measure.optimize import optimize
+
     scratch = None if args.store else tempfile.mkdtemp(prefix="store-", dir=out_dir)
     store = Path(args.store or str(scratch))
-    spec = args.model or params.model.spec
-    started = time.perf_counter()
-    m = params.model
-    model = resolve_model(spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
-    t0 = time.perf_counter()
-    onnx = model.onnx_path()
-    export_s = time.perf_counter() - t0
-    gmacs = model_gmacs(onnx)
-    gflop = 2 * gmacs if gmacs else None
     print(
-        f"bench: {spec} ({gflop or 0:.2f} GFLOP/image), batch {args.batch}, "
-        f"{host.cpu.threads} threads, on {host.describe()}, store {store}",
+        f"bench: {model.spec}, batch {args.batch}, {host.cpu.threads} threads, "
+        f"on {host.describe()}, store {store}",
         flush=True,
     )
     try:
-        result = optimize(
+        return optimize(
             model,
             params,
             budget_s=args.budget_s,
@@ -281,29 +274,74 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)  # engines of several hundred MB each
-    result.write(out_dir)
-    table = _table(result.candidates, gflop, args.batch)
-    checks = [result.speed_check(params.thresholds)]
-    notes = _notes(result.candidates, checks)
+
+
+def _report_text(
+    result: OptimizeResult,
+    checks: list[Any],
+    floors: dict[str, float | str],
+    gmacs: float | None,
+    export_s: float,
+    batch: int,
+) -> str:
+    """The bench table, the targets and the machine's floors, as ``bench.md`` has them."""
+    from arcface_lab.measure.optimize import chosen_line
+
+    gflop = 2 * gmacs if gmacs else None
     header = [
-        f"machine: {host.describe()}; model {spec}, {gflop or 0:.2f} GFLOP "
-        f"({gmacs or 0:.2f} GMAC) per image; batch {args.batch}; reference "
+        f"machine: {result.host.describe()}; model {result.model['spec']}, {gflop or 0:.2f} "
+        f"GFLOP ({gmacs or 0:.2f} GMAC) per image; batch {batch}; reference "
         f"{result.reference.candidate.label}; ONNX export {export_s:.1f} s",
         chosen_line(result.to_dict()),
     ]
+    ref_ms = (result.reference.latency_ms or {}).get("median")
+    return "\n".join(
+        [
+            *header,
+            "",
+            *_table(result.candidates, gflop, batch),
+            "",
+            "targets:",
+            *_notes(result.candidates, checks),
+            "",
+            "floors (this machine):",
+            *_floor_lines(floors, gflop, batch, ref_ms),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make bench``: optimize's candidates at one batch, each created twice; bench.json/md."""
+    from arcface_lab.config.params import load_params
+    from arcface_lab.core.host import Host, probe
+    from arcface_lab.models.source import resolve_model
+
+    args = _parser().parse_args(argv)
+    params = _at_batch(load_params(args.params), args.batch)
+    host = Host.for_class(args.host_class, probe()) if args.host_class else probe()
+    plan = parse_engines(args.engines) if args.engines else None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.out or f"reports/bench-{stamp}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    m = params.model
+    model = resolve_model(args.model or m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+    t0 = time.perf_counter()
+    onnx = model.onnx_path()
+    export_s = time.perf_counter() - t0
+    gmacs = model_gmacs(onnx)
+    result = _run_optimize(args, params, host, model, out_dir, plan)
+    result.write(out_dir)
+    checks = [result.speed_check(params.thresholds)]
     floors: dict[str, float | str] = {}
     if not args.no_floors and importlib.util.find_spec("openvino") is not None:
         floors = conv_floors(("fp32", "bf16", "int8"), host.cpu.threads)
-    ref_ms = (result.reference.latency_ms or {}).get("median")
-    floor_lines = _floor_lines(floors, gflop, args.batch, ref_ms)
-    text = "\n".join(
-        [*header, "", *table, "", "targets:", *notes, "", "floors (this machine):", *floor_lines]
-    )
+    text = _report_text(result, checks, floors, gmacs, export_s, args.batch)
     print(text)
     payload = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": host.to_dict(),
-        "model": {"spec": spec, "gmacs_per_image": gmacs, "onnx_export_s": export_s},
+        "model": {"spec": model.spec, "gmacs_per_image": gmacs, "onnx_export_s": export_s},
         "params": args.params,
         "batch": args.batch,
         "optimize": result.to_dict(),

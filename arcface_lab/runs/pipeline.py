@@ -126,7 +126,7 @@ def _representative(precision: str, ran: list[Any]) -> Any | None:
 
 
 def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
-    """What :func:`arcface_lab.acceptance.evaluate` judges, one entry per params precision."""
+    """What :func:`arcface_lab.measure.acceptance.evaluate` judges, one per params precision."""
     from arcface_lab.engines.registry import get_backend
 
     results: dict[str, dict[str, Any]] = {}

@@ -19,7 +19,8 @@ import pytest
 
 import arcface_lab
 from arcface_lab import store as st
-from arcface_lab.errors import EngineIntegrityError, InputError, StoreError
+from arcface_lab.config.params import Params
+from arcface_lab.errors import EngineIntegrityError, InputError, ParamsError, StoreError
 
 try:
     from tests import seaweedfs
@@ -555,6 +556,44 @@ def test_unreachable_server_is_a_warning_and_a_local_build(tmp_path: Path) -> No
         info.value
     )
     assert "Could not connect" in str(info.value)
+
+
+@pytest.mark.s3
+def test_a_hung_endpoint_falls_back_within_the_bound_and_says_so(tmp_path: Path) -> None:
+    """A server that accepts TCP and never answers: bounded by the timeouts, then local."""
+    import socket
+
+    pytest.importorskip("boto3")
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes handshakes; nothing ever reads or answers
+        endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        params = Params.from_mapping(
+            {
+                "store": {
+                    "local": str(tmp_path / "local"),
+                    "s3": "s3://engines/p",
+                    "s3_endpoint": endpoint,
+                    "read_timeout_s": 0.5,
+                }
+            },
+            "p.yaml",
+        )
+        store = st.open_store(**params.store.settings())
+        assert isinstance(store.remote, st.S3Store)
+        art = store.fetch_or_build(INPUTS, counting_builder(tmp_path / "m", b"hung"))
+    assert art.origin == "built"
+    [warning] = art.warnings
+    assert "remote store unavailable, building locally" in warning
+    assert "gave up after 2 attempt(s) of 3 s to connect and 0.5 s to answer" in warning
+    assert "Read timeout" in warning
+
+
+def test_store_timeouts_come_from_params_and_are_checked() -> None:
+    store = Params.from_mapping({"store": {"connect_timeout_s": 1, "max_attempts": 4}}).store
+    assert store.settings()["connect_timeout_s"] == 1.0 and store.settings()["max_attempts"] == 4
+    with pytest.raises(ParamsError, match=r"store.read_timeout_s: expected a number in \(0, 600\]"):
+        Params.from_mapping({"store": {"read_timeout_s": 0}}, "p.yaml")
 
 
 @pytest.mark.s3

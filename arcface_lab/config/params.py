@@ -195,21 +195,44 @@ class BenchParams:
 
 @dataclass(frozen=True)
 class StoreParams:
+    """The engine store: a local folder and an optional shared S3 cache.
+
+    ``connect_timeout_s``, ``read_timeout_s`` and ``max_attempts`` bound each S3 request
+    (None: the store's short defaults, 3 s, 10 s and 2 attempts), so an endpoint that
+    hangs costs seconds before the local build.
+    """
+
     local: str | None = None
     s3: str | None = None
     s3_endpoint: str | None = None
+    connect_timeout_s: float | None = None
+    read_timeout_s: float | None = None
+    max_attempts: int | None = None
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> StoreParams:
-        m = parse_mapping(raw, ctx, ("local", "s3", "s3_endpoint"))
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
         s3 = parse_opt_str(m.get("s3"), ctx.child("s3"))
         if s3 is not None and not s3.startswith("s3://"):
             raise ctx.child("s3").error("s3://BUCKET/PREFIX", s3)
+
+        def seconds(name: str) -> float | None:
+            value = m.get(name)
+            return None if value is None else parse_float(value, ctx.child(name), 0, 600, True)
+
+        attempts = m.get("max_attempts")
         return cls(
             local=parse_opt_str(m.get("local"), ctx.child("local")),
             s3=s3,
             s3_endpoint=parse_opt_str(m.get("s3_endpoint"), ctx.child("s3_endpoint")),
+            connect_timeout_s=seconds("connect_timeout_s"),
+            read_timeout_s=seconds("read_timeout_s"),
+            max_attempts=None if attempts is None else parse_int(attempts, ctx, 1),
         )
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`arcface_lab.store.open_store`."""
+        return dataclasses.asdict(self)
 
 
 _CLASS_PREFIXES = ("cpu-", "gpu-")

@@ -1,4 +1,4 @@
-"""Files: content digests and atomic writes, one idiom for the whole package.
+"""Files: content digests, atomic writes and verified caches, one idiom for the package.
 
 Every file a reader may take as complete (an engine artifact, a manifest, an ONNX
 export, a run record, a report) is written through :func:`atomic_path`: the bytes go
@@ -6,6 +6,11 @@ to a hidden ``.<name>.<random>.partial`` beside the destination, are fsynced, an
 ``os.replace``-d into place only when the writer finished; a failed or killed writer
 leaves at most a hidden ``.partial`` that :func:`sweep_partials` removes. The
 destination's mode follows the umask, as a plain ``open`` would give it.
+
+A *derived* file the workbench reads back (the ONNX export of a checkpoint, a
+rewritten ONNX, seeded weights) is made through :func:`cached`: its sha256 is
+recorded beside it when written and checked before every use; a copy that does not
+match is quarantined (a bounded number kept) and made again, never used.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,18 +28,25 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "PARTIAL_SUFFIX",
+    "QUARANTINE_KEEP",
     "Digest",
     "atomic_path",
+    "cached",
     "default_cache_root",
+    "digest_path",
     "file_digest",
     "file_sha256",
     "fsync_dir",
     "partial_name",
+    "quarantine",
     "sweep_partials",
+    "verified",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The suffix of every temporary name; such a file is never complete.
 PARTIAL_SUFFIX = ".partial"
@@ -140,3 +154,74 @@ def sweep_partials(folder: str | os.PathLike[str]) -> list[Path]:
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
+
+
+#: Bad copies of a derived file kept for inspection, per file name (older ones removed).
+QUARANTINE_KEEP = 2
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path: str | os.PathLike[str]) -> Path:
+    """Where the sha256 of a derived file is recorded (``<name>.sha256`` beside it)."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def quarantine(path: str | os.PathLike[str], reason: str) -> Path | None:
+    """Move ``path`` to ``quarantine/`` beside it, keeping the newest :data:`QUARANTINE_KEEP`.
+
+    Returns where it went (None when it could not be moved and was removed instead).
+    """
+    path = Path(path)
+    folder = path.parent / "quarantine"
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = folder / f"{path.name}.{stamp}.{uuid.uuid4().hex[:6]}"
+    dest: Path | None = target
+    try:
+        folder.mkdir(exist_ok=True)
+        os.replace(path, target)
+    except OSError:
+        path.unlink(missing_ok=True)
+        dest = None
+    digest_path(path).unlink(missing_ok=True)
+    log.warning("%s: %s; moved to %s and made again", path, reason, dest or "(removed)")
+    kept = sorted(folder.glob(f"{path.name}.*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in kept[QUARANTINE_KEEP:]:
+        old.unlink(missing_ok=True)
+    return dest
+
+
+def verified(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` matches the sha256 recorded beside it.
+
+    A file with no record, or one that does not match (truncated, overwritten, edited),
+    is quarantined (:func:`quarantine`) and False returned: the caller makes it again.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    record = digest_path(path)
+    expected = record.read_text().strip() if record.is_file() else ""
+    actual = file_sha256(path)
+    if expected and actual == expected:
+        return True
+    why = f"sha256 {actual[:16]}, recorded {expected[:16]}" if expected else "no recorded sha256"
+    quarantine(path, why)
+    return False
+
+
+def cached(path: str | os.PathLike[str], make: Callable[[Path], object], suffix: str = "") -> Path:
+    """``path``, made by ``make(tmp)`` unless it is there and :func:`verified`.
+
+    ``make`` writes the file at the temporary path it is given (``suffix`` goes before
+    ``.partial``, for writers that choose a format by name); the file is renamed into
+    place and its sha256 recorded beside it, so the next reader can check it.
+    """
+    path = Path(path)
+    if verified(path):
+        return path
+    with atomic_path(path, suffix) as tmp:
+        make(tmp)
+        digest = file_sha256(tmp)
+    write_text_atomic(digest_path(path), digest + "\n")
+    return path

@@ -560,12 +560,7 @@ def optimize(
     batch = _comparison_batch(params)
     plan = candidates(params, host, model) if plan is None else plan
     arrays, pairs, data = _inputs(params, model)
-    st = params.store
-    store = (
-        dict(store)
-        if store is not None
-        else {"local": st.local, "s3": st.s3, "s3_endpoint": st.s3_endpoint}
-    )
+    store = dict(store) if store is not None else params.store.settings()
     if threads is None:
         threads = host.cpu.threads if host.device == "cpu" else 0
     if device is None and host.device != "cpu":

@@ -17,12 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from arcface_lab.core.files import (
-    atomic_path,
-    default_cache_root,
-    file_sha256,
-    write_text_atomic,
-)
+from arcface_lab.core.files import cached, default_cache_root, file_sha256
 from arcface_lab.core.preprocess import Preprocess
 from arcface_lab.errors import BackendUnavailable, InputError, ModelFormatError
 from arcface_lab.models.onnx_io import (
@@ -106,11 +101,13 @@ class ModelSource:
                 self._onnx = self._prepare_given_onnx()
             else:
                 dest = self.cache_dir / "onnx" / f"{self.sha256()}.onnx"
-                if not dest.is_file():
+                h, w = self.preprocess.size
+
+                def export(tmp: Path) -> None:
                     log.info("exporting %s to ONNX at %s", self.spec, dest)
-                    h, w = self.preprocess.size
-                    export_onnx(self.torch_module(), dest, (3, h, w))
-                self._onnx = dest
+                    export_onnx(self.torch_module(), tmp, (3, h, w))
+
+                self._onnx = cached(dest, export, suffix=".onnx")
         return self._onnx
 
     def onnx_info(self) -> OnnxModelInfo:
@@ -124,17 +121,18 @@ class ModelSource:
         if info.dynamic_batch:
             return self.path
         dest = self.cache_dir / "onnx" / f"{self.sha256()}-dynamic.onnx"
-        if dest.is_file():
-            return dest
-        log.info("%s: static batch %s rewritten to dynamic", self.path, info.input_shape[0])
-        model = load_onnx(self.path)  # external data now read (locations already checked)
-        fixed = make_batch_dynamic(model)
-        import onnx
+        source = self.path
 
-        with atomic_path(dest, suffix=".onnx") as tmp:
+        def rewrite(tmp: Path) -> None:
+            import onnx
+
+            log.info("%s: static batch %s rewritten to dynamic", source, info.input_shape[0])
+            model = load_onnx(source)  # external data now read (locations already checked)
+            fixed = make_batch_dynamic(model)
             onnx.save(model, str(tmp))
-            _verify_dynamic_batch(tmp, self.preprocess, str(self.path), fixed)
-        return dest
+            _verify_dynamic_batch(tmp, self.preprocess, str(source), fixed)
+
+        return cached(dest, rewrite, suffix=".onnx")
 
     def describe(self) -> dict[str, object]:
         return {
@@ -243,7 +241,7 @@ def _cached_seeded(
     for r100), and every engine process needs them. The file is keyed by the recipe (the
     source of ``make``) and the torch version, written atomically with its sha256 beside
     it, checked against that sha256 before ``torch.load(weights_only=True)``; a copy that
-    does not match is removed and made again.
+    does not match is quarantined and made again (:func:`arcface_lab.core.files.cached`).
     """
     import inspect
 
@@ -253,23 +251,20 @@ def _cached_seeded(
 
     recipe = hashlib.sha256(inspect.getsource(make).encode()).hexdigest()[:12]
     path = cache_dir / "seeded" / f"{arch}-seed{seed}-torch{torch.__version__}-{recipe}.pt"
-    sidecar = path.with_name(path.name + ".sha256")
-    if path.is_file() and sidecar.is_file():
-        expected = sidecar.read_text().strip()
-        actual = file_sha256(path)
-        if actual == expected:
-            module = build_iresnet(arch)
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return module.eval()
-        log.warning("%s: sha256 %s, expected %s: made again", path, actual[:16], expected[:16])
-        path.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
-    module = make(arch, seed)
+    made: list[IResNet] = []
+
+    def save(tmp: Path) -> None:
+        made.append(make(arch, seed))
+        torch.save(made[0].state_dict(), tmp)
+
     try:
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(module.state_dict(), tmp)
-            digest = file_sha256(tmp)
-        write_text_atomic(sidecar, digest + "\n")
+        cached(path, save, suffix=".pt")
     except OSError as exc:  # a read-only cache costs time, never the run
         log.warning("seeded weights not cached in %s: %s", path.parent, exc)
-    return module
+    if made:
+        return made[0]
+    if not path.is_file():
+        return make(arch, seed)
+    module = build_iresnet(arch)
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return module.eval()

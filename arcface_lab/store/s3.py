@@ -27,6 +27,11 @@ from arcface_lab.store.keys import (
 __all__ = ["S3Store"]
 
 _CHUNK = 1 << 20
+#: Short by default: a shared cache that does not answer must cost seconds, not minutes,
+#: before the local build (``store`` in params sets them).
+DEFAULT_CONNECT_TIMEOUT_S = 3.0
+DEFAULT_READ_TIMEOUT_S = 10.0
+DEFAULT_MAX_ATTEMPTS = 2
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,9 @@ class S3Store:
         region: Region name; boto3's default when None.
         client: A ready boto3 S3 client (the other connection arguments are then unused).
         connect_timeout: Seconds to wait for a connection.
-        max_attempts: Attempts per request, retries included.
+        read_timeout: Seconds to wait for the server to answer (a hung endpoint).
+        max_attempts: Attempts per request, retries included; a request gives up after
+            about ``max_attempts * (connect_timeout + read_timeout)`` seconds.
 
     Raises:
         StoreError: boto3 is not installed.
@@ -65,10 +72,15 @@ class S3Store:
         region: str | None = None,
         client: Any = None,
         *,
-        connect_timeout: float = 5.0,
-        max_attempts: int = 3,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         self.bucket, self.prefix, self.endpoint_url = bucket, prefix.strip("/"), endpoint_url
+        self.bound = (
+            f"{max_attempts} attempt(s) of {connect_timeout:g} s to connect and "
+            f"{read_timeout:g} s to answer"
+        )
         self._conditional_writes = True
         if client is None:
             try:
@@ -82,7 +94,7 @@ class S3Store:
             config = Config(
                 s3={"addressing_style": "path"},
                 connect_timeout=connect_timeout,
-                read_timeout=60,
+                read_timeout=read_timeout,
                 retries={"mode": "standard", "total_max_attempts": max_attempts},
             )
             client = boto3.session.Session().client(
@@ -106,7 +118,10 @@ class S3Store:
     def _error(self, op: str, obj: str, err: Exception) -> StoreError:
         where = f"s3://{self.bucket}/{obj} at {self.endpoint_url or 'AWS'}"
         code = _client_error_code(err)
-        return StoreError(f"S3 {op} of {where} failed: {f'{code}: ' if code else ''}{err}")
+        return StoreError(
+            f"S3 {op} of {where} failed: {f'{code}: ' if code else ''}{err} (gave up after "
+            f"{self.bound})"
+        )
 
     def _call(self, op: str, obj: str, **kwargs: Any) -> Any:
         """Run one client call; a missing object gives None, any other failure a StoreError."""

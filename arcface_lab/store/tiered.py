@@ -154,6 +154,9 @@ def open_store(
     s3: str | None = None,
     s3_endpoint: str | None = None,
     strict: bool = False,
+    connect_timeout_s: float | None = None,
+    read_timeout_s: float | None = None,
+    max_attempts: int | None = None,
 ) -> EngineStore:
     """The engine store of a params ``store`` section or the CLI's store flags.
 
@@ -163,5 +166,14 @@ def open_store(
     if s3_endpoint and not s3:
         raise InputError(f"s3 endpoint {s3_endpoint!r} given without an s3://BUCKET/PREFIX store")
     root = Path(local) if local else default_cache_root() / "engines"
-    remote = S3Store.from_url(s3, endpoint_url=s3_endpoint) if s3 else None
+    limits = {
+        k: v
+        for k, v in (
+            ("connect_timeout", connect_timeout_s),
+            ("read_timeout", read_timeout_s),
+            ("max_attempts", max_attempts),
+        )
+        if v is not None
+    }
+    remote = S3Store.from_url(s3, endpoint_url=s3_endpoint, **limits) if s3 else None
     return EngineStore(LocalStore(root), remote, strict=strict)

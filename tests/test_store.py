@@ -450,19 +450,23 @@ def test_write_then_verify_fallback(tmp_path: Path, remote: st.S3Store) -> None:
 
 
 @pytest.mark.s3
-def test_artifact_without_manifest_is_not_overwritten(
-    tmp_path: Path, remote: st.S3Store, s3_server: seaweedfs.SeaweedS3
+@pytest.mark.parametrize("orphan", [b"orphan", b"mine"], ids=["other-bytes", "same-bytes"])
+def test_artifact_left_without_manifest_is_published_again(
+    tmp_path: Path, remote: st.S3Store, s3_server: seaweedfs.SeaweedS3, orphan: bytes
 ) -> None:
+    """A writer died between its two uploads: the key is not blocked for ever."""
     key = st.artifact_key(INPUTS)
     s3_server.client().put_object(
-        Bucket=remote.bucket, Key=remote.object_key(key, "artifact.bin"), Body=b"orphan"
+        Bucket=remote.bucket, Key=remote.object_key(key, "artifact.bin"), Body=orphan
     )
     src = tmp_path / "a.bin"
     src.write_bytes(b"mine")
     manifest = st.make_manifest(key, INPUTS, *st.file_digest(src), {})
-    with pytest.raises(StoreError) as info:
-        remote.put(key, src, manifest)
-    assert f"{remote.url(key)}: expected a manifest beside the artifact" in str(info.value)
+    assert remote.put(key, src, manifest) is True
+    remote.verify(key)
+    got = remote.get(key, tmp_path / "got")
+    assert got is not None and got.path.read_bytes() == b"mine"
+    assert remote.put(key, src, manifest) is False  # published now: create-only again
 
 
 @pytest.mark.s3

@@ -268,24 +268,49 @@ class S3Store:
     ) -> bool:
         """Publish an artifact create-only: artifact first, manifest last.
 
+        An artifact already there without a manifest (a writer that died between the two
+        uploads) is no entry: nobody reads it. It is kept when its bytes are ours, else
+        replaced; then the manifest is published create-only, so of two writers racing
+        here only one manifest wins and the entry is verified against it.
+
         Returns:
             True when this call published it, False when a valid entry was already there.
 
         Raises:
-            StoreError: The server cannot be reached or refuses the request, or an artifact is
-                there without a manifest (a writer in progress or one that died mid-way).
+            StoreError: The server cannot be reached or refuses the request.
             EngineIntegrityError: The local file does not match ``manifest``, or the entry
                 already published under ``key`` is corrupt.
         """
         manifest = check_manifest(dict(manifest), key, f"for {artifact_path}")
         check_digest(str(artifact_path), manifest, file_digest(artifact_path))
         body = json.dumps(manifest, indent=2).encode()
-        steps = (
-            (ARTIFACT_NAME, Path(artifact_path), manifest["sha256"]),
-            (MANIFEST_NAME, body, hashlib.sha256(body).hexdigest()),
-        )
-        for name, data, sha256 in steps:
-            if not self._put_create_only(self.object_key(key, name), data, sha256):
+        artifact = self.object_key(key, ARTIFACT_NAME)
+        if not self._put_create_only(artifact, Path(artifact_path), manifest["sha256"]):
+            if self.get_manifest(key) is not None:
                 self.verify(key)
                 return False
+            self._adopt_orphan(key, Path(artifact_path), manifest["sha256"])
+        manifest_obj = self.object_key(key, MANIFEST_NAME)
+        if not self._put_create_only(manifest_obj, body, hashlib.sha256(body).hexdigest()):
+            self.verify(key)
+            return False
         return True
+
+    def _adopt_orphan(self, key: str, artifact_path: Path, sha256: str) -> None:
+        """An artifact without a manifest: kept when its bytes are ours, else replaced."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        obj = self.object_key(key, ARTIFACT_NAME)
+        got = self._download(obj, None)
+        if got is not None and got[0] == sha256:
+            logger.warning("%s: artifact without a manifest, same bytes: publishing", self.url(key))
+            return
+        logger.warning(
+            "%s: artifact without a manifest (a writer died mid-way), sha256 %s: replaced",
+            self.url(key),
+            "none" if got is None else got[0][:16],
+        )
+        try:
+            self._put_object(obj, artifact_path, sha256, conditional=False)
+        except (ClientError, BotoCoreError) as err:
+            raise self._error("put_object", obj, err) from err

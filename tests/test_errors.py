@@ -83,3 +83,70 @@ def test_library_errors_name_the_argument_and_the_cli_shows_the_flag() -> None:
     assert caught.value.for_flags(FLAGS).startswith("--model seeded:r9: unknown architecture")
     assert InputError("plain").for_flags(FLAGS) == "plain"
     assert main(["embed", "--model", "seeded:r9", "--input", "synthetic:2", "--out", "x.npy"]) == 2
+
+
+def _worker_pids(folder: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"arcface_lab.measure.bench" in cmd and str(folder).encode() in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _wait_for(predicate, seconds: float = 120.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_a_killed_run_leaves_no_worker_and_its_folder_is_swept(tmp_path: Path) -> None:
+    """SIGKILL of the process that started a worker: the worker dies too; the folder goes."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from arcface_lab.measure.bench import WORKER_PREFIX, sweep_worker_folders
+
+    images = tmp_path / "faces.npy"
+    np.save(images, synthetic_faces(2, seed=0))
+    script = (
+        "from arcface_lab.measure.bench import BenchSpec, run_worker\n"
+        "from arcface_lab.core.preprocess import Preprocess\n"
+        f"run_worker(BenchSpec(model='seeded:r18', backend='torch', precision='fp32', "
+        f"batch_sizes=(2,), images={str(images)!r}, preprocess=Preprocess().to_dict(), "
+        f"warmup_s=600, budget_s=600, store={{'local': {str(tmp_path / 'store')!r}}}))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    root = Path(tempfile.gettempdir())
+    folders: list[Path] = []
+    try:
+        assert _wait_for(
+            lambda: bool(folders.extend(root.glob(f"{WORKER_PREFIX}{parent.pid}-*")) or folders)
+            and bool(_worker_pids(folders[0]))
+        ), "the worker never started"
+        [worker] = _worker_pids(folders[0])
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _wait_for(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker))
+    finally:
+        parent.kill()
+    assert folders[0] in sweep_worker_folders() and not folders[0].exists()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

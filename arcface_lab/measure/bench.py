@@ -451,6 +451,42 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
     write_json_atomic(out_dir / "result.json", result, default=str)
 
 
+#: Worker folders are ``<tmp>/arcface-bench-<parent pid>-<random>``.
+WORKER_PREFIX = "arcface-bench-"
+
+
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child, before exec)
+    """Linux: the worker gets SIGKILL when the process that started it dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_worker_folders(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the worker folders of runs that were killed (their parent process is gone)."""
+    import shutil
+
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORKER_PREFIX}*-*"):
+        pid = folder.name[len(WORKER_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def run_worker(
     spec: BenchSpec, timeout_s: float = 1800
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -458,6 +494,8 @@ def run_worker(
 
     Returns its result and the embeddings: ``"images"`` and one per ``spec.inputs`` name.
     Thread counts (``spec.threads``) are set in the child's environment before it starts.
+    The child dies with this process (a killed run leaves no worker behind), and worker
+    folders of killed runs are swept first.
 
     Raises:
         ArcfaceLabError: the worker's own error, with its class (an ``InputError`` stays one,
@@ -469,7 +507,8 @@ def run_worker(
     if spec.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(spec.threads)
-    with tempfile.TemporaryDirectory(prefix="arcface-bench-") as tmp:
+    sweep_worker_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{WORKER_PREFIX}{os.getpid()}-") as tmp:
         write_json_atomic(Path(tmp) / "spec.json", asdict(spec))
         try:
             proc = subprocess.run(
@@ -478,6 +517,7 @@ def run_worker(
                 text=True,
                 timeout=timeout_s,
                 env=env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         except subprocess.TimeoutExpired:
             raise EngineError(

@@ -512,8 +512,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from arcface_lab.report import notebooks
     from arcface_lab.report.html import render
+    from arcface_lab.report.run_folder import RunFolder
 
-    run_dir: Path = args.run_dir
+    source = RunFolder(args.run_dir)
+    if args.out is not None:
+        run_dir = source.copy_to(args.out).path
+        print(f"rendering a copy of {source.path} in {run_dir}")
+    elif source.rendered and args.notebooks:
+        raise InputError(
+            f"{source.path}: already rendered (notebooks.json); render never rewrites a "
+            "rendered run in place: give --out NEW_DIR to render a copy beside it"
+        )
+    else:
+        run_dir = source.path
     measured = (run_dir / "verdict.json").is_file() and not (run_dir / "error.json").is_file()
     failure: NotebookError | None = None
     if args.notebooks and measured:
@@ -623,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="index.html only (default: also execute the notebooks when papermill is installed)",
     )
     p.add_argument("--notebooks-dir", type=Path, help="notebooks to execute (default notebooks/)")
+    p.add_argument(
+        "--out", type=Path, help="render a copy here (a rendered run is never rewritten in place)"
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("run", help="a whole run from a params file: measure, then report")

@@ -84,7 +84,9 @@ def test_run_executes_and_links_the_four_notebooks(ci_run: tuple[int, Path]) -> 
         assert len(engine["same"]) == n and set(engine["same"]) == {True, False}
 
 
-def test_render_from_json_alone(ci_run: tuple[int, Path], tmp_path: Path) -> None:
+def test_render_from_json_alone(
+    ci_run: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "copied-run"
     copy.mkdir()
     for name in MEASURED:
@@ -93,6 +95,17 @@ def test_render_from_json_alone(ci_run: tuple[int, Path], tmp_path: Path) -> Non
     index = (copy / "index.html").read_text()
     for name in NOTEBOOKS:
         assert (copy / f"{name}.html").is_file() and f'href="{name}.html"' in index
+
+    # a rendered run is never rewritten in place, not even by broken notebooks
+    pages = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["render", str(copy), "--notebooks-dir", str(DATA)]) == 2
+    assert "already rendered (notebooks.json); render never rewrites" in capsys.readouterr().err
+    beside = tmp_path / "beside"
+    assert main(["render", str(copy), "--notebooks-dir", str(DATA), "--out", str(beside)]) == 1
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == pages
+    assert "Notebook FAILED: broken_notebook" in (beside / "index.html").read_text()
+    assert main(["render", str(copy), "--out", str(beside)]) == 2  # never overwritten either
 
     bare = tmp_path / "index-only"
     shutil.copytree(copy, bare, ignore=shutil.ignore_patterns("*.html", "notebooks*"))

@@ -77,6 +77,28 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
 
+    @property
+    def rendered(self) -> bool:
+        """True when its notebooks ran (``notebooks.json``): its pages are complete."""
+        return self.file("notebooks").is_file()
+
+    def copy_to(self, dest: Path) -> RunFolder:
+        """A new run folder ``dest`` with this one's measured files (not its pages).
+
+        Raises:
+            InputError: ``dest`` exists (a run folder is never overwritten).
+        """
+        dest = Path(dest)
+        if dest.exists():
+            raise InputError(f"out_dir {dest}: already exists; runs are never overwritten")
+        dest.mkdir(parents=True)
+        copy = RunFolder(dest)
+        for name in (*MEASURED, "error", "timing"):
+            payload = self.read(name, required=name == "environment")
+            if payload is not None:
+                copy.write(name, payload)
+        return copy
+
     def load(self) -> dict[str, Any]:
         """Every measured file as one dict (``environment``, ..., ``verdict``).
 

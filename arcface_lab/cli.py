@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +37,25 @@ BENCH_BUDGET_S = 24 * 3600.0
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, as for every bad input
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _out_file(text: str) -> Path:
+    """An output file: not a folder, in a folder this process can write (checked before work)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; expected the path of a file")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {parent}")
+    return path
+
+
+def _store_dir(text: str) -> Path:
+    """``--local-store``: a folder (made when missing), never a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder for the store")
+    return path
 
 
 def _device(text: str) -> str:
@@ -84,7 +104,9 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
     g.add_argument("--store", help="remote engine store, s3://BUCKET/PREFIX")
     g.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, SeaweedFS, ...)")
     g.add_argument(
-        "--local-store", type=Path, help="local engine store (default $XDG_CACHE_HOME/arcface_lab)"
+        "--local-store",
+        type=_store_dir,
+        help="local engine store (default $XDG_CACHE_HOME/arcface_lab)",
     )
     g.add_argument(
         "--params",
@@ -560,14 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, type=Path)
     p.add_argument("--arch", help="iresnet architecture; inferred when omitted")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=_out_file)
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("embed", help="embed face crops")
     _add_model_args(p)
     _add_engine_args(p)
     p.add_argument("--input", required=True, help=".npy, image folder, image, or synthetic:N")
-    p.add_argument("--out", required=True, type=Path, help="float32 (N, D) .npy")
+    p.add_argument("--out", required=True, type=_out_file, help="float32 (N, D) .npy")
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
     p.add_argument("--info-json", type=Path, help="write what ran (backend, fallbacks) here")
     p.set_defaults(func=cmd_embed)
@@ -576,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_engine_args(p)
     p.add_argument("--input", required=True, help=".npy, image folder, image, or synthetic:N")
-    p.add_argument("--out", required=True, type=Path, help="drift JSON")
+    p.add_argument("--out", required=True, type=_out_file, help="drift JSON")
     p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
     p.set_defaults(func=cmd_drift)
 
@@ -585,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.add_argument("--pairs", required=True, help="insightface .bin, pairs .csv or synthetic:N")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip TTA")
-    p.add_argument("--out", required=True, type=Path, help="verification JSON")
+    p.add_argument("--out", required=True, type=_out_file, help="verification JSON")
     p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
     p.set_defaults(func=cmd_verify)
 
@@ -598,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--budget-s", type=float, default=10.0, help="time budget per batch size")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per engine (0: default)")
-    p.add_argument("--out", required=True, type=Path, help="bench JSON")
+    p.add_argument("--out", required=True, type=_out_file, help="bench JSON")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
@@ -622,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build (or fetch) an engine artifact through the store")
     _add_model_args(p)
     _add_engine_args(p)
-    p.add_argument("--out", required=True, type=Path, help="build info JSON")
+    p.add_argument("--out", required=True, type=_out_file, help="build info JSON")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("render", help="write a run folder's HTML from its JSON alone")

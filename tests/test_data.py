@@ -107,3 +107,33 @@ def test_preprocess_round_trips_through_json() -> None:
 
     pre = Preprocess(mean=127.5, std=128.0, bgr=True, layout="NHWC", size=(112, 96))
     assert Preprocess.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data worth decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_empty_npy_and_decompression_bomb_are_data_errors_naming_the_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.npy: not a readable \.npy array"):
+        load_images(empty)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(DataError, match=r"bomb\.png: not decoded, too many pixels"):
+        load_images(bomb)
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_header_only(4000, 3000))  # judged by its header, never decoded
+    with pytest.raises(
+        DataError, match=r"big\.png: expected a 112x112 aligned face crop, got 3000x4000"
+    ):
+        load_images(big)

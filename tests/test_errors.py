@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,51 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "message"),
+    [
+        ("--out", "folder", "argument --out: {p} is a folder; expected the path of a file"),
+        ("--local-store", "file", "argument --local-store: {p} is a file; expected a folder"),
+    ],
+)
+def test_output_and_store_paths_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, target: str, message: str
+) -> None:
+    from arcface_lab.cli import main
+
+    path = tmp_path / target
+    if target == "folder":
+        path.mkdir()
+    else:
+        path.write_text("not a store")
+    out = str(path) if flag == "--out" else str(tmp_path / "e.npy")
+    argv = ["embed", "--model", "seeded:r18", "--input", "synthetic:2", "--out", out]
+    if flag == "--local-store":
+        argv += ["--local-store", str(path)]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert message.format(p=path) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    from arcface_lab.cli import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            [
+                "embed",
+                "--model",
+                "seeded:r18",
+                "--input",
+                "synthetic:2",
+                "--out",
+                str(locked / "e.npy"),
+            ]
+        )
+    assert stopped.value.code == 2

@@ -41,14 +41,17 @@ def decode_image(data: bytes, source: str, size: tuple[int, int] | None = None) 
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            # the header's size is checked before any pixel is decoded
+            if size is not None and (img.height, img.width) != tuple(size):
+                raise DataError(
+                    f"{source}: expected a {size[0]}x{size[1]} aligned face crop, "
+                    f"got {img.height}x{img.width}"
+                )
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{source}: not decoded, too many pixels for a face crop ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{source}: not a readable image ({exc})") from None
-    if size is not None and rgb.shape[:2] != tuple(size):
-        raise DataError(
-            f"{source}: expected a {size[0]}x{size[1]} aligned face crop, "
-            f"got {rgb.shape[0]}x{rgb.shape[1]}"
-        )
     return rgb
 
 
@@ -77,8 +80,8 @@ def load_images(path: str | Path, size: tuple[int, int] = (112, 112)) -> np.ndar
     if path.suffix.lower() == ".npy":
         try:
             images = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable .npy array ({exc or 'empty file'})") from None
         check_images(images, size, source=str(path))
         return images
     if path.suffix.lower() in IMAGE_SUFFIXES:

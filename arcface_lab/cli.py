@@ -149,13 +149,15 @@ def _params(args: argparse.Namespace) -> Any:
     return check_params(load_params(path))
 
 
-def _int8_options(args: argparse.Namespace, precision: str) -> dict[str, dict[str, Any]]:
-    """OpenVINO's INT8 gates from params, shown once, for an int8 engine (else nothing)."""
+def _int8_options(
+    args: argparse.Namespace, precision: str, params: Any = None
+) -> dict[str, dict[str, Any]]:
+    """OpenVINO's INT8 gates from params (``params``, else ``--params``), for an int8 engine."""
     if precision != "int8":
         return {}
     from arcface_lab.measure.optimize import int8_gate_options
 
-    params = _params(args)
+    params = params or _params(args)
     try:
         gates = int8_gate_options(params)
     except InputError as exc:
@@ -425,7 +427,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     reference = reference_backend(model, "torch")
     host = probe()
     pre = model.preprocess
-    options = _int8_options(args, args.precision)
+    gate_params = _params(args) if args.precision == "int8" else None  # read once
+    options = _int8_options(args, args.precision, gate_params)
     params = Params(
         name="bench",
         model=ModelParams(
@@ -443,7 +446,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data=DataParams(images=args.input, pairs=BENCH_PAIRS, held_out=BENCH_HELD_OUT),
         bench=BenchParams(batch_sizes=tuple(sizes), warmup_s=args.warmup_s, budget_s=args.budget_s),
         store=StoreParams(args.local_store, args.store, args.s3_endpoint),
-        thresholds=_params(args).thresholds if options else Params().thresholds,
+        thresholds=gate_params.thresholds if gate_params else Params().thresholds,
         optimize=OptimizeParams(emulated=True),  # named explicitly: measured even if emulated
     )
     plan = []

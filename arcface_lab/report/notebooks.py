@@ -33,7 +33,6 @@ from arcface_lab.errors import BackendUnavailable, InputError, NotebookError
 from arcface_lab.report.run_folder import RunFolder
 
 __all__ = [
-    "STATUS_FILE",
     "NotebookStatus",
     "available",
     "default_notebooks_dir",
@@ -44,8 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Written into the run folder by :func:`execute`; read by the report.
-STATUS_FILE = "notebooks.json"  # RunFolder's "notebooks"
 #: Where the executed notebooks go, inside the run folder.
 EXECUTED_DIR = "notebooks"
 _PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel")

@@ -138,3 +138,70 @@ def test_resolve_model_errors(tmp_path: Path) -> None:
         resolve_model(
             str(_tiny_static_model(tmp_path / "s.onnx")), preprocess=Preprocess(layout="NHWC")
         )
+
+
+@pytest.fixture(scope="module")
+def r18_external(r18, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``seeded:r18`` saved the way large exports are: graph in one file, weights in w.bin."""
+    folder = tmp_path_factory.mktemp("external")
+    model = load_onnx(r18.onnx_path())
+    path = folder / "r18_ext.onnx"
+    onnx.save(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin"
+    )
+    assert (folder / "w.bin").stat().st_size > path.stat().st_size * 10
+    return path
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_external_data_model_runs_on_each_backend(
+    r18_external: Path, torch_r18, faces, tmp_path: Path, backend: str
+) -> None:
+    from arcface_lab.store import EngineStore, LocalStore
+
+    pytest.importorskip(backend)
+    store = EngineStore(LocalStore(tmp_path / "store"))
+    source = resolve_model(str(r18_external), cache_dir=tmp_path / "cache")
+    canonical = source.onnx_path()
+    assert canonical.parent != r18_external.parent  # a cached copy, not the user's folder
+    with create_engine(backend, source, strict=True, store=store) as engine:
+        emb = engine.embed(faces)
+        artifact = engine.info.artifact
+    assert cosines(torch_r18.embed(faces), emb).min() >= 0.99999
+    assert artifact is not None and artifact["origin"] == "built"
+    # Every file in the store stands alone: no tensor points at a w.bin beside it.
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert stored and not any(p.name == "w.bin" for p in stored)
+    for p in stored:
+        if p.suffix == ".onnx":
+            assert not any(
+                t.data_location == TensorProto.EXTERNAL
+                for t in onnx.load(str(p), load_external_data=False).graph.initializer
+            )
+
+
+def test_external_data_is_part_of_the_model_hash(tmp_path: Path) -> None:
+    model = onnx.load(str(_tiny_static_model(tmp_path / "m.onnx")))
+    path = tmp_path / "ext" / "tiny.onnx"
+    path.parent.mkdir()
+    onnx.save(model, str(path), save_as_external_data=True, size_threshold=0, location="w.bin")
+    before = resolve_model(str(path), cache_dir=tmp_path / "cache").sha256()
+    data = bytearray((path.parent / "w.bin").read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight: the graph file itself is unchanged
+    (path.parent / "w.bin").write_bytes(bytes(data))
+    assert resolve_model(str(path), cache_dir=tmp_path / "cache").sha256() != before
+    (path.parent / "w.bin").unlink()
+    with pytest.raises(ModelFormatError, match=r"tiny.onnx: its external data file\(s\) w.bin"):
+        resolve_model(str(path), cache_dir=tmp_path / "cache").sha256()
+
+
+def test_store_refuses_a_graph_with_external_data(tmp_path: Path) -> None:
+    from arcface_lab.models.onnx_io import check_self_contained
+
+    model = onnx.load(str(_tiny_static_model(tmp_path / "m.onnx")))
+    path = tmp_path / "ext" / "tiny.onnx"
+    path.parent.mkdir()
+    onnx.save(model, str(path), save_as_external_data=True, size_threshold=0, location="w.bin")
+    with pytest.raises(ModelFormatError, match="must be one self-contained file"):
+        check_self_contained(path, "onnxruntime optimized graph")
+    check_self_contained(tmp_path / "m.onnx", "a file with inline weights")

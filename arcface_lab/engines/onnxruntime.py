@@ -141,7 +141,7 @@ class OnnxRuntimeEngine(Engine):
     def _model_path(self) -> str:
         """The canonical FP32 model, or its FP16 copy built once through the engine store."""
         from arcface_lab.core.files import file_sha256
-        from arcface_lab.models.onnx_io import fp16_copy
+        from arcface_lab.models.onnx_io import check_self_contained, fp16_copy
 
         fp32 = self.model.onnx_path()
         if self.precision == "fp32":
@@ -155,6 +155,7 @@ class OnnxRuntimeEngine(Engine):
 
         def build(tmp: Path) -> None:
             fp16_copy(fp32, tmp)
+            check_self_contained(tmp, "onnxruntime fp16")
 
         inputs = {
             "onnx_sha256": file_sha256(fp32),
@@ -238,6 +239,7 @@ class OnnxRuntimeEngine(Engine):
     def _optimized(self, ort: Any, source: str) -> str:
         """The CPU-optimized graph (ORT_ENABLE_EXTENDED fusions), built once via the store."""
         from arcface_lab.core.files import file_sha256
+        from arcface_lab.models.onnx_io import check_self_contained
         from arcface_lab.store import device_fingerprint
 
         def build(tmp: Path) -> None:
@@ -246,6 +248,7 @@ class OnnxRuntimeEngine(Engine):
             opts.optimized_model_filepath = str(tmp)
             opts.log_severity_level = 3
             ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+            check_self_contained(tmp, "onnxruntime optimized graph")
 
         inputs = {
             "onnx_sha256": file_sha256(source),

@@ -31,7 +31,10 @@ __all__ = [
     "DEFAULT_OPSET",
     "OnnxModelInfo",
     "check_external_data",
+    "check_finite_weights",
+    "check_self_contained",
     "export_onnx",
+    "external_data_files",
     "fp16_copy",
     "inspect_onnx",
     "load_onnx",
@@ -94,6 +97,73 @@ def check_external_data(model: onnx.ModelProto, folder: str | Path, source: str)
             )
 
 
+def external_data_files(model: onnx.ModelProto, folder: str | Path, source: str) -> list[Path]:
+    """The files ``model`` keeps its external data in, sorted, each checked to exist.
+
+    Locations are confined to ``folder`` first (:func:`check_external_data`).
+    """
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+
+    check_external_data(model, folder, source)
+    root = Path(folder)
+    files = sorted(
+        {
+            root / ExternalDataInfo(t).location
+            for t in _get_all_tensors(model)
+            if t.data_location == t.EXTERNAL
+        }
+    )
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ModelFormatError(
+            f"{source}: its external data file(s) {', '.join(missing)} are not in {root}; "
+            "keep them beside the .onnx file"
+        )
+    return files
+
+
+def check_self_contained(path: str | Path, what: str) -> None:
+    """Refuse an ONNX file that points at external data: store artifacts are single files.
+
+    The engine store keeps one file per artifact; a graph that still names
+    ``w.bin`` would load only where that file happened to lie beside it.
+    """
+    onnx = _onnx()
+    model = onnx.load(str(path), load_external_data=False)
+    from onnx.external_data_helper import _get_all_tensors
+
+    external = [t.name for t in _get_all_tensors(model) if t.data_location == t.EXTERNAL]
+    if external:
+        raise ModelFormatError(
+            f"{what}: the built graph {path} keeps {len(external)} tensor(s) in external data "
+            f"(first {external[0]!r}); an engine-store artifact must be one self-contained file"
+        )
+
+
+#: Protobuf cannot serialize a message over 2 GiB: the limit of a self-contained ONNX file.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def check_finite_weights(model: onnx.ModelProto, path: str | Path) -> None:
+    """Refuse a model whose floating-point initializers hold NaN or infinity.
+
+    Such weights give non-finite embeddings on every backend; said here, the error
+    names the file and the tensor instead of surfacing later as an engine failure.
+    """
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_location == tensor.EXTERNAL and not tensor.raw_data:
+            continue  # not loaded: checked where the data is read
+        values = numpy_helper.to_array(tensor)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise ModelFormatError(
+                f"{path}: weight {tensor.name!r} holds {bad} NaN or infinite value(s) of "
+                f"{values.size}; the model cannot give finite embeddings"
+            )
+
+
 def load_onnx(path: str | Path, load_external: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, checking external-data locations before reading any of it."""
     onnx = _onnx()
@@ -144,6 +214,18 @@ def inspect_onnx(model: onnx.ModelProto, path: str | Path) -> OnnxModelInfo:
         raise ModelFormatError(
             f"{path}: input {inputs[0].name!r} has shape {list(in_shape)}; expected 4-D "
             "(batch, 3, H, W) or (batch, H, W, 3)"
+        )
+    has_shape = outputs[0].type.tensor_type.HasField("shape")
+    if has_shape and len(out_shape) != 2:
+        raise ModelFormatError(
+            f"{path}: output {outputs[0].name!r} has shape {list(out_shape)}; expected 2-D "
+            "(batch, embedding): flatten the embedding in the model"
+        )
+    if len(model.graph.sparse_initializer):
+        names = ", ".join(t.values.name for t in model.graph.sparse_initializer[:3])
+        raise ModelFormatError(
+            f"{path}: {len(model.graph.sparse_initializer)} sparse initializer(s) ({names}); "
+            "expected dense weights: re-export the model without sparse tensors"
         )
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return OnnxModelInfo(

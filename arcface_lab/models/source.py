@@ -21,8 +21,11 @@ from arcface_lab.core.files import cached, default_cache_root, file_sha256
 from arcface_lab.core.preprocess import Preprocess
 from arcface_lab.errors import BackendUnavailable, InputError, ModelFormatError
 from arcface_lab.models.onnx_io import (
+    PROTOBUF_LIMIT,
     OnnxModelInfo,
+    check_finite_weights,
     export_onnx,
+    external_data_files,
     inspect_onnx,
     load_onnx,
     make_batch_dynamic,
@@ -32,8 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from arcface_lab.models.iresnet import IResNet
-
-log = logging.getLogger(__name__)
 
 __all__ = ["ModelSource", "resolve_model"]
 
@@ -89,6 +90,8 @@ class ModelSource:
                     h.update(name.encode())
                     h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
                 self._sha = h.hexdigest()
+            elif self.kind == "onnx":
+                self._sha = _onnx_sha256(self.path)
             else:
                 assert self.path is not None
                 self._sha = file_sha256(self.path)
@@ -115,22 +118,43 @@ class ModelSource:
         return inspect_onnx(load_onnx(path, load_external=False), path)
 
     def _prepare_given_onnx(self) -> Path:
+        """The given file when it is canonical, else a cached canonical copy.
+
+        A static batch is rewritten to dynamic; external data (``w.bin`` beside the
+        model) is folded into one self-contained file, so every engine and every store
+        artifact built from it stands alone.
+        """
         assert self.path is not None
         model = load_onnx(self.path, load_external=False)
         info = inspect_onnx(model, self.path)
-        if info.dynamic_batch:
+        external = external_data_files(model, self.path.parent, str(self.path))
+        if info.dynamic_batch and not external:
+            check_finite_weights(load_onnx(self.path), self.path)
             return self.path
-        dest = self.cache_dir / "onnx" / f"{self.sha256()}-dynamic.onnx"
+        tag = "dynamic" if not info.dynamic_batch else "inline"
+        dest = self.cache_dir / "onnx" / f"{self.sha256()}-{tag}.onnx"
         source = self.path
 
         def rewrite(tmp: Path) -> None:
             import onnx
 
-            log.info("%s: static batch %s rewritten to dynamic", source, info.input_shape[0])
             model = load_onnx(source)  # external data now read (locations already checked)
-            fixed = make_batch_dynamic(model)
+            check_finite_weights(model, source)
+            fixed = 0
+            if not info.dynamic_batch:
+                log.info("%s: static batch %s rewritten to dynamic", source, info.input_shape[0])
+                fixed = make_batch_dynamic(model)
+            if external:
+                names = ", ".join(f.name for f in external)
+                log.info("%s: external data %s folded in", source, names)
+                if model.ByteSize() > PROTOBUF_LIMIT:
+                    raise ModelFormatError(
+                        f"{source}: with its external data the model is {model.ByteSize()} "
+                        f"bytes, over protobuf's 2 GiB limit for one ONNX file"
+                    )
             onnx.save(model, str(tmp))
-            _verify_dynamic_batch(tmp, self.preprocess, str(source), fixed)
+            if not info.dynamic_batch:
+                _verify_dynamic_batch(tmp, self.preprocess, str(source), fixed)
 
         return cached(dest, rewrite, suffix=".onnx")
 
@@ -142,6 +166,19 @@ class ModelSource:
             "path": str(self.path) if self.path else None,
             "sha256": self.sha256(),
         }
+
+
+def _onnx_sha256(path: Path | None) -> str:
+    """The graph file's sha256, or with external data, a hash over it and each data file."""
+    assert path is not None
+    graph = file_sha256(path)
+    external = external_data_files(load_onnx(path, load_external=False), path.parent, str(path))
+    if not external:
+        return graph
+    h = hashlib.sha256(f"onnx:{graph}".encode())
+    for f in external:
+        h.update(f"\n{f.name}:{file_sha256(f)}".encode())
+    return h.hexdigest()
 
 
 def _arch_of(module: IResNet) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "BackendUnavailable",
     "CheckpointError",
     "DataError",
+    "DiskFullError",
     "EngineError",
     "EngineIntegrityError",
     "InputError",
@@ -99,6 +100,10 @@ class EngineIntegrityError(ArcfaceLabError):
 
 class StoreError(ArcfaceLabError):
     """The engine store cannot read or write an artifact."""
+
+
+class DiskFullError(StoreError):
+    """A store or cache folder has no room left for the file being written."""
 
 
 class ValidationError(InputError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,33 @@ def test_a_tampered_onnx_export_is_never_used(tmp_path: Path, faces: np.ndarray)
         a, b = ref.embed(faces[:4]), ort.embed(faces[:4])
     cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.9999
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a process to kill")
+def test_a_killed_writers_partial_is_swept_and_a_live_one_is_kept(tmp_path: Path) -> None:
+    """An export killed mid-write leaves ``.x.onnx.<pid>-*.partial``; the next maker removes it."""
+    import signal
+    import subprocess
+    import sys
+
+    dest = tmp_path / "onnx" / "x.onnx"
+    script = (
+        "import os, signal\n"
+        "from arcface_lab.core.files import cached\n"
+        "def half(tmp):\n"
+        "    tmp.write_bytes(b'half an export')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"cached({str(dest)!r}, half, suffix='.onnx')\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    [left] = dest.parent.glob(".x.onnx.*.partial")
+    assert re.fullmatch(r"\.x\.onnx\.\d+-[0-9a-f]{8}\.onnx\.partial", left.name), left.name
+    # A partial of a writer that is alive (this process's parent) stays.
+    live = dest.with_name(f".x.onnx.{os.getppid()}-0123abcd.onnx.partial")
+    live.write_bytes(b"being written")
+    assert cached(dest, lambda tmp: tmp.write_bytes(b"whole"), suffix=".onnx") == dest
+    assert dest.read_bytes() == b"whole" and not left.exists() and live.exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(
+        ["x.onnx", "x.onnx.sha256", live.name]
+    )

@@ -412,6 +412,31 @@ def test_csv_bad(csv_dir: Path, text: str, error: type[Exception], message: str)
     assert err.match(message)
 
 
+@pytest.mark.parametrize("link", ["imgs/link.png", "linked/0.png"])
+def test_csv_link_out_of_its_folder_is_refused(
+    tmp_path: Path, faces: np.ndarray, link: str
+) -> None:
+    """A symlink (to a file or a folder) that leads out of the CSV's folder is not followed."""
+    outside, folder = tmp_path / "outside", tmp_path / "pairs"
+    outside.mkdir()
+    (folder / "imgs").mkdir(parents=True)
+    Image.fromarray(faces[0]).save(outside / "0.png")
+    Image.fromarray(faces[1]).save(folder / "imgs" / "1.png")
+    (folder / "imgs" / "link.png").symlink_to(outside / "0.png")
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+    (folder / "imgs" / "inside.png").symlink_to(folder / "imgs" / "1.png")
+    path = write_csv(folder, f"{HEAD}imgs/inside.png,imgs/1.png,1\n{link},imgs/1.png,0\n")
+    with pytest.raises(UnsafeFileError) as err:
+        load_csv(path, SIZE)
+    assert str(err.value) == (
+        f"{path}: line 3: {link!r} is a link to {(outside / '0.png').resolve()}, outside the "
+        f"CSV's folder {folder.resolve()}; expected images inside it (copy them in instead of "
+        "linking)"
+    )
+    write_csv(folder, f"{HEAD}imgs/inside.png,imgs/1.png,1\n")
+    assert load_csv(path, SIZE).n_pairs == 1  # a link that stays inside is fine
+
+
 def test_csv_missing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"none\.csv: no such \.csv file"):
         load_csv(tmp_path / "none.csv", SIZE)

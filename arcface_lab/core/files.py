@@ -2,9 +2,10 @@
 
 Every file a reader may take as complete (an engine artifact, a manifest, an ONNX
 export, a run record, a report) is written through :func:`atomic_path`: the bytes go
-to a hidden ``.<name>.<random>.partial`` beside the destination, are fsynced, and are
+to a hidden ``.<name>.<pid>-<random>.partial`` beside the destination, are fsynced, and are
 ``os.replace``-d into place only when the writer finished; a failed or killed writer
-leaves at most a hidden ``.partial`` that :func:`sweep_partials` removes. The
+leaves at most a hidden ``.partial`` that :func:`sweep_partials` (under a lock) or
+:func:`sweep_dead_partials` (its writer's pid is gone) removes. The
 destination's mode follows the umask, as a plain ``open`` would give it.
 
 A *derived* file the workbench reads back (the ONNX export of a checkpoint, a
@@ -16,15 +17,20 @@ match is quarantined (a bounded number kept) and made again, never used.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from arcface_lab.errors import DiskFullError
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -37,8 +43,11 @@ __all__ = [
     "file_digest",
     "file_sha256",
     "fsync_dir",
+    "naming_a_full_disk",
+    "out_of_space",
     "partial_name",
     "quarantine",
+    "sweep_dead_partials",
     "sweep_partials",
     "verified",
     "write_bytes_atomic",
@@ -83,9 +92,51 @@ def default_cache_root() -> Path:
 
 
 def partial_name(dest: str | os.PathLike[str], suffix: str = "") -> Path:
-    """A fresh hidden temporary name beside ``dest`` (same folder, so the rename is atomic)."""
+    """A fresh hidden temporary name beside ``dest`` (same folder, so the rename is atomic).
+
+    The name carries the writer's pid (``.<name>.<pid>-<random><suffix>.partial``), so a
+    partial whose writer was killed can be told from one still being written.
+    """
     dest = Path(dest)
-    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}{suffix}{PARTIAL_SUFFIX}")
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return dest.with_name(f".{dest.name}.{tag}{suffix}{PARTIAL_SUFFIX}")
+
+
+def _writer_alive(partial: Path, name: str) -> bool:
+    """Whether the process that named ``partial`` (see :func:`partial_name`) still runs.
+
+    A name without a pid (written by an older version) counts as alive: it is left alone.
+    """
+    pid_text = partial.name[len(name) + 2 :].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a live process of another user
+        return True
+    return True
+
+
+def sweep_dead_partials(dest: str | os.PathLike[str]) -> list[Path]:
+    """Remove the partials of ``dest`` whose writer is dead (killed mid-write); return them.
+
+    Safe beside live writers on this machine: a partial is removed only when the pid in
+    its name no longer exists. (A folder shared by several machines cannot tell.)
+    """
+    dest = Path(dest)
+    removed = []
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*{PARTIAL_SUFFIX}"):
+        if stale.is_file() and not _writer_alive(stale, dest.name):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    if removed:
+        log.info("removed %d partial file(s) of %s left by killed writers", len(removed), dest)
+    return removed
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -156,6 +207,60 @@ def sweep_partials(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NO_SPACE_TEXT = ("no space left", "disk quota exceeded", "file too large")
+#: With less free space than this, a failed write is put down to a full disk.
+_LOW_SPACE = 1 << 20
+
+
+def out_of_space(exc: BaseException, folder: str | os.PathLike[str]) -> bool:
+    """Whether ``exc`` (raised while writing in ``folder``) means the disk had no room.
+
+    Libraries report a full disk in their own words (protobuf: "serialization failed"),
+    so besides ``ENOSPC``/``EDQUOT``/``EFBIG`` anywhere in the exception chain, a failure
+    with under 1 MiB left in ``folder`` counts.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
+            return True
+        if any(text in str(current).lower() for text in _NO_SPACE_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    try:
+        return shutil.disk_usage(folder).free < _LOW_SPACE
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(folder: str | os.PathLike[str], what: str, hint: str) -> Iterator[None]:
+    """Turn any failure of the block that :func:`out_of_space` explains into :class:`DiskFullError`.
+
+    The one-line error names ``folder``, what was being written and ``hint`` (where to
+    point the writer instead); other failures pass through unchanged. Put it *inside*
+    the context that removes the partial file (the free space is judged when the
+    failure passes through) and outside it too when the commit itself may fail.
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if not out_of_space(exc, folder):
+            raise
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise DiskFullError(
+            f"{folder}: no room to write {what} ({reason}; {free}); {hint}"
+        ) from exc
+
+
 #: Bad copies of a derived file kept for inspection, per file name (older ones removed).
 QUARANTINE_KEEP = 2
 DIGEST_SUFFIX = ".sha256"
@@ -220,8 +325,14 @@ def cached(path: str | os.PathLike[str], make: Callable[[Path], object], suffix:
     path = Path(path)
     if verified(path):
         return path
-    with atomic_path(path, suffix) as tmp:
-        make(tmp)
-        digest = file_sha256(tmp)
-    write_text_atomic(digest_path(path), digest + "\n")
+    if path.parent.is_dir():
+        sweep_dead_partials(path)
+    hint = "free some space, or set --cache-dir (XDG_CACHE_HOME) to a disk with room"
+    # Judged inside the partial's lifetime too: once it is removed the disk has room again,
+    # and a library's own error (protobuf's "serialization failed") carries no errno.
+    with naming_a_full_disk(path.parent, path.name, hint):
+        with atomic_path(path, suffix) as tmp, naming_a_full_disk(path.parent, path.name, hint):
+            make(tmp)
+            digest = file_sha256(tmp)
+        write_text_atomic(digest_path(path), digest + "\n")
     return path

@@ -260,6 +260,12 @@ def _csv_image(
         )
     if norm not in cache:
         file = folder / norm
+        root = folder.resolve()
+        if file.exists() and not file.resolve().is_relative_to(root):
+            raise UnsafeFileError(
+                f"{where}: {rel!r} is a link to {file.resolve()}, outside the CSV's folder "
+                f"{root}; expected images inside it (copy them in instead of linking)"
+            )
         try:
             data = file.read_bytes()
         except OSError as exc:

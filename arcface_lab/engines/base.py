@@ -312,15 +312,16 @@ class Engine(ABC):
             out = np.asarray(self._infer(x), dtype=np.float32)
             if out.ndim != 2 or out.shape[0] != x.shape[0]:
                 raise EngineError(
-                    f"{self.name}: expected ({x.shape[0]}, D) embeddings, got {out.shape}"
+                    f"{self.name} on {self.model.spec}: expected ({x.shape[0]}, D) embeddings, "
+                    f"got {out.shape}"
                 )
             chunks.append(out)
         emb = np.concatenate(chunks)
         if not np.all(np.isfinite(emb)):
             bad = int(np.count_nonzero(~np.isfinite(emb).all(axis=1)))
             raise EngineError(
-                f"{self.name} ({self.precision}): {bad} of {len(emb)} embeddings are not finite "
-                "(overflow in reduced precision?)"
+                f"{self.name} {self.precision} on {self.model.spec}: {bad} of {len(emb)} "
+                "embeddings are not finite (overflow in reduced precision?)"
             )
         if normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

@@ -80,6 +80,13 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             f"{len(bad)} entries are not tensors (first: {bad[0]!r})"
         )
     state = dict(obj)
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            count = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{path}: weight {key!r} holds {count} NaN or infinite value(s) of "
+                f"{value.numel()}; the model cannot give finite embeddings"
+            )
     if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state

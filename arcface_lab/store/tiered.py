@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from arcface_lab.core.files import default_cache_root, file_digest
+from arcface_lab.core.files import default_cache_root, file_digest, naming_a_full_disk
 from arcface_lab.errors import EngineIntegrityError, InputError, StoreError
 from arcface_lab.store.keys import ARTIFACT_NAME, Artifact, Origin, artifact_key, make_manifest
 from arcface_lab.store.local import LocalStore
@@ -75,7 +76,11 @@ class EngineStore:
                 found.warnings.extend(warnings)
                 return found
             self.local.sweep(key)
-            with self.local.staging(key) as stage:
+            what = f"the {inputs.get('artifact', 'engine')} artifact {key[:16]}"
+            hint = "free some space, or point --local-store at a disk with room"
+            full = functools.partial(naming_a_full_disk, self.local.root, what, hint)
+            # inside the stage as well: judged before the stage's partial files are removed
+            with full(), self.local.staging(key) as stage, full():
                 remote_state, fetched = "absent", None
                 if self.remote is not None:
                     remote_state, fetched = self._fetch(key, stage, warnings)

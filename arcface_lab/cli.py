@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -687,6 +689,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     func: Callable[[argparse.Namespace], int] = args.func
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return func(args)
     except ArcfaceLabError as exc:
@@ -695,7 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = exc.for_flags(FLAGS) if isinstance(exc, InputError) else str(exc)
         print(f"arcface-lab {args.command}: error: {text}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if exc.args == (_SIGTERM,):
+            print(f"arcface-lab {args.command}: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"arcface-lab {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # anything unexpected: exit 1, traceback only with -v
@@ -703,6 +710,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"arcface-lab {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_SIGTERM = "SIGTERM"
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C: every partial file and run folder is cleaned up on the way."""
+    raise KeyboardInterrupt(_SIGTERM)
 
 
 if __name__ == "__main__":

@@ -199,3 +199,44 @@ def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path: Pa
             ]
         )
     assert stopped.value.code == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_sigterm_of_a_run_leaves_a_failed_folder_and_no_partial(tmp_path: Path) -> None:
+    """SIGTERM unwinds the run: exit 143, '<run>.failed' kept, no '.partial', no worker."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from arcface_lab.measure.bench import WORKER_PREFIX
+
+    params = tmp_path / "slow.yaml"
+    params.write_text(
+        "model: {spec: seeded:r18}\n"
+        "backends: {chain: [torch], reference: torch, precisions: [fp32], batch_size: 4}\n"
+        "data: {images: synthetic:8, pairs: synthetic:20}\n"
+        "bench: {batch_sizes: [4], warmup_s: 600, budget_s: 600, min_repeats: 3}\n"
+    )
+    out = tmp_path / "run"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    argv = [sys.executable, "-m", "arcface_lab", "run", str(params), "--out", str(out)]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    root = Path(tempfile.gettempdir())
+    workers: list[Path] = []
+    try:
+        assert _wait_for(
+            lambda: bool(workers.extend(root.glob(f"{WORKER_PREFIX}{proc.pid}-*")) or workers)
+            and bool(_worker_pids(workers[0]))
+        ), "the run never started its bench worker"
+        [worker] = _worker_pids(workers[0])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "arcface-lab run: terminated (SIGTERM)", err
+    assert not out.with_name(".run.partial").exists() and not out.exists()
+    assert (out.with_name("run.failed") / "index.html").is_file()
+    assert _wait_for(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker))
+    assert not workers[0].exists()

@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -487,6 +488,25 @@ def sweep_worker_folders(root: str | os.PathLike[str] | None = None) -> list[Pat
     return removed
 
 
+#: The bench workers this process is waiting on, from whichever thread started them.
+_live_workers: set[subprocess.Popen[str]] = set()
+_live_lock = threading.Lock()
+
+
+def stop_workers() -> int:
+    """Kill every bench worker this process started and still waits on; return how many.
+
+    A signal reaches only the main thread: a run interrupted there (SIGTERM, Ctrl-C)
+    calls this so that a worker waited on by another thread does not outlive it.
+    """
+    with _live_lock:
+        live = [p for p in _live_workers if p.poll() is None]
+    for proc in live:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    return len(live)
+
+
 def run_worker(
     spec: BenchSpec, timeout_s: float = 1800
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -510,25 +530,37 @@ def run_worker(
     sweep_worker_folders()
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_PREFIX}{os.getpid()}-") as tmp:
         write_json_atomic(Path(tmp) / "spec.json", asdict(spec))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arcface_lab.measure.bench", tmp],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        with _live_lock:
+            _live_workers.add(proc)
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "arcface_lab.measure.bench", tmp],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                env=env,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
+            _, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
             raise EngineError(
                 f"bench worker for {spec.backend} ({spec.precision}) timed out after "
                 f"{timeout_s:.0f} s"
             ) from None
+        except BaseException:  # interrupted: the worker goes with the run
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            with _live_lock:
+                _live_workers.discard(proc)
         error = Path(tmp) / "error.json"
         if error.is_file():  # an arcface_lab error, raised again here with its own class
             raise error_from_record(json.loads(error.read_text()))
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            tail = "\n".join(stderr.strip().splitlines()[-5:])
             raise EngineError(f"bench worker for {spec.backend} ({spec.precision}) failed:\n{tail}")
         result = json.loads((Path(tmp) / "result.json").read_text())
         names = ["images", *spec.inputs]

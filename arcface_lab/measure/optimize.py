@@ -419,11 +419,17 @@ def _wait(call: Callable[[], Any], label: str, progress: _Progress) -> Any:
     progress.start(label)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(call)
-        while True:
-            try:
-                return future.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                progress.running(label, time.perf_counter() - started)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=1.0)
+                except concurrent.futures.TimeoutError:
+                    progress.running(label, time.perf_counter() - started)
+        except BaseException:  # SIGTERM or Ctrl-C here: the thread's worker must not outlive us
+            from arcface_lab.measure.bench import stop_workers
+
+            stop_workers()
+            raise
 
 
 def _measured(

@@ -345,6 +345,23 @@ def test_int8_gates_come_from_params_and_a_missing_gate_is_named(env, tmp_path: 
     assert not (tmp_path / "b.json").exists()
 
 
+def test_build_openvino_int8_takes_its_gates_from_params(env, tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    gates = tmp_path / "int8.yaml"
+    gates.write_text(
+        "data: {images: synthetic:16, pairs: synthetic:20}\n"
+        "thresholds:\n  cosine_min: {int8: 0.995}\n  decision_flips_max: 0\n"
+    )
+    args = ["--model", "seeded:r18", "--precision", "int8", "--backend", "openvino", "--strict"]
+    proc = cli(env, "build", *args, "--params", str(gates), "--out", str(tmp_path / "b.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"int8 gates from {gates}: cosine min >= 0.995, decision flips <= 0" in proc.stderr
+    built = json.loads((tmp_path / "b.json").read_text())
+    assert built["backend"] == "openvino" and built["precision"] == "int8"
+    assert built["artifact"]["kind"] == "openvino-compiled"
+    assert "openvino-int8" in {a["kind"] for a in built["artifacts"]}
+
+
 @pytest.mark.parametrize(
     "device, message",
     [
@@ -393,3 +410,134 @@ def test_optimize_prints_every_candidate_and_the_choice_and_never_overwrites(
         f"arcface-lab optimize: error: --out {out}: already holds an optimize.json; "
         "pick a new folder"
     )
+
+
+def test_external_data_model_through_embed_and_drift(env, tmp_path: Path) -> None:
+    import onnx
+
+    from arcface_lab.models.source import resolve_model
+
+    exported = resolve_model("seeded:r18", cache_dir=tmp_path / "cache").onnx_path()
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    onnx.save(
+        onnx.load(str(exported)),
+        str(model_dir / "r18.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="w.bin",
+    )
+    common = ("--model", str(model_dir / "r18.onnx"), "--input", "synthetic:4")
+    embed = cli(env, "embed", *common, "--backend", "openvino", "--out", str(tmp_path / "e.npy"))
+    assert embed.returncode == 0, embed.stderr
+    assert np.load(tmp_path / "e.npy").shape == (4, 512)
+    drift = cli(
+        env, "drift", *common, "--backend", "onnxruntime", "--out", str(tmp_path / "d.json")
+    )
+    assert drift.returncode == 0, drift.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["cosine"]["min"] >= 0.99999
+    (model_dir / "w.bin").unlink()
+    gone = cli(env, "embed", *common, "--out", str(tmp_path / "gone.npy"))
+    assert_one_line_error(gone, 2, "r18.onnx", "w.bin")
+    assert not (tmp_path / "gone.npy").exists()
+
+
+def _bad_model(kind: str, folder: Path) -> Path:
+    """A model wrong in one way: NaN weights, a 4-D output, a sparse initializer."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    if kind == "nan.pth":
+        from arcface_lab.models.iresnet import build_iresnet
+
+        state = build_iresnet("r18").state_dict()
+        state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+        torch.save(state, folder / kind)
+        return folder / kind
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (4, 3, 8, 8)).astype(np.float32)
+    fc = rng.normal(0, 0.1, (4 * 14 * 14, 16)).astype(np.float32)
+    if kind == "nan.onnx":
+        fc[3, 2] = np.inf
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w"], ["c"], strides=[8, 8]),
+        helper.make_node("Flatten", ["c"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["emb"]),
+    ]
+    out = helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 16])
+    if kind == "out4d.onnx":
+        nodes, out = nodes[:1], helper.make_tensor_value_info(
+            "c", TensorProto.FLOAT, ["b", 4, 14, 14]
+        )
+    graph = helper.make_graph(
+        nodes,
+        "bad",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [out],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")],
+    )
+    if kind == "sparse.onnx":
+        del graph.initializer[1]
+        values = numpy_helper.from_array(fc.ravel(), "fc")
+        indices = numpy_helper.from_array(np.arange(fc.size, dtype=np.int64), "fc_indices")
+        graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, fc.shape))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(folder / kind))
+    return folder / kind
+
+
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("nan.pth", "weight 'layer2.0.conv1.weight' holds 1 NaN or infinite value(s)"),
+        ("nan.onnx", "weight 'fc' holds 1 NaN or infinite value(s)"),
+        ("out4d.onnx", "output 'c' has shape ['b', 4, 14, 14]; expected 2-D (batch, embedding)"),
+        ("sparse.onnx", "1 sparse initializer(s) (fc); expected dense weights"),
+    ],
+)
+def test_a_broken_model_is_one_line_naming_the_file(
+    env, tmp_path: Path, kind: str, needle: str
+) -> None:
+    model = _bad_model(kind, tmp_path)
+    out = tmp_path / "e.npy"
+    args = ("--model", str(model), "--input", "synthetic:2", "--out", str(out))
+    proc = cli(env, "embed", *args, "--backend", "onnxruntime")
+    assert_one_line_error(proc, 2, str(model), needle)
+    assert not out.exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A real 4 MiB filesystem (tmpfs): an engine or an export cannot fit on it."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"a small filesystem needs mount (CAP_SYS_ADMIN): {made.stderr!r}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(
+    env, tmp_path: Path, full_disk: Path
+) -> None:
+    common = ("embed", "--model", "seeded:r18", "--input", "synthetic:2", "--strict")
+    warm = cli(env, *common, "--backend", "onnxruntime", "--out", str(tmp_path / "warm.npy"))
+    assert warm.returncode == 0, warm.stderr  # the export is cached: the store write comes next
+    store = full_disk / "store"
+    out = tmp_path / "e.npy"
+    proc = cli(
+        env, *common, "--backend", "onnxruntime", "--local-store", str(store), "--out", str(out)
+    )
+    assert_one_line_error(proc, 1, f"{store}: no room to write the ", "point --local-store at")
+    assert not out.exists()
+    assert not [p for p in store.rglob("*") if p.is_file() and p.suffix != ".lock"]
+    cache = full_disk / "cache"
+    proc = cli(env, *common, "--backend", "torch", "--cache-dir", str(cache), "--out", str(out))
+    assert_one_line_error(proc, 1, f"{cache}", ": no room to write ", "--cache-dir")
+    assert not out.exists() and not [p for p in cache.rglob("*") if p.is_file()]

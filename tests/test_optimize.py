@@ -80,6 +80,7 @@ def test_speed_targets_are_keyed_by_class_with_globs() -> None:
     cpu = load_params(ROOT / "params" / "default.yaml").thresholds
     assert cpu.speed_target("cpu-avx2")[1].speedup_min == 2.0  # type: ignore[index]
     assert cpu.speed_target("cpu-avx512-bf16")[1].speedup_min == 3.5  # type: ignore[index]
+    assert cpu.speed_target("cpu-amx")[1].speedup_min == 4.0  # type: ignore[index]
     assert cpu.speed_target("cpu-avx512-vnni") is None
     check = speed_check("openvino/int8", 2.4, 32, "cpu-avx2", cpu)
     assert check.status == "pass" and "Zen 3" in check.floor and "openvino/int8" in check.note

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -47,8 +47,15 @@ def _out_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; expected the path of a file")
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: cannot write in {parent}")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {parent} is not a folder")
+    try:  # a real write: permission bits say nothing to root, a read-only mount or /proc
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{path}: cannot write in {parent} ({exc.strerror or type(exc).__name__})"
+        ) from None
     return path
 
 
@@ -71,18 +78,18 @@ def _device(text: str) -> str:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from arcface_lab.core.preprocess import Preprocess as DEFAULT
-
-    g = p.add_argument_group("model")
+    g = p.add_argument_group("model (the input convention defaults to the model's own)")
     g.add_argument(
-        "--model", required=True, help="a .pth checkpoint, an .onnx file or seeded:<arch>"
+        "--model",
+        required=True,
+        help="a .pth checkpoint, an .onnx file, seeded:<arch> or zoo:<name> (arcface-lab zoo)",
     )
     g.add_argument("--arch", help="iresnet architecture (r18..r200); inferred when omitted")
-    g.add_argument("--mean", type=float, default=DEFAULT.mean, help="pixel mean (%(default)s)")
-    g.add_argument("--std", type=float, default=DEFAULT.std, help="pixel std (%(default)s)")
+    g.add_argument("--mean", type=float, help="pixel mean (insightface's 127.5, or the zoo's)")
+    g.add_argument("--std", type=float, help="pixel std (insightface's 127.5, or the zoo's)")
     g.add_argument("--bgr", action="store_true", help="feed channels as BGR (default RGB)")
     g.add_argument("--nhwc", action="store_true", help="model takes NHWC (default NCHW)")
-    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=DEFAULT.size)
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (112 112)")
     g.add_argument("--cache-dir", type=Path, help="exported ONNX and engine cache folder")
 
 
@@ -119,17 +126,17 @@ def _add_engine_args(p: argparse.ArgumentParser, default: str = DEFAULT_CHAIN) -
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from arcface_lab.core.preprocess import Preprocess
     from arcface_lab.models.source import resolve_model
 
-    pre = Preprocess(
-        mean=args.mean,
-        std=args.std,
-        bgr=args.bgr,
-        layout="NHWC" if args.nhwc else "NCHW",
-        size=tuple(args.size),
-    )
-    return resolve_model(args.model, arch=args.arch, preprocess=pre, cache_dir=args.cache_dir)
+    given = {
+        "mean": args.mean,
+        "std": args.std,
+        "bgr": args.bgr or None,
+        "layout": "NHWC" if args.nhwc else None,
+        "size": tuple(args.size) if args.size else None,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    return resolve_model(args.model, arch=args.arch, preprocess=overrides, cache_dir=args.cache_dir)
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -273,6 +280,24 @@ def cmd_backends(args: argparse.Namespace) -> int:
         for precision, s in r.support.items():
             note = f": {s.reason}" if s.reason else ""
             print(f"{'':<{width}}    {precision:<5} {s.status}{note}")
+    return EXIT_OK
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from arcface_lab.models.zoo import zoo_entries
+
+    entries = zoo_entries()
+    if args.json:
+        _write_json(None, {"zoo": [e.to_dict() for e in entries.values()]})
+        return EXIT_OK
+    for e in entries.values():
+        pre = e.preprocess
+        print(f"zoo:{e.name}  {e.architecture}, {e.embedding_dim}-d  license {e.license}")
+        print(f"    source npm {e.npm} ({e.member}), sha256 {e.sha256}")
+        print(
+            f"    input {pre.size[0]}x{pre.size[1]} {pre.layout} {'BGR' if pre.bgr else 'RGB'}, "
+            f"(x - {pre.mean:g}) / {pre.std:g}"
+        )
     return EXIT_OK
 
 
@@ -582,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="glob over backend names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("zoo", help="list the trained models known by name (--model zoo:NAME)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("export-onnx", help="export a .pth checkpoint to ONNX (dynamic batch)")
     p.add_argument("--weights", required=True, type=Path)

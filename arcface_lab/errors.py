@@ -21,6 +21,7 @@ __all__ = [
     "EngineIntegrityError",
     "InputError",
     "ModelFormatError",
+    "ModelIntegrityError",
     "NotebookError",
     "ParamsError",
     "StoreError",
@@ -96,6 +97,10 @@ class EngineError(ArcfaceLabError):
 
 class EngineIntegrityError(ArcfaceLabError):
     """A stored artifact does not match its recorded checksum or size."""
+
+
+class ModelIntegrityError(EngineIntegrityError):
+    """A model file (a zoo download) does not match the sha256 it is listed with."""
 
 
 class StoreError(ArcfaceLabError):

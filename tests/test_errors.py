@@ -180,25 +180,29 @@ def test_output_and_store_paths_are_checked_before_any_work(
     assert message.format(p=path) in capsys.readouterr().err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["locked", "proc"])
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Refused by the parser (exit 2, one line), for a 0555 folder and for /proc, where
+    even root cannot create a file (permission bits alone let root through)."""
     from arcface_lab.cli import main
 
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
+    if where == "locked":
+        if os.geteuid() == 0:
+            pytest.skip("root may write in a 0555 folder; the /proc case covers root")
+        folder = tmp_path / "locked"
+        folder.mkdir(mode=0o555)
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc")
+        folder = Path("/proc")
+    out = folder / "not-there" / "e.npy"
     with pytest.raises(SystemExit) as stopped:
-        main(
-            [
-                "embed",
-                "--model",
-                "seeded:r18",
-                "--input",
-                "synthetic:2",
-                "--out",
-                str(locked / "e.npy"),
-            ]
-        )
+        main(["embed", "--model", "seeded:r18", "--input", "synthetic:2", "--out", str(out)])
     assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert f"argument --out: {out}: cannot write in {folder} (" in line, line
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")

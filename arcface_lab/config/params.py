@@ -54,42 +54,61 @@ def _per_precision(value: Any, ctx: Ctx, lo: float, hi: float) -> dict[str, floa
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The model and its input convention (defaults: :class:`Preprocess`'s, insightface's)."""
+    """The model and the input-convention fields a params file sets.
+
+    A field left out (``None``) is the model's own convention: a zoo entry's, else
+    :class:`Preprocess`'s (insightface's).
+    """
 
     spec: str = "seeded:r50"
     arch: str | None = None
     seed: int = 0
-    mean: float = Preprocess.mean
-    std: float = Preprocess.std
-    bgr: bool = Preprocess.bgr
-    layout: str = Preprocess.layout
-    size: tuple[int, int] = Preprocess.size
+    mean: float | None = None
+    std: float | None = None
+    bgr: bool | None = None
+    layout: str | None = None
+    size: tuple[int, int] | None = None
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> ModelParams:
+        # a convention field given as null (as a run's environment.json writes it back)
+        # is the same as one left out: the model's own convention
         m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
-        size = m.get("size", list(cls.size))
-        if not isinstance(size, list | tuple) or len(size) != 2:
+        size = m.get("size")
+        if size is not None and (not isinstance(size, list | tuple) or len(size) != 2):
             raise ctx.child("size").error("[height, width]", size)
         return cls(
             spec=parse_str(m.get("spec", cls.spec), ctx.child("spec")),
             arch=parse_opt_str(m.get("arch"), ctx.child("arch")),
             seed=parse_int(m.get("seed", cls.seed), ctx.child("seed")),
-            mean=parse_float(m.get("mean", cls.mean), ctx.child("mean"), 0, 255),
-            std=parse_float(m.get("std", cls.std), ctx.child("std"), 1e-6),
-            bgr=parse_bool(m.get("bgr", cls.bgr), ctx.child("bgr")),
-            layout=parse_str(m.get("layout", cls.layout), ctx.child("layout"), LAYOUTS),
+            mean=(
+                None if m.get("mean") is None else parse_float(m["mean"], ctx.child("mean"), 0, 255)
+            ),
+            std=None if m.get("std") is None else parse_float(m["std"], ctx.child("std"), 1e-6),
+            bgr=None if m.get("bgr") is None else parse_bool(m["bgr"], ctx.child("bgr")),
+            layout=(
+                None
+                if m.get("layout") is None
+                else parse_str(m["layout"], ctx.child("layout"), LAYOUTS)
+            ),
             size=(
-                parse_int(size[0], ctx.child("size"), 1),
-                parse_int(size[1], ctx.child("size"), 1),
+                None
+                if size is None
+                else (
+                    parse_int(size[0], ctx.child("size"), 1),
+                    parse_int(size[1], ctx.child("size"), 1),
+                )
             ),
         )
 
+    def overrides(self) -> dict[str, Any]:
+        """The convention fields this params file sets (what ``resolve_model`` overrides)."""
+        fields = ("mean", "std", "bgr", "layout", "size")
+        return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+
     def preprocess(self) -> Preprocess:
-        """The model's input convention as a :class:`~arcface_lab.core.preprocess.Preprocess`."""
-        return Preprocess(
-            mean=self.mean, std=self.std, bgr=self.bgr, layout=self.layout, size=self.size
-        )
+        """These fields over insightface's convention (a zoo model's own is not known here)."""
+        return dataclasses.replace(Preprocess(), **self.overrides())
 
 
 @dataclass(frozen=True)

@@ -559,7 +559,7 @@ def optimize(
     host = host or probe()
     m = params.model
     if not isinstance(model, ModelSource):
-        model = resolve_model(model or m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+        model = resolve_model(model or m.spec, arch=m.arch, preprocess=m.overrides(), seed=m.seed)
     budget = params.optimize.budget_s if budget_s is None else float(budget_s)
     if budget <= 0:
         raise InputError(f"budget_s: expected seconds > 0, got {budget}")
@@ -583,6 +583,7 @@ def optimize(
             cand.precision,
             inputs,
             model=model.spec,
+            preprocess=model.preprocess.to_dict(),
             options=options,
             store={**store, "strict": params.backends.strict},
             strict=True,

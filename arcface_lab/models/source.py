@@ -1,4 +1,4 @@
-"""What a model spec (``--model``, ``model.spec``) names: a checkpoint, ONNX or ``seeded:<arch>``.
+"""What a model spec (``--model``) names: a checkpoint, ONNX, ``seeded:<arch>`` or ``zoo:<name>``.
 
 :class:`ModelSource` is the one object engines receive. It knows how to give
 a PyTorch module (checkpoints and seeded models only) and the canonical FP32
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class ModelSource:
     """A model to embed faces with, and how its inputs are preprocessed."""
 
     spec: str
-    kind: str  # "seeded" | "checkpoint" | "onnx"
+    kind: str  # "seeded" | "checkpoint" | "onnx" (a zoo model is an "onnx")
     path: Path | None = None
     arch: str | None = None
     seed: int = 0
@@ -165,7 +166,15 @@ class ModelSource:
             "arch": self.arch,
             "path": str(self.path) if self.path else None,
             "sha256": self.sha256(),
+            "preprocess": self.preprocess.to_dict(),
+            **({"zoo": _zoo_record(self.spec)} if self.spec.startswith("zoo:") else {}),
         }
+
+
+def _zoo_record(spec: str) -> dict[str, Any]:
+    from arcface_lab.models.zoo import zoo_entry
+
+    return zoo_entry(spec).to_dict()
 
 
 def _onnx_sha256(path: Path | None) -> str:
@@ -214,14 +223,28 @@ def _verify_dynamic_batch(path: Path, preprocess: Preprocess, source: str, fixed
 def resolve_model(
     spec: str,
     arch: str | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
     seed: int = 0,
 ) -> ModelSource:
-    """Turn a model spec (``.pth``, ``.onnx`` or ``seeded:<arch>``) into a :class:`ModelSource`."""
-    from arcface_lab.models.iresnet import ARCH_LAYERS
+    """Turn a model spec into a :class:`ModelSource`.
 
-    base = ModelSource(spec=spec, kind="seeded", preprocess=preprocess or Preprocess(), seed=seed)
+    ``spec`` is a ``.pth`` checkpoint, an ``.onnx`` file, ``seeded:<arch>`` or
+    ``zoo:<name>`` (a trained model of :mod:`arcface_lab.models.zoo`, fetched and verified
+    on first use). ``preprocess`` is the input convention: a :class:`Preprocess` is used
+    as it is; a mapping of its fields (``{"mean": 0.0}``) overrides the model's own
+    convention (a zoo entry's, else insightface's); ``None`` takes the model's own.
+    """
+    from arcface_lab.models.iresnet import ARCH_LAYERS
+    from arcface_lab.models.zoo import ZOO_PREFIX, fetch, zoo_entry
+
+    entry = zoo_entry(spec) if spec.startswith(ZOO_PREFIX) else None
+    if isinstance(preprocess, Preprocess):
+        pre = preprocess
+    else:
+        own = entry.preprocess if entry is not None else Preprocess()
+        pre = replace(own, **dict(preprocess or {}))
+    base = ModelSource(spec=spec, kind="seeded", preprocess=pre, seed=seed)
     if cache_dir is not None:
         base = replace(base, cache_dir=Path(cache_dir))
     if spec.startswith(SEEDED_PREFIX):
@@ -233,6 +256,12 @@ def resolve_model(
                 argument="model",
             )
         return replace(base, arch=name)
+    if entry is not None:
+        path = fetch(entry, base.cache_dir)
+        info = inspect_onnx(load_onnx(path, load_external=False), path)
+        return replace(
+            base, kind="onnx", path=path, preprocess=_preprocess_from_shape(info.input_shape, pre)
+        )
     path = Path(spec)
     if not path.is_file():
         raise InputError(

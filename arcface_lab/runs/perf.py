@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     m = params.model
-    model = resolve_model(args.model or m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+    model = resolve_model(args.model or m.spec, arch=m.arch, preprocess=m.overrides(), seed=m.seed)
     t0 = time.perf_counter()
     onnx = model.onnx_path()
     export_s = time.perf_counter() - t0

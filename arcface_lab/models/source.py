@@ -239,6 +239,7 @@ def resolve_model(
     from arcface_lab.models.zoo import ZOO_PREFIX, fetch, zoo_entry
 
     entry = zoo_entry(spec) if spec.startswith(ZOO_PREFIX) else None
+    size_asked = not isinstance(preprocess, Preprocess) and "size" in (preprocess or {})
     if isinstance(preprocess, Preprocess):
         pre = preprocess
     else:
@@ -259,9 +260,10 @@ def resolve_model(
     if entry is not None:
         path = fetch(entry, base.cache_dir)
         info = inspect_onnx(load_onnx(path, load_external=False), path)
-        return replace(
-            base, kind="onnx", path=path, preprocess=_preprocess_from_shape(info.input_shape, pre)
-        )
+        inferred = _preprocess_from_shape(info.input_shape, pre)
+        if size_asked:
+            _check_size(spec, info, pre, inferred)
+        return replace(base, kind="onnx", path=path, preprocess=inferred)
     path = Path(spec)
     if not path.is_file():
         raise InputError(
@@ -281,11 +283,24 @@ def resolve_model(
                 f"{list(info.input_shape)}, which is NCHW, not NHWC",
                 argument="layout",
             )
+        if size_asked:
+            _check_size(spec, info, base.preprocess, inferred)
         return replace(base, kind="onnx", path=path, preprocess=inferred)
     raise InputError(
         f"model {spec}: unknown suffix {suffix!r}; expected .pth, .onnx or seeded:",
         argument="model",
     )
+
+
+def _check_size(spec: str, info: Any, asked: Preprocess, inferred: Preprocess) -> None:
+    """An input size asked for that the model's static input shape contradicts is an error."""
+    if tuple(asked.size) != tuple(inferred.size):
+        raise InputError(
+            f"size: {spec} takes input {info.input_name!r} of shape {list(info.input_shape)}, "
+            f"so {inferred.size[0]}x{inferred.size[1]}, not the {asked.size[0]}x"
+            f"{asked.size[1]} asked for",
+            argument="size",
+        )
 
 
 def _preprocess_from_shape(shape: tuple[int | str, ...], default: Preprocess) -> Preprocess:

@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 # which states a range so GPU users keep their own CUDA build.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PARAMS ?= params/default.yaml
+# The second run of `make report`: the zoo's trained model on real faces aligned from photos.
+REAL_PARAMS ?= params/real_faces.yaml
 
 .PHONY: setup report test lint typecheck pytest notebooks bench goldens clean
 
@@ -18,8 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
+# Both runs always run. The exit status is the default run's; the real-faces run fails
+# `make report` only when it could not run (1, 2): its verdict (3 when a precision misses
+# a gate on the trained model) is a finding, reported in its folder and docs/performance.md.
 report: setup
-	$(BIN)/arcface-lab run $(PARAMS)
+	@a=0; b=0; \
+	$(BIN)/arcface-lab run $(PARAMS) || a=$$?; \
+	$(BIN)/arcface-lab run $(REAL_PARAMS) || b=$$?; \
+	if [ $$b -eq 3 ]; then echo "real faces: verdict FAIL (a precision missed a gate on the trained model; see its report)"; b=0; fi; \
+	exit $$(( a != 0 ? a : b ))
 
 test: setup lint typecheck pytest notebooks
 

@@ -314,3 +314,71 @@ def test_embed_align_on_the_command_line(real_cache: Path, tmp_path: Path) -> No
     assert emb.shape == (7, 512) and [r["index"] for r in index] == list(range(7))
     assert [Path(r["photo"]).name for r in index] == ["sample1.jpg"] * 3 + ["sample4.jpg"] * 4
     assert json.loads(info.read_text())["faces"]["photos"]["unreadable"] == 1
+
+
+def test_real_pairs_are_mirror_and_shift_genuine_and_same_photo_impostor() -> None:
+    from arcface_lab.models.faces import AlignResult, FaceRecord, PhotoRecord, real_pairs
+
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (5, 112, 112, 3), dtype=np.uint8)
+
+    def face(i: int) -> FaceRecord:
+        return FaceRecord((0.0, 0.0, 50.0, 50.0), 0.9, [[0.0, 0.0]] * 5, i, "ok")
+
+    photos = [
+        PhotoRecord("one.jpg", "ok", (face(0), face(1), face(2))),
+        PhotoRecord("two.jpg", "ok", (face(3), face(4))),
+        PhotoRecord("none.jpg", "no_face"),
+    ]
+    pairs = real_pairs(AlignResult(crops, photos), shift_px=3, source="faces:test")
+    assert pairs.kind == "real" and pairs.n_pairs == 5 * 2 + 3 + 1
+    assert pairs.same.tolist() == [True] * 10 + [False] * 4
+    assert np.array_equal(pairs.images_b[0], crops[0, :, ::-1])  # the mirror
+    assert np.array_equal(pairs.images_b[1][3:, 3:], crops[0][:-3, :-3])  # shifted 3 px
+    assert np.array_equal(pairs.images_b[1][:3, 3:], np.repeat(crops[0][:1, :-3], 3, axis=0))
+    impostors = {
+        (a.tobytes(), b.tobytes())
+        for a, b in zip(pairs.images_a[10:], pairs.images_b[10:], strict=True)
+    }
+    expected = {
+        (crops[i].tobytes(), crops[j].tobytes()) for i, j in [(0, 1), (0, 2), (1, 2), (3, 4)]
+    }
+    assert impostors == expected  # never two faces of different photos
+
+
+def test_a_run_on_real_faces_reports_thumbnails_and_score_distributions(
+    real_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The zoo model on faces aligned from photos, through the whole run and its report."""
+    from arcface_lab.cli import main
+
+    xdg = tmp_path / "xdg"
+    shutil.copytree(real_cache, xdg / "arcface_lab")  # the models and photos, fetched once
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setenv("PATH", "")  # nothing may be fetched again: the cache serves it all
+    params = tmp_path / "real.yaml"
+    params.write_text(
+        "name: real\n"
+        "model: {spec: 'zoo:faceplugin-mbf'}\n"
+        "backends: {chain: [onnxruntime], reference: onnxruntime, precisions: [fp32]}\n"
+        "data:\n"
+        "  images: faces:samples:face-api/sample1.jpg,samples:face-api/sample4.jpg\n"
+        "  held_out: faces:samples:face-api/sample2.jpg\n"
+        "  pairs: faces:samples:face-api/sample5.jpg,skimage:astronaut\n"
+        "bench: {batch_sizes: [4], warmup_s: 0.0, budget_s: 0.2, min_repeats: 2}\n"
+        "thresholds: {cosine_min: {fp32: 0.99999}, decision_flips_max: 0}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(params), "--out", str(out), "--no-render"]) == 0
+    drift = json.loads((out / "drift.json").read_text())
+    assert not list(out.glob("real_*"))  # the workers' copies of the faces are not kept
+    assert drift["data_kind"] == "real faces" and drift["images"] == 7
+    assert drift["held_out_images"] == 3 and 1 <= len(drift["thumbnails"]) <= 4
+    ver = json.loads((out / "verification.json").read_text())
+    # sample5: 5 faces; the astronaut: 1 -> 12 genuine, 10 impostor
+    assert ver["data_kind"] == "real" and ver["pairs"] == 22
+    page = (out / "index.html").read_text()
+    assert "Verification: real faces, 22 pairs" in page
+    assert "Worst-drift faces (real faces, 7 validation faces)" in page
+    assert page.count("data:image/png;base64,") == len(drift["thumbnails"])
+    assert "Genuine and impostor cosines (real faces, 22 pairs)" in page and "margin" in page

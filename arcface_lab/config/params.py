@@ -174,6 +174,7 @@ class FacesParams:
     ``score_min``: a detection below it is not a face; ``nms_iou``: two boxes overlapping
     more are one face; ``min_face_px``: a face whose box is smaller on its short side is
     recorded as ``too_small`` and not aligned (an upscaled face is not one the model saw).
+    ``shift_px``: the shift of the genuine pairs made from real faces (``faces:`` data).
     """
 
     detector: str = "zoo:faceplugin-detect"
@@ -181,6 +182,7 @@ class FacesParams:
     score_min: float = 0.65
     nms_iou: float = 0.4
     min_face_px: int = 24
+    shift_px: int = 3
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> FacesParams:
@@ -195,6 +197,7 @@ class FacesParams:
             min_face_px=parse_int(
                 m.get("min_face_px", cls.min_face_px), ctx.child("min_face_px"), 1
             ),
+            shift_px=parse_int(m.get("shift_px", cls.shift_px), ctx.child("shift_px"), 1),
         )
 
 

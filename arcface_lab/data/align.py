@@ -123,17 +123,24 @@ def read_photo(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarray:
 
 def list_photos(spec: str | Path, cache_dir: Path | None = None) -> list[Path]:
     """The photos ``spec`` names: one image file, every image file of a folder (sorted),
-    or a sample set shipped in a package (``samples:NAME``, fetched into ``cache_dir``).
+    a sample set shipped in a package (``samples:NAME`` or ``samples:NAME/FILE``, fetched
+    into ``cache_dir``), or ``skimage:astronaut``.
 
     Raises:
         InputError: nothing there, or a folder without image files.
     """
-    from arcface_lab.data.samples import SAMPLES_PREFIX, fetch_samples
+    from arcface_lab.core.files import default_cache_root
+    from arcface_lab.data.samples import (
+        SAMPLES_PREFIX,
+        SKIMAGE_PREFIX,
+        fetch_samples,
+        skimage_photo,
+    )
 
     if str(spec).startswith(SAMPLES_PREFIX):
-        from arcface_lab.core.files import default_cache_root
-
         return fetch_samples(str(spec), cache_dir or default_cache_root())
+    if str(spec).startswith(SKIMAGE_PREFIX):
+        return [skimage_photo(str(spec), cache_dir or default_cache_root())]
     path = Path(spec)
     if path.is_file():
         return [path]

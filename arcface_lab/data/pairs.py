@@ -53,12 +53,13 @@ __all__ = [
     "load_bin",
     "load_csv",
     "load_pairs",
+    "save_csv",
     "synthetic_pairs",
 ]
 
 #: Largest ``.bin`` file :func:`load_bin` reads by default (2 GiB).
 DEFAULT_MAX_BIN_BYTES = 2 * 1024**3
-PAIR_KINDS = ("bin", "csv", "synthetic")
+PAIR_KINDS = ("bin", "csv", "synthetic", "real")
 CSV_HEADER = ("path_a", "path_b", "same")
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -380,3 +381,26 @@ def load_pairs(spec: str | Path, image_size: tuple[int, int] = (112, 112)) -> Pa
     if suffix == ".bin":
         return load_bin(path, image_size=image_size)
     return load_csv(path, image_size)
+
+
+def save_csv(pairs: PairSet, folder: str | Path) -> Path:
+    """Write ``pairs`` as ``folder/pairs.csv`` with its images as PNG files beside it.
+
+    PNG is lossless, so :func:`load_csv` gives back the same arrays (the pairs a worker
+    process reads). Returns the CSV's path.
+    """
+    from PIL import Image
+
+    from arcface_lab.core.files import write_text_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(CSV_HEADER)]
+    for i in range(pairs.n_pairs):
+        names = (f"{i:05d}a.png", f"{i:05d}b.png")
+        Image.fromarray(pairs.images_a[i]).save(folder / names[0])
+        Image.fromarray(pairs.images_b[i]).save(folder / names[1])
+        lines.append(f"{names[0]},{names[1]},{int(bool(pairs.same[i]))}")
+    csv = folder / "pairs.csv"
+    write_text_atomic(csv, "\n".join(lines) + "\n")
+    return csv

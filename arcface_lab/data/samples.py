@@ -13,12 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arcface_lab.core.files import cached
 from arcface_lab.data.packages import PackageFile, fetch_package_file
 from arcface_lab.errors import InputError
 
-__all__ = ["SAMPLES", "SAMPLES_PREFIX", "fetch_samples"]
+__all__ = [
+    "SAMPLES",
+    "SAMPLES_PREFIX",
+    "SKIMAGE_PHOTOS",
+    "SKIMAGE_PREFIX",
+    "fetch_samples",
+    "skimage_photo",
+]
 
 SAMPLES_PREFIX = "samples:"
+SKIMAGE_PREFIX = "skimage:"
+#: scikit-image's colour photos with a face (public domain: NASA's Eileen Collins).
+SKIMAGE_PHOTOS = ("astronaut",)
 
 _FACE_API = "@vladmandic/face-api@1.7.15"
 _FACE_API_PHOTOS = {
@@ -43,21 +54,55 @@ SAMPLES: dict[str, tuple[str, tuple[PackageFile, ...]]] = {
 
 
 def fetch_samples(spec: str, cache_dir: Path) -> list[Path]:
-    """The photos of ``samples:NAME``, fetched once into ``cache_dir/samples`` and verified.
+    """The photos of ``samples:NAME`` (or one of them, ``samples:NAME/FILE``), fetched once
+    into ``cache_dir/samples`` and verified.
 
     Raises:
-        InputError: no such sample set, or its package could not be fetched (says how).
+        InputError: no such sample set or photo, or its package could not be fetched.
         ModelIntegrityError: a source gave bytes that are not the listed photo.
     """
-    name = spec.removeprefix(SAMPLES_PREFIX)
+    name, _, one = spec.removeprefix(SAMPLES_PREFIX).partition("/")
     if name not in SAMPLES:
         raise InputError(
             f"photos {spec}: no sample set {name!r}; expected samples:<{'|'.join(SAMPLES)}>",
+            argument="photos",
+        )
+    items = [i for i in SAMPLES[name][1] if not one or i.file == one]
+    if not items:
+        names = ", ".join(i.file for i in SAMPLES[name][1])
+        raise InputError(
+            f"photos {spec}: no photo {one!r} in {name}; expected one of {names}",
             argument="photos",
         )
     return [
         fetch_package_file(
             item, cache_dir, kind="samples", what=f"photos {spec}", argument="photos"
         )
-        for item in SAMPLES[name][1]
+        for item in items
     ]
+
+
+def skimage_photo(spec: str, cache_dir: Path) -> Path:
+    """``skimage:NAME``: a sample image scikit-image ships (``astronaut``), as a cached PNG.
+
+    Raises:
+        InputError: scikit-image is missing or has no such colour sample image.
+    """
+    name = spec.removeprefix(SKIMAGE_PREFIX)
+    if name not in SKIMAGE_PHOTOS:
+        raise InputError(
+            f"photos {spec}: expected skimage:<{'|'.join(SKIMAGE_PHOTOS)}>", argument="photos"
+        )
+    try:
+        from skimage import data
+    except ImportError:
+        raise InputError(
+            f"photos {spec}: needs scikit-image (pip install 'arcface_lab[faces]')",
+            argument="photos",
+        ) from None
+    from PIL import Image
+
+    def make(tmp: Path) -> None:
+        Image.fromarray(getattr(data, name)()).save(tmp, format="PNG")
+
+    return cached(cache_dir / "samples" / "skimage" / f"{name}.png", make, suffix=".png")

@@ -172,6 +172,8 @@ class OptimizeResult:
     data: dict[str, Any] = field(default_factory=dict)
     #: Per verification pair: the same person (the pairs' labels, for per-pair plots).
     same: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    #: The validation faces (uint8 crops), for the report's thumbnails of real faces.
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 112, 112, 3)), repr=False)
 
     @property
     def chosen(self) -> CandidateResult | None:
@@ -344,11 +346,46 @@ def _comparison_batch(params: Params) -> int:
     return batch if batch in sizes else max(sizes)
 
 
-def held_out_images(spec: str, size: tuple[int, int]) -> np.ndarray:
-    """The held-out faces: ``synthetic:N`` with their own seed, or a path."""
+def held_out_images(spec: str, size: tuple[int, int], params: Params | None = None) -> np.ndarray:
+    """The held-out faces: ``synthetic:N`` with their own seed, ``faces:...``, or a path."""
     from arcface_lab.data.images import images_from_spec
 
+    if spec.startswith(FACES_PREFIX):
+        return _real_faces(spec, size, params)[0]
     return images_from_spec(spec, size, seed=HELD_OUT_SEED)[0]
+
+
+#: A data spec of real faces from photos (see :func:`arcface_lab.models.faces.align_spec`).
+FACES_PREFIX = "faces:"
+
+
+def _real_faces(spec: str, size: tuple[int, int], params: Params | None) -> tuple[Any, Any]:
+    """``faces:SOURCE,...``: the aligned crops of those photos and their AlignResult."""
+    from arcface_lab.config.params import FacesParams
+    from arcface_lab.core.files import default_cache_root
+    from arcface_lab.models.faces import align_spec
+
+    if tuple(size) != (112, 112):
+        raise InputError(f"{spec}: aligned faces are 112x112; the model takes {size}")
+    faces = params.faces if params is not None else FacesParams()
+    result = align_spec(spec, faces, default_cache_root())
+    return result.faces, result
+
+
+def _real_faces_as_files(params: Params, images: np.ndarray, pairs: Any, folder: Path) -> Params:
+    """``params`` with ``faces:`` data replaced by files in ``folder`` holding those faces."""
+    import dataclasses
+
+    from arcface_lab.data.pairs import save_csv
+
+    data = params.data
+    if data.images.startswith(FACES_PREFIX):
+        path = folder / "real_faces.npy"
+        np.save(path, images)
+        data = dataclasses.replace(data, images=str(path))
+    if data.pairs.startswith(FACES_PREFIX):
+        data = dataclasses.replace(data, pairs=str(save_csv(pairs, folder / "real_pairs")))
+    return params if data is params.data else dataclasses.replace(params, data=data)
 
 
 def _inputs(
@@ -357,14 +394,23 @@ def _inputs(
     from arcface_lab.data.images import images_from_spec
     from arcface_lab.data.pairs import load_pairs
     from arcface_lab.measure.bench import pair_arrays
+    from arcface_lab.models.faces import real_pairs
 
     size = model.preprocess.size
-    pairs = load_pairs(params.data.pairs, size)
-    images, kind = images_from_spec(params.data.images, size)
+    d = params.data
+    if d.pairs.startswith(FACES_PREFIX):
+        aligned = _real_faces(d.pairs, size, params)[1]
+        pairs = real_pairs(aligned, params.faces.shift_px, d.pairs)
+    else:
+        pairs = load_pairs(d.pairs, size)
+    if d.images.startswith(FACES_PREFIX):
+        images, kind = _real_faces(d.images, size, params)[0], "real faces"
+    else:
+        images, kind = images_from_spec(d.images, size)
     arrays = {
         "images": images,
-        "held_out": held_out_images(params.data.held_out, size),
-        **pair_arrays(pairs, params.data.flip),
+        "held_out": held_out_images(d.held_out, size, params),
+        **pair_arrays(pairs, d.flip),
     }
     data = {
         "images": len(images),
@@ -574,8 +620,12 @@ def optimize(
     reference = reference_backend(model, params.backends.reference)
     ref_cand = Candidate(reference, "fp32")
 
+    # Workers read INT8 calibration faces and gate pairs by spec; real faces found in
+    # photos are written into the workdir first (below), and the workers read those files.
+    run_params = params
+
     def spec(cand: Candidate, inputs: Mapping[str, Path]) -> Any:
-        options = engine_options(cand.backend, cand.precision, params, threads)
+        options = engine_options(cand.backend, cand.precision, run_params, threads)
         options.update(dict(cand.options))
         return spec_from_params(
             params,
@@ -596,7 +646,12 @@ def optimize(
     bar = _Progress(len(plan) + 1, progress)
     results: list[CandidateResult] = []
     try:
-        with _workdir(workdir) as folder, saved_inputs(arrays, folder) as inputs:
+        with (
+            _workdir(workdir) as folder,
+            saved_inputs(arrays, folder) as inputs,
+            tempfile.TemporaryDirectory(prefix="arcface-real-faces-") as real,
+        ):
+            run_params = _real_faces_as_files(params, arrays["images"], pairs, Path(real))
             ref_spec = spec(ref_cand, inputs)
             raw, outs = _wait(lambda: run_worker(ref_spec), ref_cand.label, bar)
             ref = _measured(ref_cand, raw, outs, None, pairs.same, params, batch)
@@ -646,6 +701,7 @@ def optimize(
         wall_s=time.perf_counter() - started,
         data=data,
         same=pairs.same,
+        images=arrays["images"],
     )
     if out is not None:
         outcome.write(out)

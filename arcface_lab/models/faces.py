@@ -28,6 +28,7 @@ from arcface_lab.data.align import ARCFACE_SIZE, align_face, read_photo
 from arcface_lab.errors import DataError, InputError
 
 __all__ = [
+    "FACES_PREFIX",
     "PHOTO_STATUSES",
     "AlignResult",
     "Detection",
@@ -36,9 +37,11 @@ __all__ = [
     "OnnxFaceFinder",
     "PhotoRecord",
     "align_photos",
+    "align_spec",
     "five_points",
     "nms",
     "open_face_finder",
+    "real_pairs",
 ]
 
 #: ``ok``: at least one face aligned; ``no_face``: nothing above the score; ``too_small``:
@@ -346,3 +349,56 @@ def _record(det: Detection, index: int | None, status: str) -> FaceRecord:
         index=index,
         status=status,
     )
+
+
+#: A data spec of real faces: ``faces:SOURCE[,SOURCE...]``, each source a photo, a folder,
+#: ``samples:NAME[/FILE]`` or ``skimage:astronaut``; every face found, aligned.
+FACES_PREFIX = "faces:"
+
+
+def align_spec(spec: str, faces: FacesParams, cache_dir: Path) -> AlignResult:
+    """The aligned faces of ``faces:SOURCE,...`` (see :data:`FACES_PREFIX`).
+
+    Raises:
+        InputError: a source names nothing, or no face was aligned at all.
+    """
+    from arcface_lab.data.align import list_photos
+
+    sources = [s.strip() for s in spec.removeprefix(FACES_PREFIX).split(",") if s.strip()]
+    if not sources:
+        raise InputError(f"{spec}: expected faces:SOURCE[,SOURCE...]")
+    photos = [p for s in sources for p in list_photos(s, cache_dir)]
+    result = align_photos(photos, open_face_finder(faces, cache_dir), faces.min_face_px)
+    if not len(result.faces):
+        raise InputError(f"{spec}: no face aligned in {len(photos)} photo(s)")
+    return result
+
+
+def real_pairs(result: AlignResult, shift_px: int, source: str) -> Any:
+    """Verification pairs of real faces whose labels are certain.
+
+    Genuine: each face with its mirror image, and with itself shifted by ``shift_px``
+    pixels right and down (edges repeated). Impostor: every two faces of one photo (two
+    people in one picture). Faces of different photos are never paired: their identities
+    are not labelled, and two photos may show one person.
+    """
+    from arcface_lab.data.pairs import PairSet
+
+    crops = result.faces
+    s = int(shift_px)
+    shifted = np.pad(crops, ((0, 0), (s, 0), (s, 0), (0, 0)), mode="edge")[:, :112, :112]
+    a, b, same = [], [], []
+    for i in range(len(crops)):
+        a += [crops[i], crops[i]]
+        b += [np.ascontiguousarray(crops[i, :, ::-1]), shifted[i]]
+        same += [True, True]
+    by_photo: dict[str, list[int]] = {}
+    for row in result.index():
+        by_photo.setdefault(row["photo"], []).append(row["index"])
+    for rows in by_photo.values():
+        for k, i in enumerate(rows):
+            for j in rows[k + 1 :]:
+                a.append(crops[i])
+                b.append(crops[j])
+                same.append(False)
+    return PairSet(np.stack(a), np.stack(b), np.array(same, dtype=bool), "real", source)

@@ -17,7 +17,7 @@ import numpy as np
 
 from arcface_lab.core.files import write_text_atomic
 
-__all__ = ["thumbnail", "write_align_report"]
+__all__ = ["png_base64", "thumbnail", "write_align_report"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
@@ -28,13 +28,18 @@ figure{display:inline-block;margin:.2rem;text-align:center;font-size:.75rem}
 """
 
 
-def thumbnail(face: np.ndarray) -> str:
-    """An ``<img>`` of one ``uint8 (H, W, 3)`` RGB crop, inline."""
+def png_base64(face: np.ndarray) -> str:
+    """One ``uint8 (H, W, 3)`` RGB crop as base64 PNG (for JSON and data URIs)."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(face)).save(buf, format="PNG")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail(face: np.ndarray) -> str:
+    """An ``<img>`` of one ``uint8 (H, W, 3)`` RGB crop, inline."""
+    data = png_base64(face)
     return f'<img alt="face" width="{face.shape[1]}" src="data:image/png;base64,{data}">'
 
 

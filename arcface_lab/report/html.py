@@ -31,6 +31,7 @@ th{background:#f3f3f3}.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;fo
 .bp{background:#e5f5e8}.bf{background:#fde7ea}code{background:#f3f3f3;padding:0 .2rem}
 .na{color:#6b6b6b;font-weight:600}
 pre{background:#f7f7f7;padding:.5rem;overflow-x:auto}
+figure{display:inline-block;margin:.3rem;font-size:.75rem;vertical-align:top;max-width:14rem}
 """
 
 
@@ -135,8 +136,43 @@ def _verification(ver: Mapping[str, Any]) -> str:
     note = (
         " (synthetic pairs: not real faces, accuracy means nothing)" if kind == "synthetic" else ""
     )
-    title = f"Verification: {ver.get('pairs', 0)} pairs, {kind}{note}"
-    return _section(title, tables.verification(ver))
+    label = f"real faces, {ver.get('pairs', 0)} pairs" if kind == "real" else None
+    title = f"Verification: {label or str(ver.get('pairs', 0)) + ' pairs, ' + kind}{note}"
+    parts = [_section(title, tables.verification(ver))]
+    if kind == "real":
+        parts.append(
+            _section(
+                f"Genuine and impostor cosines ({label})",
+                tables.score_distributions(ver),
+                "Genuine: each face with its mirror and with itself shifted; impostor: two "
+                "people in one photo. Margin: the worst genuine minus the best impostor.",
+            )
+        )
+    return "".join(parts)
+
+
+def _worst_faces(drift: Mapping[str, Any]) -> str:
+    """Thumbnails of the real faces that drifted most, with each engine's cosine on them."""
+    thumbs = drift.get("thumbnails") or {}
+    if not thumbs:
+        return ""
+    engines = drift.get("engines") or {}
+    figures = []
+    for idx, data in thumbs.items():
+        cos = ", ".join(
+            f"{html.escape(name)} {e['per_face'][int(idx)]:.5f}"
+            for name, e in engines.items()
+            if int(idx) < len(e.get("per_face") or [])
+        )
+        figures.append(
+            f'<figure><img alt="face {idx}" width="112" src="data:image/png;base64,{data}">'
+            f"<figcaption>#{html.escape(idx)}<br>{cos}</figcaption></figure>"
+        )
+    return (
+        f"<h2>Worst-drift faces (real faces, {drift.get('images', 0)} validation faces)</h2>"
+        "<p>Each engine's lowest per-face cosines against the reference.</p>"
+        f"<div class='faces'>{''.join(figures)}</div>"
+    )
 
 
 _MEMORY_NOTE = (
@@ -180,6 +216,7 @@ def render(run_dir: str | Path) -> Path:
         _optimize(optimized),
         _section("Engines", tables.engines(drift)),
         _section("Embedding drift against the reference", tables.drift(drift, thresholds)),
+        _worst_faces(drift),
         _verification(folder.read("verification", required=False) or {}),
         _section(
             "Latency and memory",

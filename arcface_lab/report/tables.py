@@ -20,6 +20,7 @@ __all__ = [
     "environment",
     "latency",
     "precision_summary",
+    "score_distributions",
     "verification",
 ]
 
@@ -185,6 +186,38 @@ def verification(ver: Mapping[str, Any]) -> Table:
         "reference TAR@FAR",
         "engine TAR@FAR",
     )
+    return Table(header, rows)
+
+
+def score_distributions(ver: Mapping[str, Any]) -> Table:
+    """``verification.json``: genuine and impostor pair cosines, reference then each engine.
+
+    Quantiles (min, 5 %, median, 95 %, max) per group, and the margin: the worst genuine
+    minus the best impostor (positive: one threshold separates every pair).
+    """
+    import numpy as np
+
+    engines = ver.get("engines") or {}
+    if not engines:
+        return Table((), [])
+    first = next(iter(engines.values()))
+    same = np.asarray(first.get("same", ()), dtype=bool)
+    series = [("reference", first.get("reference_scores"))]
+    series += [(name, e.get("engine_scores")) for name, e in engines.items()]
+    rows = []
+    for name, scores in series:
+        if scores is None or len(scores) != len(same) or not len(same):
+            continue
+        s = np.asarray(scores, dtype=float)
+        for group, mask in (("genuine", same), ("impostor", ~same)):
+            if not mask.any():
+                continue
+            q = np.quantile(s[mask], [0.0, 0.05, 0.5, 0.95, 1.0])
+            rows.append([name, group, int(mask.sum()), *(_round(float(v), 4) for v in q)])
+        if same.any() and (~same).any():
+            margin = float(s[same].min() - s[~same].max())
+            rows.append([name, "margin", None, None, None, _round(margin, 4), None, None])
+    header = ("scores of", "pairs", "n", "min", "p5", "median", "p95", "max")
     return Table(header, rows)
 
 

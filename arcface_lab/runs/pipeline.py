@@ -183,12 +183,30 @@ def _drift_json(opt: Any) -> dict[str, Any]:
         }
         for c in opt.ran()
     }
-    return {
+    drift = {
         "images": opt.data["images"],
         "held_out_images": opt.data["held_out"],
         "data_kind": opt.data["images_kind"],
         "engines": engines,
     }
+    if opt.data["images_kind"] == "real faces" and len(opt.images):
+        drift["thumbnails"] = _worst_thumbnails(engines, opt.images)
+    return drift
+
+
+#: How many of each engine's worst-drift real faces the report shows.
+WORST_FACES = 4
+
+
+def _worst_thumbnails(engines: dict[str, Any], images: Any) -> dict[str, str]:
+    """Base64 PNGs of the faces with the lowest cosine on any engine, by row index."""
+    from arcface_lab.report.faces import png_base64
+
+    rows: set[int] = set()
+    for e in engines.values():
+        per_face = [float(c) for c in e.get("per_face", ())]
+        rows.update(sorted(range(len(per_face)), key=lambda i: per_face[i])[:WORST_FACES])
+    return {str(i): png_base64(images[i]) for i in sorted(rows)}
 
 
 def _verification_json(params: Params, opt: Any) -> dict[str, Any]:

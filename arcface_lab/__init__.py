@@ -4,8 +4,7 @@ The public API is re-exported here; heavy libraries (torch, onnxruntime,
 tensorrt, boto3, papermill) are imported only by the modules that use them.
 """
 
-from __future__ import annotations
-
+from arcface_lab.core.metrics import compare_verification, cosine_drift
 from arcface_lab.core.preprocess import Preprocess
 from arcface_lab.core.version import __version__
 from arcface_lab.data.images import load_images, synthetic_faces
@@ -18,6 +17,7 @@ from arcface_lab.errors import (
     UnsafeFileError,
 )
 from arcface_lab.measure.optimize import optimize
+from arcface_lab.models.source import resolve_model
 
 __all__ = [
     "ArcfaceLabError",
@@ -27,10 +27,13 @@ __all__ = [
     "Preprocess",
     "UnsafeFileError",
     "__version__",
+    "compare_verification",
+    "cosine_drift",
     "create_engine",
     "list_backends",
     "load_images",
     "optimize",
     "register_backend",
+    "resolve_model",
     "synthetic_faces",
 ]

@@ -680,6 +680,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from arcface_lab.report.matrix import write_matrix
+
+    out = write_matrix(args.run_dirs, args.out)
+    print(f"wrote {out} ({len(set(p.resolve() for p in args.run_dirs))} runs)")
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -794,6 +802,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="render a copy here (a rendered run is never rewritten in place)"
     )
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("matrix", help="merge run folders into one ACCEPTANCE_MATRIX.md table")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out", type=_out_file, default=Path("ACCEPTANCE_MATRIX.md"), help="Markdown file"
+    )
+    p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("run", help="a whole run from a params file: measure, then report")
     p.add_argument("params", type=Path)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from arcface_lab.core.host import CLASS_ENV, CPU_CLASSES, Host, cpu_class, parse_cpuinfo, probe
+from arcface_lab.core.host import (
+    CLASS_ENV,
+    CPU_CLASSES,
+    Host,
+    cpu_class,
+    cpu_generation,
+    parse_cpuinfo,
+    probe,
+)
 from arcface_lab.errors import InputError
 
 ZEN3 = (
@@ -41,6 +49,27 @@ def test_cpuinfo_of_zen3_and_zen4() -> None:
     assert cpu_class(flags) == "cpu-avx2"
     assert cpu_class(parse_cpuinfo(ZEN4)[2]) == "cpu-avx512-bf16"
     assert parse_cpuinfo("") == ("", "", frozenset())
+
+
+@pytest.mark.parametrize(
+    "vendor, family, model, expected",
+    [
+        ("AuthenticAMD", 25, 1, "Zen 3"),  # EPYC 7xx3 (Milan)
+        ("AuthenticAMD", 25, 17, "Zen 4"),  # EPYC 9xx4 (Genoa), a VM's bare "AMD EPYC"
+        ("AuthenticAMD", 25, 0x61, "Zen 4"),
+        ("AuthenticAMD", 25, 0x21, "Zen 3"),
+        ("AuthenticAMD", 23, 0x31, "Zen 2"),
+        ("AuthenticAMD", 26, 2, "Zen 5"),
+        ("GenuineIntel", 6, 143, ""),  # Intel names itself in the model name
+        ("AuthenticAMD", 15, 1, ""),
+    ],
+)
+def test_amd_family_and_model_name_the_generation(
+    vendor: str, family: int, model: int, expected: str
+) -> None:
+    text = f"vendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+    assert cpu_generation(text) == expected
+    assert cpu_generation(ZEN3) == ""  # no family line: unknown, not guessed
 
 
 def test_vnni_and_native_bf16_come_from_the_flags() -> None:

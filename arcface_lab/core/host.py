@@ -43,6 +43,7 @@ __all__ = [
     "Gpu",
     "Host",
     "cpu_class",
+    "cpu_generation",
     "parse_cpuinfo",
     "probe",
     "real_cpu",
@@ -103,6 +104,8 @@ class Cpu:
     cores: int
     threads: int
     memory_mb: int | None = None
+    #: The microarchitecture its family and model name ("Zen 4"), "" where not known.
+    generation: str = ""
 
     @property
     def cls(self) -> str:
@@ -233,6 +236,36 @@ def parse_cpuinfo(text: str) -> tuple[str, str, frozenset[str]]:
     return model, vendor, frozenset(flags & INFERENCE_FLAGS)
 
 
+#: AMD family 0x19 model ranges (first, last) of Zen 4; the rest of the family is Zen 3.
+_ZEN4_MODELS = ((0x10, 0x1F), (0x60, 0x7F), (0xA0, 0xAF))
+
+
+def cpu_generation(text: str) -> str:
+    """The AMD microarchitecture ``/proc/cpuinfo``'s family and model name, or "".
+
+    Virtual machines often hide the model name ("AMD EPYC"); family and model still say
+    whether it is a Zen 3 (AVX2 only) or a Zen 4 (AVX-512), so the report can say it too.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip().lower(), value.strip())
+    if fields.get("vendor_id") != "AuthenticAMD":
+        return ""
+    try:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return ""
+    if family == 0x17:
+        return "Zen 2" if model >= 0x30 else "Zen / Zen+"
+    if family == 0x19:
+        zen4 = any(lo <= model <= hi for lo, hi in _ZEN4_MODELS)
+        return "Zen 4" if zen4 else "Zen 3"
+    if family == 0x1A:
+        return "Zen 5"
+    return ""
+
+
 def _memory_mb() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -256,9 +289,10 @@ def _threads() -> int:
 def real_cpu(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Cpu:
     """The CPU this process really runs on (never an injected class)."""
     try:
-        model, vendor, flags = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))
+        text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        model, vendor, flags = "", "", frozenset()
+        text = ""
+    model, vendor, flags = parse_cpuinfo(text)
     return Cpu(
         model=model or platform.processor() or platform.machine(),
         vendor=vendor,
@@ -266,6 +300,7 @@ def real_cpu(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Cpu:
         cores=os.cpu_count() or 1,
         threads=_threads(),
         memory_mb=_memory_mb(),
+        generation=cpu_generation(text),
     )
 
 

@@ -98,6 +98,27 @@ class EngineInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __str__(self) -> str:
+        """A readable block: what ran, on what, from which artifact, and what was skipped."""
+        spec = self.model.get("spec", "?")
+        lines = [
+            f"engine     {self.backend}/{self.precision} on {self.device}",
+            f"model      {spec}"
+            + (f" (sha256 {self.model['sha256'][:16]})" if self.model.get("sha256") else ""),
+        ]
+        art = self.artifact
+        if art:
+            key = str(art.get("key", ""))[:16]
+            lines.append(f"artifact   {art.get('kind', '?')} {key} ({art.get('origin', '?')})")
+        for f in self.fallbacks:
+            lines.append(f"skipped    {f.backend}: {f.reason}")
+        for w in self.warnings:
+            lines.append(f"warning    {w}")
+        versions = ", ".join(f"{k} {v}" for k, v in self.versions.items())
+        if versions:
+            lines.append(f"versions   {versions}")
+        return "\n".join(lines)
+
 
 class Engine(ABC):
     """Face crops in, ``(N, D)`` float32 embeddings out.

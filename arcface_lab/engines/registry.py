@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -207,6 +208,8 @@ def create_engine(
 ) -> Engine:
     """The first backend in ``chain`` that can run ``model`` at ``precision``.
 
+    ``model`` is a resolved model (:func:`arcface_lab.models.source.resolve_model`) or a
+    model spec it resolves: ``"seeded:r18"``, ``"zoo:NAME"``, a ``.pth`` or ``.onnx`` path.
     Every backend skipped on the way is logged and recorded in
     ``engine.info.fallbacks``. With ``strict=True`` the first skip raises
     :class:`BackendUnavailable` instead. ``kwargs`` go to every candidate,
@@ -215,6 +218,10 @@ def create_engine(
     """
     from arcface_lab.core.host import probe
 
+    if isinstance(model, (str, os.PathLike)):
+        from arcface_lab.models.source import resolve_model
+
+        model = resolve_model(os.fspath(model))
     auto = isinstance(chain, str) and chain.strip().lower() == AUTO
     names = parse_chain(chain, kwargs.get("device"))
     skipped: list[Fallback] = []

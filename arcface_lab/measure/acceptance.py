@@ -21,7 +21,6 @@ __all__ = [
     "evaluate",
     "format_checks",
     "gate_checks",
-    "matrix_row",
     "speed_check",
     "verdict_passed",
 ]
@@ -195,10 +194,3 @@ def format_checks(checks: Iterable[Check], verdict: bool = True) -> str:
     if verdict:
         rows.append(f"verdict: {'PASS' if verdict_passed(checks) else 'FAIL'}")
     return "\n".join(rows)
-
-
-def matrix_row(name: str, device: str, checks: list[Check]) -> str:
-    """The run as one markdown row of the acceptance matrix."""
-    cells = [f"{c.metric}: {_measured(c)} ({c.status})" for c in checks]
-    verdict = "PASS" if verdict_passed(checks) else "FAIL"
-    return f"| {name} | {device} | {'; '.join(cells)} | {verdict} |"

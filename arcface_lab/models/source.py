@@ -267,8 +267,8 @@ def resolve_model(
     path = Path(spec)
     if not path.is_file():
         raise InputError(
-            f"model {spec}: no such file (expected a .pth checkpoint, an .onnx model "
-            "or seeded:<arch>)",
+            f"model {spec}: no such file (expected a .pth checkpoint, an .onnx model, "
+            f"seeded:<arch> or zoo:<name>; cwd {Path.cwd()})",
             argument="model",
         )
     suffix = path.suffix.lower()

@@ -17,10 +17,14 @@ from typing import Any
 
 from arcface_lab.core.files import write_text_atomic
 from arcface_lab.report import tables
+from arcface_lab.report.matrix import COLUMNS, MatrixRow, matrix_row, to_markdown
 from arcface_lab.report.run_folder import RunFolder
 from arcface_lab.report.tables import Table, precision_summary
 
-__all__ = ["precision_summary", "render"]
+__all__ = ["MATRIX_FILE", "precision_summary", "render"]
+
+#: The run's own one-row acceptance matrix, written beside ``index.html``.
+MATRIX_FILE = "ACCEPTANCE_MATRIX.md"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
@@ -30,20 +34,181 @@ th{background:#f3f3f3}.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;fo
 .banner{padding:.6rem 1rem;border-radius:4px;font-size:1.2rem}
 .bp{background:#e5f5e8}.bf{background:#fde7ea}code{background:#f3f3f3;padding:0 .2rem}
 .na{color:#6b6b6b;font-weight:600}
-pre{background:#f7f7f7;padding:.5rem;overflow-x:auto}
+pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;white-space:pre-wrap}
+td.pass{background:#e5f5e8}td.fail{background:#fde7ea}td.na{background:#f0f0f0}
+.headline th{width:11rem}.headline td{font-size:.95rem}
+nav{font-size:.85rem;margin-bottom:1rem}nav a{margin-right:.8rem}
+@media print{nav{display:none}}
 figure{display:inline-block;margin:.3rem;font-size:.75rem;vertical-align:top;max-width:14rem}
 """
 
 
+#: Status words and the class their cell is coloured with.
+_STATUS_CLASS = {
+    **dict.fromkeys(("pass", "PASS", "passed", "chosen", "True"), "pass"),
+    **dict.fromkeys(("FAIL", "fail", "failed_gate", "error", "missing", "False"), "fail"),
+    **dict.fromkeys(("n/a", "not_native", "unavailable", "over_budget", "emulated"), "na"),
+}
+#: Columns whose cells are a status (coloured by :data:`_STATUS_CLASS`).
+_STATUS_COLUMNS = frozenset({"status", "verdict", "stable", "on this host"})
+
+
+def _format(v: Any) -> str:
+    """A cell's text: integers as integers, other floats to six significant digits."""
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    if isinstance(v, float):
+        return f"{v:.0f}" if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+    return str(v)
+
+
 def _table(table: Table) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        return html.escape("" if v is None else str(v))
+    status_cols = {i for i, h in enumerate(table.header) if h in _STATUS_COLUMNS}
+
+    def row(r: list[Any]) -> str:
+        cells = []
+        for i, v in enumerate(r):
+            text = _format(v)
+            css = _STATUS_CLASS.get(text) if i in status_cols else None
+            attr = f' class="{css}"' if css else ""
+            cells.append(f"<td{attr}>{html.escape(text)}</td>")
+        return "<tr>" + "".join(cells) + "</tr>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in table.rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><tr>{head}</tr>{''.join(row(r) for r in table.rows)}</table>"
+
+
+def _kind(model: Mapping[str, Any]) -> str:
+    """Whether the model is trained, in words a reviewer needs (a seeded net is not)."""
+    if model.get("zoo"):
+        zoo = model["zoo"]
+        return f"trained (zoo, {zoo.get('license', 'license not recorded')})"
+    if model.get("kind") == "seeded":
+        return "seeded, untrained: speed and drift only, accuracy means nothing"
+    return f"user's {model.get('kind', 'model')}"
+
+
+def _hardware(env: Mapping[str, Any]) -> str:
+    hw = env.get("hardware") or {}
+    cpu = hw.get("cpu") or {}
+    gen = f", {cpu['generation']}" if cpu.get("generation") else ""
+    isa = ", ".join(f for f in cpu.get("flags", ()) if f.startswith(("avx2", "avx512", "amx")))
+    line = f"{env.get('hardware_class', '?')}: {env.get('cpu', '?')}{gen}"
+    line += f", {cpu.get('threads', env.get('cpu_count', '?'))} threads"
+    if isa:
+        line += f"; ISA {isa}"
+    gpu = env.get("gpu")
+    if gpu:
+        line += f"; GPU {gpu['name']} (sm {gpu.get('capability', '?')}, {gpu.get('memory_mb')} MiB)"
+    return line
+
+
+def _commit(env: Mapping[str, Any]) -> str:
+    if "git" not in env:
+        return "not recorded (a run from before commits were recorded)"
+    git = env["git"]
+    if not git:
+        return "not a git checkout"
+    return f"{git['commit'][:12]}" + (" (with uncommitted changes)" if git.get("dirty") else "")
+
+
+_LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "numpy")
+
+
+def _one_sentence(check: Mapping[str, Any]) -> str:
+    """A failed check as one sentence: what, measured against what, and why where known."""
+    measured = check.get("measured")
+    got = "nothing was measured" if measured is None else f"measured {float(measured):.4g}"
+    note = f" ({check['note']})" if check.get("note") else ""
+    return f"{check['metric']}: {got}, target {check['target']}{note}."
+
+
+def _headline(
+    folder: RunFolder,
+    env: Mapping[str, Any],
+    verdict: Mapping[str, Any] | None,
+    optimized: Mapping[str, Any] | None,
+) -> str:
+    """The first screen: model, hardware, date, commit, libraries, choice, memory, verdict."""
+    model = env["model"]
+    dim = f", {model['embedding_dim']}-d" if model.get("embedding_dim") else ""
+    versions = env.get("versions") or {}
+    libs = ", ".join(f"{k} {versions[k]}" for k in _LIBRARIES if k in versions)
+    rows: list[tuple[str, str]] = [
+        ("model", f"{model['spec']}{dim}, {_kind(model)}"),
+        ("model sha256", model.get("sha256") or "n/a"),
+        ("hardware", _hardware(env)),
+        ("date", str(env.get("started_at", "not recorded"))),
+        ("run", f"{folder.run_id}, params {env.get('params_file', '?')}"),
+        ("git commit", _commit(env)),
+        ("libraries", libs or "not recorded"),
+    ]
+    opt: Mapping[str, Any] = optimized or {}
+    chosen = opt.get("chosen")
+    if chosen:
+        cand: Mapping[str, Any] = next(
+            (c for c in opt["candidates"] if c["status"] == "chosen"), {}
+        )
+        ref = opt["reference"]
+        lat, ref_lat = cand.get("latency_ms") or {}, ref.get("latency_ms") or {}
+        rows.append(
+            (
+                "chosen engine",
+                f"{chosen['label']}: {chosen['speedup_vs_reference']:.2f}x {ref['label']} at "
+                f"batch {opt['batch_size']} "
+                f"({lat.get('median', 0):.0f} ms against {ref_lat.get('median', 0):.0f} ms)",
+            )
+        )
+        memory = (cand.get("peak_memory") or {}).get("peak_memory_mb")
+        if memory is not None:
+            kind = (cand.get("peak_memory") or {}).get("memory_kind", "")
+            rows.append(("peak memory", f"{memory:.0f} MB ({kind}, the chosen engine's process)"))
+    elif optimized:
+        rows.append(("chosen engine", "none: no candidate passed every gate"))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f'<table class="headline">{body}</table>' + _verdict_summary(verdict)
+
+
+def _verdict_summary(verdict: Mapping[str, Any] | None) -> str:
+    """The verdict, then each failed check in one sentence and each n/a reason once."""
+    if not verdict:
+        return ""
+    ok = verdict["passed"]
+    checks = verdict["checks"]
+    failed = [c for c in checks if c["status"] == "FAIL"]
+    not_applicable: dict[str, list[str]] = {}
+    for c in checks:
+        if c["status"] == "n/a":
+            not_applicable.setdefault(c.get("note", ""), []).append(c["metric"])
+    passed = sum(c["status"] == "pass" for c in checks)
+    counts = f"{passed} passed, {len(failed)} failed, {sum(map(len, not_applicable.values()))} n/a"
+    items = [
+        f'<li><span class="fail">FAIL</span> {html.escape(_one_sentence(c))}</li>' for c in failed
+    ]
+    items += [
+        f'<li><span class="na">n/a</span> {html.escape(", ".join(metrics))}: '
+        f"{html.escape(reason or 'not applicable here')}</li>"
+        for reason, metrics in not_applicable.items()
+    ]
+    return (
+        f'<p class="banner {"bp" if ok else "bf"}">Verdict: '
+        f'<span class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span> '
+        f"({counts} of {len(checks)} checks)</p>" + (f"<ul>{''.join(items)}</ul>" if items else "")
+    )
+
+
+def _nav(rendered: Mapping[str, Any] | None) -> str:
+    """Links to the sections, the notebook pages, the acceptance matrix and the JSON."""
+    links = [("#acceptance", "acceptance")]
+    for nb in (rendered or {}).get("notebooks", ()):
+        if nb.get("html"):
+            links.append((nb["html"], nb["name"]))
+    links += [(MATRIX_FILE, "acceptance matrix"), ("verdict.json", "verdict.json")]
+    return (
+        "<nav>"
+        + "".join(f'<a href="{html.escape(h)}">{html.escape(t)}</a>' for h, t in links)
+        + "</nav>"
+    )
 
 
 def _failure(error: Mapping[str, Any] | None) -> str:
@@ -56,21 +221,23 @@ def _failure(error: Mapping[str, Any] | None) -> str:
     )
 
 
-def _verdict(verdict: Mapping[str, Any] | None) -> str:
+def _verdict(verdict: Mapping[str, Any] | None, matrix: MatrixRow | None) -> str:
     if not verdict:
         return ""
-    ok = verdict["passed"]
     hw = verdict.get("hardware_class")
     note = verdict.get("target_note")
+    row = ""
+    if matrix is not None:
+        row = (
+            f"<h3>Acceptance-matrix row (<a href='{MATRIX_FILE}'>{MATRIX_FILE}</a>)</h3>"
+            + _table(Table(COLUMNS, [list(matrix.cells)]))
+        )
     return (
-        f'<p class="banner {"bp" if ok else "bf"}">Verdict: '
-        f'<span class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></p>'
-        + (f"<p>{html.escape(note)}</p>" if note else "")
-        + "<h2>Acceptance</h2>"
+        "<h2 id='acceptance'>Acceptance</h2>"
         + (f"<p>Hardware class: <code>{html.escape(hw)}</code></p>" if hw else "")
+        + (f"<p>{html.escape(note)}</p>" if note else "")
         + _table(tables.checks(verdict))
-        + "<h3>Acceptance-matrix row</h3><pre>| run | device | checks | verdict |\n"
-        f"|---|---|---|---|\n{html.escape(verdict['matrix_row'])}</pre>"
+        + row
     )
 
 
@@ -131,6 +298,26 @@ def _section(title: str, table: Table, intro: str = "") -> str:
     return f"<h2>{html.escape(title)}</h2>" + (f"<p>{intro}</p>" if intro else "") + _table(table)
 
 
+def _far_note(ver: Mapping[str, Any]) -> str:
+    """Which FAR the TAR columns were asked at, and whether the pair count can reach it."""
+    engines = ver.get("engines") or {}
+    if not engines:
+        return ""
+    tar = next(iter(engines.values()))["reference"]["tar_at_far"]
+    far, lowest = tar.get("far"), tables.lowest_far(ver)
+    if far is None or lowest is None:
+        return ""
+    measured = tar.get("far_measured")
+    test = f"; FAR measured on the test folds {measured:.3g}" if measured is not None else ""
+    if lowest <= far:
+        return f"TAR at FAR {far:g} (insightface's 10-fold protocol{test})."
+    return (
+        f"TAR at FAR {far:g} asked, but {round(1 / lowest)} impostor pairs cannot measure a "
+        f"FAR below {lowest:.3g} (one false accept): read the TAR columns as the rate at a "
+        f"threshold that accepted no training impostor{test}."
+    )
+
+
 def _verification(ver: Mapping[str, Any]) -> str:
     kind = ver.get("data_kind", "?")
     note = (
@@ -138,7 +325,7 @@ def _verification(ver: Mapping[str, Any]) -> str:
     )
     label = f"real faces, {ver.get('pairs', 0)} pairs" if kind == "real" else None
     title = f"Verification: {label or str(ver.get('pairs', 0)) + ' pairs, ' + kind}{note}"
-    parts = [_section(title, tables.verification(ver))]
+    parts = [_section(title, tables.verification(ver), html.escape(_far_note(ver)))]
     if kind == "real":
         parts.append(
             _section(
@@ -204,10 +391,19 @@ def render(run_dir: str | Path) -> Path:
     optimized = folder.read("optimize", required=False)
     drift = folder.read("drift", required=False) or {}
     thresholds = (env.get("params") or {}).get("thresholds") or {}
+    matrix = matrix_row(folder.path)
+    verdict_word = (
+        "FAILED RUN"
+        if run["error"]
+        else ("PASS" if (run["verdict"] or {}).get("passed") else "FAIL")
+    )
+    title = f"{env['model']['spec']} on {env.get('hardware_class', '?')}: {verdict_word}"
     parts = [
-        f"<h1>arcface_lab run: {html.escape(folder.run_id)}</h1>",
+        _nav(run["notebooks"]),
+        f"<h1>{html.escape(title)}</h1>",
+        _headline(folder, env, run["verdict"], optimized),
         _failure(run["error"]),
-        _verdict(run["verdict"]),
+        _verdict(run["verdict"], matrix),
         (
             _notebooks(folder.path, run["notebooks"], bool(run["error"]))
             if run["verdict"] or run["notebooks"]
@@ -226,10 +422,11 @@ def render(run_dir: str | Path) -> Path:
         _environment(env),
     ]
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>arcface_lab "
-        f"{html.escape(folder.run_id)}</title><style>{_CSS}</style></head><body>"
-        f"{''.join(parts)}</body></html>\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>arcface_lab: "
+        f"{html.escape(title)} ({html.escape(folder.run_id)})</title><style>{_CSS}</style>"
+        f"</head><body>{''.join(parts)}</body></html>\n"
     )
+    write_text_atomic(folder.path / MATRIX_FILE, "# Acceptance matrix\n\n" + to_markdown([matrix]))
     out = folder.path / "index.html"
     write_text_atomic(out, page)
     return out

@@ -19,6 +19,7 @@ __all__ = [
     "engines",
     "environment",
     "latency",
+    "lowest_far",
     "precision_summary",
     "score_distributions",
     "verification",
@@ -161,18 +162,42 @@ def drift(drift_json: Mapping[str, Any], thresholds: Mapping[str, Any]) -> Table
     return Table(header, rows)
 
 
+def _far_label(ver: Mapping[str, Any]) -> str:
+    """The FAR that ``TAR@FAR`` was asked at, from the first engine's record."""
+    for e in (ver.get("engines") or {}).values():
+        far = e["reference"]["tar_at_far"].get("far")
+        if far is not None:
+            return f"{far:g}"
+    return "?"
+
+
+def lowest_far(ver: Mapping[str, Any]) -> float | None:
+    """The smallest FAR the pairs can measure: one false accept among the impostor pairs."""
+    for e in (ver.get("engines") or {}).values():
+        same = e.get("same")
+        if same:
+            impostors = len(same) - sum(bool(x) for x in same)
+            return 1.0 / impostors if impostors else None
+    return None
+
+
 def verification(ver: Mapping[str, Any]) -> Table:
-    """``verification.json``: 10-fold accuracy, TAR@FAR and decision flips against the reference."""
+    """``verification.json``: 10-fold accuracy, TAR@FAR and decision flips against the reference.
+
+    The TAR columns name the FAR they were taken at; :func:`lowest_far` says whether the
+    pair count supports it.
+    """
+    far = _far_label(ver)
     rows = [
         [
             name,
             ver["pairs"],
-            e["reference"]["accuracy"],
-            e["engine"]["accuracy"],
-            e["accuracy_delta"],
+            _round(e["reference"]["accuracy"], 4),
+            _round(e["engine"]["accuracy"], 4),
+            _round(e["accuracy_delta"], 4),
             e["decision_flips"],
-            e["reference"]["tar_at_far"]["tar"],
-            e["engine"]["tar_at_far"]["tar"],
+            _round(e["reference"]["tar_at_far"]["tar"], 4),
+            _round(e["engine"]["tar_at_far"]["tar"], 4),
         ]
         for name, e in (ver.get("engines") or {}).items()
     ]
@@ -183,8 +208,8 @@ def verification(ver: Mapping[str, Any]) -> Table:
         "engine acc",
         "delta",
         "decision flips",
-        "reference TAR@FAR",
-        "engine TAR@FAR",
+        f"reference TAR @ FAR {far}",
+        f"engine TAR @ FAR {far}",
     )
     return Table(header, rows)
 
@@ -222,22 +247,29 @@ def score_distributions(ver: Mapping[str, Any]) -> Table:
 
 
 def latency(bench: Mapping[str, Any]) -> Table:
-    """``bench.json``: timings per engine and batch size; the reference's rows say so."""
+    """``bench.json``: timings per engine and batch size; the reference's rows say so.
+
+    Latencies to 0.1 ms, speedups to 0.01, memory in whole MB; ``setup s`` is the
+    engine's creation in its timing process (a store hit, not a build, when it was cached).
+    """
     rows = []
     for r in bench.get("records") or []:
         memory = r.get("peak_memory_mb")
+        lat = r["latency_ms"]
         rows.append(
             [
                 f"reference {r['engine']}" if r.get("reference") else r["engine"],
                 r["batch_size"],
-                r["latency_ms"]["median"],
-                r["latency_ms"]["p90"],
-                r["throughput_ips"],
-                r["speedup_vs_reference"],
-                r["cov"],
+                _round(lat["median"], 1),
+                _round(lat["p90"], 1),
+                _round(lat.get("p99"), 1),
+                _round(r["throughput_ips"], 1),
+                _round(r["speedup_vs_reference"], 2),
+                _round(100 * r["cov"], 1),
                 r.get("repeats"),
                 r.get("stable"),
-                r.get("cosine_min"),
+                _round(r.get("setup_s"), 1),
+                _round(r.get("cosine_min"), 5),
                 None if memory is None else f"{memory:.0f} {r['memory_kind']}",
                 r["device"],
             ]
@@ -245,13 +277,15 @@ def latency(bench: Mapping[str, Any]) -> Table:
     header = (
         "engine",
         "batch",
-        "median ms",
+        "p50 ms",
         "p90 ms",
+        "p99 ms",
         "img/s",
         "speedup",
-        "CoV",
+        "CoV %",
         "repeats",
         "stable",
+        "setup s",
         "cosine min",
         "peak MB",
         "device",

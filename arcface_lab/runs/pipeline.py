@@ -44,7 +44,6 @@ from arcface_lab.measure.acceptance import (
     Check,
     evaluate,
     format_checks,
-    matrix_row,
     verdict_passed,
 )
 from arcface_lab.measure.optimize import candidate_table, chosen_line, json_default
@@ -82,6 +81,7 @@ class RunResult:
 def environment(params: Params, model: Any) -> dict[str, Any]:
     """Where and with what a run was measured (the host probe, the model, the params)."""
     from arcface_lab.core.host import probe
+    from arcface_lab.core.version import git_commit
 
     host = probe()
     gpu = host.gpus[0] if host.gpus else None
@@ -94,6 +94,7 @@ def environment(params: Params, model: Any) -> dict[str, Any]:
         "hardware": host.to_dict(),
         "gpu": None,
         "versions": host.versions,
+        "git": git_commit(),
         "model": model.describe(),
         "params_file": params.source,
         "params": params.to_dict(),
@@ -252,7 +253,7 @@ def _verdict_json(params: Params, opt: Any, device: str) -> tuple[dict[str, Any]
         "hardware_class": opt.host.cls,
         "chosen": opt.to_dict()["chosen"],
         "target_note": params.thresholds.target_note,
-        "matrix_row": matrix_row(params.name, f"{device} ({opt.host.cls})", checks),
+        "device": device,
     }
     return verdict, checks
 
@@ -267,6 +268,10 @@ def _measure(params: Params, folder: RunFolder) -> RunResult:
     env = environment(params, model)
     folder.write("environment", env, default=json_default)
     opt = optimize(model, params, workdir=folder.path)
+    dims = {a.shape[-1] for a in opt.reference.outputs.values() if getattr(a, "ndim", 0) == 2}
+    if len(dims) == 1:  # what the reference embedded, for the report's headline
+        env["model"]["embedding_dim"] = int(dims.pop())
+        folder.write("environment", env, default=json_default)
     opt.write(folder.path)
     folder.write("drift", _drift_json(opt), default=json_default)
     folder.write("verification", _verification_json(params, opt), default=json_default)

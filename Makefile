@@ -10,7 +10,7 @@ PARAMS ?= params/default.yaml
 # The second run of `make report`: the zoo's trained model on real faces aligned from photos.
 REAL_PARAMS ?= params/real_faces.yaml
 
-.PHONY: setup report test lint typecheck pytest notebooks bench goldens clean
+.PHONY: setup report test lint typecheck pytest notebooks lab bench goldens clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ pytest: setup
 # The committed notebooks execute on their own (params/ci.yaml) and match their checked output.
 notebooks: setup
 	$(BIN)/python -m pytest -q --nbval-lax notebooks/
+
+# JupyterLab on the notebooks (the `notebooks` extra has it; `make test` does not need it).
+lab: setup
+	$(PIP) -e '.[notebooks]'
+	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # CPU comparison: every engine in its own process vs torch eager FP32 (table + reports/bench-*/).
 bench: setup

@@ -28,6 +28,7 @@ __all__ = [
     "UnknownBackendError",
     "UnsafeFileError",
     "ValidationError",
+    "VerdictFailed",
     "error_from_record",
     "error_record",
 ]
@@ -125,6 +126,15 @@ class NotebookError(ArcfaceLabError):
     def __init__(self, message: str, failed: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.failed = list(failed)
+
+
+class VerdictFailed(ArcfaceLabError):
+    """A run's verdict is FAIL and the caller asked for that to be an error (exit 3).
+
+    Raised by the acceptance notebook with ``fail_on_verdict``, so papermill exits non-zero.
+    """
+
+    exit_code = 3
 
 
 def _error_classes() -> dict[str, type[ArcfaceLabError]]:

@@ -22,7 +22,7 @@ from arcface_lab.report import tables
 from arcface_lab.report.notebooks import read_run
 from arcface_lab.report.run_folder import MEASURED, RunFolder
 from arcface_lab.runs import pipeline
-from arcface_lab.runs.session import open_run
+from arcface_lab.runs.session import check_verdict, open_run, resolve_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_PARAMS = str(ROOT / "params" / "ci.yaml")
@@ -195,9 +195,7 @@ def test_committed_notebooks_are_stripped_and_parameterized() -> None:
         nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
-        assert len(params) == 1 and 'params_file = "../params/ci.yaml"' in "".join(
-            params[0]["source"]
-        )
+        assert len(params) == 1 and 'params_file = "params/ci.yaml"' in "".join(params[0]["source"])
         for cell in code:
             if "# NBVAL_CHECK_OUTPUT" not in "".join(cell["source"]):
                 assert cell["outputs"] == [], (name, cell["source"])
@@ -225,3 +223,78 @@ def test_every_table_of_a_real_run(ci_run: tuple[int, Path]) -> None:
     env = dict(tables.environment(run["environment"]).rows)
     assert env["model sha256"] == run["environment"]["model"]["sha256"]
     assert list(tables.engines(run["drift"]).frame("engine").index) == list(run["drift"]["engines"])
+
+
+def test_relative_paths_resolve_against_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From anywhere: the repository root, then its notebooks/ (JupyterLab's folder)."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("params/ci.yaml", "params_file") == ROOT / "params" / "ci.yaml"
+    assert resolve_path("../params/ci.yaml", "params_file") == ROOT / "params" / "ci.yaml"
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text("name: mine\n")
+    assert resolve_path("params/ci.yaml", "params_file") == tmp_path / "params" / "ci.yaml"
+    with pytest.raises(InputError) as err:
+        resolve_path("params/nope.yaml", "params_file")
+    message = str(err.value)
+    assert message.startswith("params_file 'params/nope.yaml': not found relative to ")
+    assert str(tmp_path) in message and str(ROOT / "notebooks") in message
+    assert err.value.argument == "params_file"
+
+
+def test_check_verdict_raises_only_when_asked() -> None:
+    from arcface_lab.errors import VerdictFailed
+
+    failing = {
+        "passed": False,
+        "checks": [
+            {"metric": "fp16 cosine min", "status": "FAIL", "measured": 0.99, "target": ">= 0.999"}
+        ],
+    }
+    assert check_verdict(failing, False) == "verdict: FAIL (fp16 cosine min: 0.99 vs >= 0.999)"
+    with pytest.raises(VerdictFailed, match="fp16 cosine min"):
+        check_verdict(failing, True)
+    assert check_verdict({"passed": True, "checks": []}, True) == "verdict: PASS"
+
+
+def _papermill(
+    run_dir: Path, out: Path, cwd: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The README's papermill recipe (the notebook path relative to ``cwd``)."""
+    notebook = Path("notebooks/04_acceptance_report.ipynb")
+    if cwd != ROOT:
+        notebook = ROOT / notebook
+    return subprocess.run(
+        [sys.executable, "-m", "papermill", str(notebook), str(out), "-p", "run_dir",
+         str(run_dir), *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_papermill_recipe_exits_non_zero_on_fail_with_fail_on_verdict(
+    ci_run: tuple[int, Path], tmp_path: Path
+) -> None:
+    """From the repository root and from outside it, on a PASS and on a FAIL run folder."""
+    passing = ci_run[1]
+    failing = tmp_path / "failing"
+    shutil.copytree(passing, failing)
+    verdict = json.loads((failing / "verdict.json").read_text())
+    verdict["passed"] = False  # the same run judged FAIL: what the notebook does with it
+    verdict["checks"][0]["status"] = "FAIL"
+    (failing / "verdict.json").write_text(json.dumps(verdict))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    flag = ("-p", "fail_on_verdict", "True")
+    done = _papermill(passing, tmp_path / "p.ipynb", ROOT, *flag)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = _papermill(failing, tmp_path / "f.ipynb", ROOT, *flag)
+    assert done.returncode != 0 and "VerdictFailed: verdict: FAIL" in done.stderr
+    done = _papermill(failing, outside / "f.ipynb", outside)  # interactive default: no raise
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = _papermill(failing, outside / "f2.ipynb", outside, *flag)
+    assert done.returncode != 0 and "VerdictFailed" in done.stderr
+    # a run folder that is not there: one clear error naming the folders tried
+    done = _papermill(Path("reports/none"), outside / "n.ipynb", outside)
+    assert done.returncode != 0 and "not found relative to" in done.stderr
+    assert done.stderr.count("NameError") == 0

@@ -51,7 +51,10 @@ def build(env: dict[str, str], server: seaweedfs.SeaweedS3, local: Path, out: Pa
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    for warning in result["warnings"]:  # each store warning is printed once, not once a layer
+        assert proc.stderr.count(warning) == 1, proc.stderr
+    return result
 
 
 def test_build_then_remote_then_corrupt(s3_server, env, tmp_path: Path) -> None:

@@ -311,9 +311,7 @@ class Engine(ABC):
             self.info.artifact = record
         else:
             self.info.details.setdefault("artifacts", []).append(record)
-        for warning in art.warnings:
-            log.warning("%s: %s", self.name, warning)
-            self.info.warnings.append(warning)
+        self.info.warnings.extend(art.warnings)  # the store logged each one already
         return art.path
 
     # -- what every engine gets -----------------------------------------------------------

@@ -22,7 +22,13 @@ from arcface_lab.report import tables
 from arcface_lab.report.notebooks import read_run
 from arcface_lab.report.run_folder import MEASURED, RunFolder
 from arcface_lab.runs import pipeline
-from arcface_lab.runs.session import check_verdict, open_run, resolve_path
+from arcface_lab.runs.session import (
+    PARAMETERS,
+    check_verdict,
+    notebook_run,
+    open_run,
+    resolve_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_PARAMS = str(ROOT / "params" / "ci.yaml")
@@ -196,6 +202,9 @@ def test_committed_notebooks_are_stripped_and_parameterized() -> None:
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
         assert len(params) == 1 and 'params_file = "params/ci.yaml"' in "".join(params[0]["source"])
+        names = [line.split(" = ")[0] for line in "".join(params[0]["source"]).splitlines()]
+        own = ("fail_on_verdict",) if name.startswith("04") else ()
+        assert [n for n in names if not n.startswith("#")] == [*PARAMETERS, *own], name
         for cell in code:
             if "# NBVAL_CHECK_OUTPUT" not in "".join(cell["source"]):
                 assert cell["outputs"] == [], (name, cell["source"])
@@ -294,7 +303,68 @@ def test_papermill_recipe_exits_non_zero_on_fail_with_fail_on_verdict(
     assert done.returncode == 0, done.stderr[-2000:]
     done = _papermill(failing, outside / "f2.ipynb", outside, *flag)
     assert done.returncode != 0 and "VerdictFailed" in done.stderr
+    done = _papermill(passing, outside / "u.ipynb", outside, "-p", "fail_on_verdit", "True")
+    assert done.returncode != 0 and "unknown notebook parameter(s) fail_on_verdit" in done.stderr
     # a run folder that is not there: one clear error naming the folders tried
     done = _papermill(Path("reports/none"), outside / "n.ipynb", outside)
     assert done.returncode != 0 and "not found relative to" in done.stderr
     assert done.stderr.count("NameError") == 0
+
+
+def test_notebook_parameters_are_checked_and_unknown_ones_named(ci_run: tuple[int, Path]) -> None:
+    """A misspelt ``papermill -p`` is an error naming the known parameters, not ignored."""
+    import math
+
+    run_dir = str(ci_run[1])
+    cell = {"run_dir": run_dir, "params_file": "params/ci.yaml", "math": math, "In": []}
+    assert notebook_run({**cell, "_i1": "x", "pd": len}) == ci_run[1]
+    with pytest.raises(InputError) as err:
+        notebook_run({**cell, "modle": "seeded:r50"})
+    assert str(err.value) == (
+        "unknown notebook parameter(s) modle; this notebook takes run_dir, params_file, "
+        "model, backends, precisions, batch_sizes, data"
+    )
+    assert err.value.argument == "modle"
+    with pytest.raises(InputError, match=r"fail_on_verdict; this notebook takes run_dir"):
+        notebook_run({**cell, "fail_on_verdict": True})
+    assert notebook_run({**cell, "fail_on_verdict": True}, "fail_on_verdict") == ci_run[1]
+    with pytest.raises(InputError, match=r"^model, precisions: set only with run_dir empty"):
+        notebook_run({**cell, "model": "seeded:r18", "precisions": "fp32"})
+    with pytest.raises(InputError, match=r"batch_sizes: expected comma-separated positive"):
+        notebook_run({**cell, "run_dir": "", "batch_sizes": "1,x"})
+    with pytest.raises(InputError, match=r"notebook parameter run_dir: expected text, got 3.5"):
+        notebook_run({**cell, "run_dir": 3.5})
+    with pytest.raises(InputError, match=r"model 'models/none.pth': not found relative to"):
+        notebook_run({**cell, "run_dir": "", "model": "models/none.pth"})
+
+
+def test_overrides_are_measured_once_and_shared(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """model, backends, precisions, batch_sizes and data set what is measured; a second
+    notebook with the same inputs reuses the measurement; a bad value names the file."""
+    from arcface_lab.errors import ParamsError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    chosen = {
+        "model": "seeded:r18",
+        "backends": "onnxruntime",
+        "precisions": "fp32",
+        "batch_sizes": "2",
+        "data": "synthetic:8",
+    }
+    first = open_run("", "params/ci.yaml", **chosen)
+    params = json.loads((first / "environment.json").read_text())["params"]
+    assert params["backends"]["chain"] == ["onnxruntime"]
+    assert params["backends"]["precisions"] == ["fp32"]
+    assert params["bench"]["batch_sizes"] == [2] and params["data"]["images"] == "synthetic:8"
+    assert "measuring" in capsys.readouterr().out
+    assert open_run("", "params/ci.yaml", **chosen) == first  # shared: not measured twice
+    assert "measuring" not in capsys.readouterr().out
+    assert open_run("", "params/ci.yaml", **{**chosen, "batch_sizes": "1"}) != first
+    with pytest.raises(ParamsError) as err:
+        open_run("", "params/ci.yaml", precisions="fp33")
+    assert str(err.value).startswith(
+        f"{ROOT / 'params' / 'ci.yaml'} (with backends.precisions overridden): "
+        "backends.precisions: expected one of fp32"
+    )

@@ -78,6 +78,10 @@ def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypat
     assert "fp32 on CPUExecutionProvider" in page  # what the ONNX Runtime engine ran on
     _check_first_screen(result.run_dir, page, env)
     _check_matrix(result.run_dir, tmp_path)
+    drift = json.loads((result.run_dir / "drift.json").read_text())
+    assert 1 <= len(drift["thumbnails"]) <= 8  # each engine's worst faces, synthetic too
+    assert f"Worst-drift faces (synthetic, {drift['images']} validation faces)" in page
+    assert page.count("data:image/png;base64,") == len(drift["thumbnails"])
 
 
 class _Page(HTMLParser):

@@ -452,8 +452,13 @@ def default_params_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file."""
+def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate a params YAML file.
+
+    ``overrides`` maps dotted keys (``"model.spec"``, ``"bench.batch_sizes"``) to values
+    set in the file's mapping before it is validated, as a notebook's parameters do; an
+    error then names the file and the keys overridden.
+    """
     import yaml
 
     path = Path(path)
@@ -473,4 +478,20 @@ def load_params(path: str | Path) -> Params:
             f"{path}: empty params file; expected a mapping with at least model and thresholds "
             "(see params/default.yaml)"
         )
-    return Params.from_mapping(raw, str(path))
+    if not overrides:
+        return Params.from_mapping(raw, str(path))
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            merged[section] = value
+            continue
+        block = merged.get(section)
+        if block is None:
+            block = merged[section] = {}
+        if not isinstance(block, dict):
+            raise Ctx(str(path)).child(section).error("a mapping", block)
+        block[key] = value
+    return Params.from_mapping(merged, f"{path} (with {', '.join(overrides)} overridden)")

@@ -429,7 +429,8 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.bar = None
         self.total, self.started = total, 0
-        if enabled and sys.stderr.isatty():  # a log file gets plain lines, not redraws
+        # a terminal or a notebook gets a bar; a log file gets plain lines, not redraws
+        if enabled and (sys.stderr.isatty() or "ipykernel" in sys.modules):
             try:
                 from tqdm.auto import tqdm
             except ImportError:

@@ -339,7 +339,7 @@ def _verification(ver: Mapping[str, Any]) -> str:
 
 
 def _worst_faces(drift: Mapping[str, Any]) -> str:
-    """Thumbnails of the real faces that drifted most, with each engine's cosine on them."""
+    """Thumbnails of the faces that drifted most, with each engine's cosine on them."""
     thumbs = drift.get("thumbnails") or {}
     if not thumbs:
         return ""
@@ -356,8 +356,10 @@ def _worst_faces(drift: Mapping[str, Any]) -> str:
             f"<figcaption>#{html.escape(idx)}<br>{cos}</figcaption></figure>"
         )
     return (
-        f"<h2>Worst-drift faces (real faces, {drift.get('images', 0)} validation faces)</h2>"
-        "<p>Each engine's lowest per-face cosines against the reference.</p>"
+        f"<h2>Worst-drift faces ({html.escape(str(drift.get('data_kind', 'faces')))}, "
+        f"{drift.get('images', 0)} validation faces)</h2>"
+        f"<p>Each engine's lowest per-face cosines against the reference ({len(thumbs)} "
+        "faces).</p>"
         f"<div class='faces'>{''.join(figures)}</div>"
     )
 

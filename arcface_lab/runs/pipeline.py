@@ -190,23 +190,30 @@ def _drift_json(opt: Any) -> dict[str, Any]:
         "data_kind": opt.data["images_kind"],
         "engines": engines,
     }
-    if opt.data["images_kind"] == "real faces" and len(opt.images):
+    if len(opt.images):
         drift["thumbnails"] = _worst_thumbnails(engines, opt.images)
     return drift
 
 
-#: How many of each engine's worst-drift real faces the report shows.
+#: How many of each engine's worst-drift faces the report shows, and at most in all.
 WORST_FACES = 4
+WORST_FACES_TOTAL = 8
 
 
 def _worst_thumbnails(engines: dict[str, Any], images: Any) -> dict[str, str]:
-    """Base64 PNGs of the faces with the lowest cosine on any engine, by row index."""
+    """Base64 PNGs of each engine's lowest-cosine faces, by row index.
+
+    At most :data:`WORST_FACES_TOTAL`, those with the lowest cosine on any engine first,
+    so a run of many engines keeps its report small.
+    """
     from arcface_lab.report.faces import png_base64
 
-    rows: set[int] = set()
+    worst: dict[int, float] = {}
     for e in engines.values():
         per_face = [float(c) for c in e.get("per_face", ())]
-        rows.update(sorted(range(len(per_face)), key=lambda i: per_face[i])[:WORST_FACES])
+        for i in sorted(range(len(per_face)), key=lambda i: per_face[i])[:WORST_FACES]:
+            worst[i] = min(worst.get(i, 1.0), per_face[i])
+    rows = sorted(worst, key=lambda i: worst[i])[:WORST_FACES_TOTAL]
     return {str(i): png_base64(images[i]) for i in sorted(rows)}
 
 

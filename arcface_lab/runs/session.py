@@ -1,25 +1,45 @@
 """The notebook session: which run folder a notebook shows, measured on demand.
 
-Each notebook's ``parameters`` cell holds ``run_dir`` and ``params_file``;
+Each notebook's ``parameters`` cell holds ``run_dir`` and ``params_file`` and the
+run's overrides (``model``, ``backends``, ``precisions``, ``batch_sizes``, ``data``);
 papermill fills ``run_dir`` in a run, a researcher or nbval leaves it empty and
-gets a small measurement of ``params_file``. :func:`read_run` is re-exported so a
-notebook needs one import.
+gets a small measurement of ``params_file`` with those overrides, shared by the
+notebooks of one Jupyter server. :func:`notebook_run` reads the parameters from the
+notebook's namespace and refuses a name the notebook does not take (a papermill
+``-p`` typo). :func:`read_run` is re-exported so a notebook needs one import.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import types
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from arcface_lab.errors import InputError, VerdictFailed
 from arcface_lab.report.notebooks import read_run
 
-__all__ = ["check_verdict", "open_run", "read_run", "resolve_path"]
+__all__ = ["PARAMETERS", "check_verdict", "notebook_run", "open_run", "read_run", "resolve_path"]
 
 #: The repository this package runs from: relative notebook paths resolve against it too.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Each override parameter and the params key it sets (a list: comma-separated text).
+OVERRIDES = {
+    "model": "model.spec",
+    "backends": "backends.chain",
+    "precisions": "backends.precisions",
+    "batch_sizes": "bench.batch_sizes",
+    "data": "data.images",
+}
+#: The parameters every notebook takes (04 adds ``fail_on_verdict``).
+PARAMETERS = ("run_dir", "params_file", *OVERRIDES)
+_LISTS = ("backends", "precisions", "batch_sizes")
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 def resolve_path(text: str, argument: str) -> Path:
@@ -67,15 +87,117 @@ def check_verdict(verdict: dict[str, object], fail_on_verdict: bool) -> str:
     return line
 
 
-def open_run(run_dir: str = "", params_file: str = "") -> Path:
+def notebook_run(namespace: Mapping[str, object], *extra: str) -> Path:
+    """The run folder of a notebook's parameters (its ``globals()``), after checking them.
+
+    Every value in ``namespace`` a parameters cell or papermill could have set (not
+    private, not a module, class or function) must be one of :data:`PARAMETERS` or
+    ``extra``, so a misspelt ``papermill -p`` is an error rather than ignored.
+
+    Raises:
+        InputError: an unknown parameter (naming the known ones), a parameter of the
+            wrong type, or what :func:`open_run` refuses.
+    """
+    known = (*PARAMETERS, *extra)
+    given = {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _KERNEL_NAMES
+        and not isinstance(value, types.ModuleType)
+        and not callable(value)
+    }
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise InputError(
+            f"unknown notebook parameter(s) {', '.join(unknown)}; this notebook takes "
+            f"{', '.join(known)}",
+            argument=unknown[0],
+        )
+    texts: dict[str, str] = {}
+    for name in PARAMETERS:
+        value = given.get(name, "")
+        if name in _LISTS and isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise InputError(
+                f"notebook parameter {name}: expected text, got {value!r}", argument=name
+            )
+        texts[name] = str(value)
+    return open_run(**texts)
+
+
+def _overrides(values: Mapping[str, str]) -> dict[str, Any]:
+    """The params keys the override parameters set, each checked as the notebook gave it."""
+    out: dict[str, Any] = {}
+    for name, text in values.items():
+        text = text.strip()
+        if not text:
+            continue
+        if name == "model" and (text.endswith((".pth", ".onnx")) or "/" in text):
+            text = str(resolve_path(text, "model"))  # a file: as params_file resolves
+        if name not in _LISTS:
+            out[OVERRIDES[name]] = text
+            continue
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise InputError(
+                f"notebook parameter {name}: expected comma-separated names, got {text!r}",
+                argument=name,
+            )
+        if name == "batch_sizes":
+            if not all(item.isdigit() and int(item) > 0 for item in items):
+                raise InputError(
+                    f"notebook parameter batch_sizes: expected comma-separated positive "
+                    f"integers (1,8,32), got {text!r}",
+                    argument=name,
+                )
+            out[OVERRIDES[name]] = [int(item) for item in items]
+        else:
+            out[OVERRIDES[name]] = items
+    return out
+
+
+def open_run(
+    run_dir: str = "",
+    params_file: str = "",
+    *,
+    model: str = "",
+    backends: str = "",
+    precisions: str = "",
+    batch_sizes: str = "",
+    data: str = "",
+) -> Path:
     """The run folder a notebook shows.
 
     ``run_dir`` when given. Empty (a notebook opened on its own, or nbval):
-    ``params_file`` is measured with :func:`arcface_lab.runs.pipeline.run` (JSON
-    only, no notebooks) into a temporary folder, once per parent process, so
-    the notebooks of one Jupyter server or one nbval session share a single
-    measurement.
+    ``params_file``, with the keys ``model``, ``backends`` (a comma-separated
+    chain), ``precisions``, ``batch_sizes`` and ``data`` (validation faces) set
+    where given, is measured with :func:`arcface_lab.runs.pipeline.run` (JSON only,
+    no notebooks) into a temporary folder named by those inputs, once per parent
+    process: the notebooks of one Jupyter server or one nbval session share a single
+    measurement, and one waits for another measuring the same inputs.
+
+    Raises:
+        InputError: no such run folder or params file, an override given with a
+            ``run_dir`` (it is already measured), or an override that is not valid.
     """
+    overrides = _overrides(
+        {
+            "model": model,
+            "backends": backends,
+            "precisions": precisions,
+            "batch_sizes": batch_sizes,
+            "data": data,
+        }
+    )
+    if run_dir and overrides:
+        names = [name for name, key in OVERRIDES.items() if key in overrides]
+        raise InputError(
+            f"{', '.join(names)}: set only with run_dir empty (run_dir {run_dir!r} is "
+            "already measured; clear run_dir to measure params_file with them)",
+            argument=names[0],
+        )
     if run_dir:
         try:
             path = resolve_path(run_dir, "run_dir")
@@ -92,8 +214,9 @@ def open_run(run_dir: str = "", params_file: str = "") -> Path:
     from arcface_lab.runs.pipeline import run
 
     params_path = resolve_path(params_file, "params_file")
-    params = load_params(params_path)
-    digest = hashlib.sha256(params_path.read_bytes()).hexdigest()[:12]
+    params = load_params(params_path, overrides)
+    inputs = params_path.read_bytes() + json.dumps(overrides, sort_keys=True).encode()
+    digest = hashlib.sha256(inputs).hexdigest()[:12]
     root = Path(tempfile.gettempdir()) / "arcface_lab-notebook-runs"
     root.mkdir(exist_ok=True)
     out = root / f"{params.name}-{digest}-{os.getppid()}"

@@ -74,6 +74,14 @@ def test_run_executes_and_links_the_four_notebooks(ci_run: tuple[int, Path]) -> 
         assert f'href="{name}.html"' in index
         page = (run_dir / f"{name}.html").read_text()
         assert "Traceback" not in page and "read_run(" not in page  # ran, and code is hidden
+        # every page: the run, its date, and links to the index and to the other pages
+        nav = page[page.index('<nav class="arcface-lab"') : page.index("</nav>")]
+        started = json.loads((run_dir / "environment.json").read_text())["started_at"]
+        assert f"run <code>{run_dir.name}</code>, {started}" in nav
+        assert 'href="index.html"' in nav and f"<b>{name}</b>" in nav
+        others = [n for n in NOTEBOOKS if n != name]
+        assert all(f'href="{n}.html"' in nav for n in others) and f'href="{name}.html"' not in nav
+        assert page.index("<nav") < page.index("<main")  # atop the page, before the cells
     status = json.loads((run_dir / "notebooks.json").read_text())["notebooks"]
     assert [(s["name"], s["status"]) for s in status] == [(n, "ok") for n in NOTEBOOKS]
     # plots embedded: cosine histogram, pair-score scatter + ROC; latency, speedup

@@ -35,3 +35,14 @@ def test_tables_of_an_empty_run_have_no_rows() -> None:
     assert tables.engines({}).rows == [] and tables.latency({}).rows == []
     assert tables.verification({"engines": {}}).rows == []
     assert json.dumps(tables.drift({}, {}).header)
+
+
+def test_a_failed_check_is_never_rounded_onto_its_target() -> None:
+    from arcface_lab.report.html import _one_sentence
+
+    check = {"metric": "bf16 held-out cosine min", "measured": 0.998961, "target": ">= 0.999"}
+    assert _one_sentence(check) == "bf16 held-out cosine min: measured 0.99896, target >= 0.999."
+    check = {"metric": "speedup", "measured": 3.74931, "target": ">= 4", "note": "openvino/int8"}
+    assert _one_sentence(check) == "speedup: measured 3.749, target >= 4 (openvino/int8)."
+    check = {"metric": "flips", "measured": 2, "target": "<= 0"}
+    assert _one_sentence(check) == "flips: measured 2, target <= 0."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,27 @@ def _commit(env: Mapping[str, Any]) -> str:
 _LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "numpy")
 
 
+def _distinct(measured: float, target: str) -> str:
+    """``measured`` to 4 significant digits, or as many more as tell it from the target's
+    number (0.998961 against ``>= 0.999`` is 0.99896, never a failing "0.999")."""
+    found = re.search(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", target)
+    bound = float(found.group()) if found else None
+    for digits in range(4, 13):
+        text = f"{measured:.{digits}g}"
+        if bound is None or float(text) != bound or measured == bound:
+            return text
+    return repr(measured)
+
+
 def _one_sentence(check: Mapping[str, Any]) -> str:
     """A failed check as one sentence: what, measured against what, and why where known."""
     measured = check.get("measured")
-    got = "nothing was measured" if measured is None else f"measured {float(measured):.4g}"
+    target = str(check.get("target", ""))
+    got = (
+        "nothing was measured"
+        if measured is None
+        else f"measured {_distinct(float(measured), target)}"
+    )
     note = f" ({check['note']})" if check.get("note") else ""
     return f"{check['metric']}: {got}, target {check['target']}{note}."
 

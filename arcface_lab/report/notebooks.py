@@ -24,11 +24,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from arcface_lab.core.files import write_text_atomic
+from arcface_lab.core.files import PARTIAL_SUFFIX, write_text_atomic
 from arcface_lab.errors import BackendUnavailable, InputError, NotebookError
 from arcface_lab.report.run_folder import RunFolder
 
@@ -102,7 +103,31 @@ _nbconvert_log = logging.getLogger(f"{__name__}.nbconvert")
 _nbconvert_log.addFilter(_NoAltTextWarning())
 
 
-def _to_html(notebook: Path, html: Path, title: str) -> None:
+def page_nav(run_dir: Path, pages: Sequence[str], current: str) -> str:
+    """The bar atop every notebook page: the run, its date, and links to every page."""
+    import html as html_lib
+
+    env = RunFolder(run_dir).read("environment", required=False) or {}
+    run_id = html_lib.escape(run_dir.name.lstrip(".").removesuffix(PARTIAL_SUFFIX))
+    date = html_lib.escape(str(env.get("started_at", "date unknown")))
+    links = [("index.html", "index")] + [(f"{p}.html", p) for p in pages]
+    links.append(("ACCEPTANCE_MATRIX.md", "acceptance matrix"))
+    items = " ".join(
+        (
+            f"<b>{html_lib.escape(label)}</b>"
+            if label == current
+            else f'<a href="{html_lib.escape(href)}">{html_lib.escape(label)}</a>'
+        )
+        for href, label in links
+    )
+    return (
+        '<nav class="arcface-lab" style="font: 14px sans-serif; padding: 8px 16px; '
+        'border-bottom: 1px solid #ccc">'
+        f"run <code>{run_id}</code>, {date} &nbsp; {items}</nav>"
+    )
+
+
+def _to_html(notebook: Path, html: Path, title: str, nav: str = "") -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -114,11 +139,21 @@ def _to_html(notebook: Path, html: Path, title: str) -> None:
         log=_nbconvert_log,
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    if nav:
+        start = body.find("<body")
+        end = body.find(">", start) + 1
+        if start < 0 or end <= 0:
+            raise NotebookError(f"{html}: nbconvert wrote no <body> to put the page links in")
+        body = body[:end] + nav + body[end:]
     write_text_atomic(html, body)
 
 
 def _execute_one(
-    source: Path, run_dir: Path, params_file: str, timeout_s: float | None
+    source: Path,
+    run_dir: Path,
+    params_file: str,
+    timeout_s: float | None,
+    pages: Sequence[str] = (),
 ) -> NotebookStatus:
     import papermill as pm
 
@@ -151,7 +186,8 @@ def _execute_one(
         status.html = None
         return status
     try:
-        _to_html(executed, html, f"{source.stem} ({run_dir.name.lstrip('.')})")
+        title = f"{source.stem} ({run_dir.name.lstrip('.')})"
+        _to_html(executed, html, title, page_nav(run_dir, pages, source.stem))
     except Exception as exc:
         status.html = None
         if status.status == "ok":
@@ -175,9 +211,9 @@ def execute(
     run_dir = Path(run_dir)
     if not (run_dir / "verdict.json").is_file():
         raise InputError(f"{run_dir}: no verdict.json; notebooks need a measured run folder")
-    statuses = [
-        _execute_one(p, run_dir, params_file, timeout_s) for p in notebook_paths(notebooks_dir)
-    ]
+    sources = notebook_paths(notebooks_dir)
+    pages = [p.stem for p in sources]
+    statuses = [_execute_one(p, run_dir, params_file, timeout_s, pages) for p in sources]
     payload = {"notebooks": [asdict(s) for s in statuses]}
     RunFolder(run_dir).write("notebooks", payload)
     failed = [s for s in statuses if s.status != "ok"]

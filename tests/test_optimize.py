@@ -202,3 +202,28 @@ def test_a_candidate_is_identified_by_what_it_runs_not_how_it_was_planned() -> N
     assert Candidate("openvino", "int8", (("int8_search", False),)).key != (
         Candidate("openvino", "int8").key
     )
+
+
+def test_the_progress_bar_suits_where_it_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook gets the widget bar (text redraws would pile up in a saved notebook), a log
+    file plain lines, a terminal the text bar."""
+    import importlib.util
+    import io
+    import sys
+    import types
+
+    from arcface_lab.measure import optimize as opt_module
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert opt_module._bar(3) is None  # a log file: plain lines
+    progress = opt_module._Progress(2, True)
+    progress.start("openvino/fp32")
+    progress.done("  openvino/fp32 passed")
+    assert sys.stderr.getvalue() == "  [1/2] openvino/fp32 ...\n  openvino/fp32 passed\n"
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    have_widgets = importlib.util.find_spec("ipywidgets") is not None
+    assert opt_module._bar_kind() == ("widget" if have_widgets else None)
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert opt_module._bar_kind() == "text"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib.util
 import logging
 import sys
 import tempfile
@@ -424,19 +425,18 @@ def _inputs(
 
 
 class _Progress:
-    """A tqdm bar over the candidates, with one line per finished candidate."""
+    """A tqdm bar over the candidates, with one line per finished candidate.
+
+    A terminal gets tqdm's text bar; a notebook kernel its widget bar when ipywidgets is
+    installed (text redraws would pile up in a saved notebook); anything else (a log
+    file, a notebook without ipywidgets) gets one plain line per candidate.
+    """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.bar = None
         self.total, self.started = total, 0
-        # a terminal or a notebook gets a bar; a log file gets plain lines, not redraws
-        if enabled and (sys.stderr.isatty() or "ipykernel" in sys.modules):
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, desc="optimize", unit="candidate", file=sys.stderr)
+        if enabled:
+            self.bar = _bar(total)
         self.enabled = enabled
 
     def start(self, label: str) -> None:
@@ -458,6 +458,30 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _bar_kind() -> str | None:
+    """``widget`` in a notebook kernel with ipywidgets, ``text`` on a terminal, else None."""
+    if "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None:
+        return "widget"
+    if sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None:
+        return "text"
+    return None
+
+
+def _bar(total: int) -> Any:
+    """The tqdm bar this output can show (see :class:`_Progress`), or None."""
+    kind = _bar_kind()
+    kwargs = {"total": total, "desc": "optimize", "unit": "candidate"}
+    if kind == "widget":
+        from tqdm.notebook import tqdm as widget_tqdm
+
+        return widget_tqdm(**kwargs)
+    if kind == "text":
+        from tqdm import tqdm
+
+        return tqdm(file=sys.stderr, **kwargs)
+    return None
 
 
 def _wait(call: Callable[[], Any], label: str, progress: _Progress) -> Any:

@@ -87,6 +87,7 @@ def test_run_executes_and_links_the_four_notebooks(ci_run: tuple[int, Path]) -> 
     # plots embedded: cosine histogram, pair-score scatter + ROC; latency, speedup
     assert (run_dir / "02_embedding_drift.html").read_text().count("<img") >= 2
     assert (run_dir / "03_benchmark.html").read_text().count("<img") >= 2
+    assert "peak memory " in (run_dir / "04_acceptance_report.html").read_text()
     executed = json.loads((run_dir / "notebooks" / "04_acceptance_report.ipynb").read_text())
     checked = [c for c in executed["cells"] if "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
     assert "verdict: PASS" in "".join(checked[0]["outputs"][0]["text"])

@@ -4,6 +4,7 @@ The public API is re-exported here; heavy libraries (torch, onnxruntime,
 tensorrt, boto3, papermill) are imported only by the modules that use them.
 """
 
+from arcface_lab.core.lowfar import compare_all_pairs, compare_identification
 from arcface_lab.core.metrics import compare_verification, cosine_drift
 from arcface_lab.core.preprocess import Preprocess
 from arcface_lab.core.version import __version__
@@ -27,6 +28,8 @@ __all__ = [
     "Preprocess",
     "UnsafeFileError",
     "__version__",
+    "compare_all_pairs",
+    "compare_identification",
     "compare_verification",
     "cosine_drift",
     "create_engine",

@@ -63,6 +63,7 @@ __all__ = [
     "pair_distances",
     "pair_scores",
     "roc_curve",
+    "same_shape",
     "verify",
 ]
 
@@ -97,7 +98,8 @@ def _embeddings(x: object, name: str) -> np.ndarray:
     return arr
 
 
-def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """A :class:`ValidationError` naming ``name_b`` unless it has the shape of ``name_a``."""
     if a.shape != b.shape:
         raise ValidationError(
             f"{name_b}: expected the same shape as {name_a} {a.shape}, got {b.shape}"
@@ -129,7 +131,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def _distances(emb_a: object, emb_b: object, name_a: str, name_b: str) -> np.ndarray:
     a = _embeddings(emb_a, name_a)
     b = _embeddings(emb_b, name_b)
-    _same_shape(a, b, name_a, name_b)
+    same_shape(a, b, name_a, name_b)
     diff = l2_normalize(a) - l2_normalize(b)
     dist: np.ndarray = np.square(diff).sum(axis=1)
     return dist
@@ -144,7 +146,7 @@ def pair_scores(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each pair ``(emb_a[i], emb_b[i])``, float64 ``(N,)``."""
     a = _embeddings(emb_a, "emb_a")
     b = _embeddings(emb_b, "emb_b")
-    _same_shape(a, b, "emb_a", "emb_b")
+    same_shape(a, b, "emb_a", "emb_b")
     scores: np.ndarray = (l2_normalize(a) * l2_normalize(b)).sum(axis=1)
     return scores
 
@@ -186,7 +188,7 @@ def cosine_drift(reference: np.ndarray, engine: np.ndarray, worst_k: int = 10) -
         raise ValidationError(f"worst_k: expected a count >= 0, got {worst_k}")
     ref = _embeddings(reference, "reference embeddings")
     eng = _embeddings(engine, "engine embeddings")
-    _same_shape(ref, eng, "reference embeddings", "engine embeddings")
+    same_shape(ref, eng, "reference embeddings", "engine embeddings")
     per_face = np.sum(l2_normalize(ref) * l2_normalize(eng), axis=1)
     order = np.argsort(per_face, kind="stable")
     return DriftStats(
@@ -213,7 +215,7 @@ def flip_sum(emb_plain: np.ndarray, emb_flipped: np.ndarray) -> np.ndarray:
     """insightface's flip TTA: L2-normalized sum of an image's and its mirror's embedding."""
     plain = _embeddings(emb_plain, "emb_plain")
     flipped = _embeddings(emb_flipped, "emb_flipped")
-    _same_shape(plain, flipped, "emb_plain", "emb_flipped")
+    same_shape(plain, flipped, "emb_plain", "emb_flipped")
     return l2_normalize(plain + flipped)
 
 

@@ -1,0 +1,245 @@
+"""Low-FAR all-pairs 1:1 and 1:N identification, checked against brute force on small sets."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from arcface_lab.core import lowfar
+from arcface_lab.core.lowfar import (
+    all_pairs_verification,
+    compare_all_pairs,
+    compare_identification,
+    identification,
+    split_gallery,
+)
+from arcface_lab.errors import ValidationError
+
+FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+
+
+def _faces(n: int, identities: int, dim: int = 16, spread: float = 0.9, seed: int = 0):
+    """Embeddings clustered by identity (unequal cluster sizes) and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.sort(rng.integers(0, identities, size=n))
+    centres = rng.normal(size=(identities, dim))
+    emb = centres[labels] + spread * rng.normal(size=(n, dim))
+    return emb.astype(np.float32), labels
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    e = np.asarray(emb, dtype=np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _brute_pairs(emb: np.ndarray, labels: np.ndarray):
+    u = _unit(emb)
+    i, j = np.triu_indices(len(u), 1)
+    scores = (u @ u.T)[i, j]
+    return scores, labels[i] == labels[j], i, j
+
+
+def _brute_points(emb: np.ndarray, labels: np.ndarray, fars):
+    scores, genuine, _, _ = _brute_pairs(emb, labels)
+    imp = np.sort(scores[~genuine])[::-1]
+    out = {}
+    for far in fars:
+        k = int(np.floor(far * imp.size + 1e-9))
+        if k < 1:
+            out[far] = None
+            continue
+        t = imp[k - 1]
+        out[far] = (t, np.count_nonzero(scores[genuine] > t), np.count_nonzero(imp > t), k)
+    return out
+
+
+@pytest.mark.parametrize("block", [37, 1000])
+def test_all_pairs_equals_brute_force(block: int) -> None:
+    emb, labels = _faces(301, 60)
+    res = all_pairs_verification(emb, labels, fars=FARS, block=block)
+    _, genuine, _, _ = _brute_pairs(emb, labels)
+    assert res.genuine_pairs == int(genuine.sum())
+    assert res.impostor_pairs == int((~genuine).sum())
+    assert res.identities == len(np.unique(labels))
+    expected = _brute_points(emb, labels, FARS)
+    for point in res.points:
+        want = expected[point["far"]]
+        if want is None:
+            assert not point["supported"]
+            assert "impostor pairs cannot measure a FAR of 1e-05" in point["reason"]
+            continue
+        t, gen_acc, imp_acc, k = want
+        assert point["threshold"] == pytest.approx(float(t), abs=1e-6)
+        assert point["genuine_accepted"] == gen_acc
+        assert point["impostors_accepted"] == imp_acc
+        assert point["impostors_at_threshold"] == k
+        assert point["tar"] == gen_acc / res.genuine_pairs
+        assert point["far_measured"] <= point["far"]
+
+
+def test_coarse_histogram_still_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brackets holding most of the scores (8 bins) give the same exact thresholds."""
+    emb, labels = _faces(200, 40, seed=3)
+    fine = all_pairs_verification(emb, labels, fars=FARS, block=64)
+    monkeypatch.setattr(lowfar, "HISTOGRAM_BINS", 8)
+    coarse = all_pairs_verification(emb, labels, fars=FARS, block=64)
+    assert coarse.to_dict() == fine.to_dict()
+
+
+def test_memmap_input_reads_the_same(tmp_path) -> None:
+    emb, labels = _faces(150, 30)
+    np.save(tmp_path / "emb.npy", emb)
+    mapped = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    assert (
+        all_pairs_verification(mapped, labels, block=40).to_dict()
+        == all_pairs_verification(emb, labels, block=40).to_dict()
+    )
+
+
+def test_string_labels_and_thresholds_lookup() -> None:
+    emb, labels = _faces(120, 20)
+    names = np.array([f"person_{k:03d}" for k in labels])
+    res = all_pairs_verification(emb, names, fars=(1e-1, 1e-2))
+    assert res.to_dict() == all_pairs_verification(emb, labels, fars=(1e-1, 1e-2)).to_dict()
+    assert set(res.thresholds()) == {1e-1, 1e-2}
+    assert res.tar_at(1e-1) is not None and res.tar_at(1e-6) is None
+
+
+def test_memory_does_not_grow_with_the_set() -> None:
+    """Peak allocation is set by the block, not by N (the N x N matrix would be 16x)."""
+
+    def peak(n: int) -> int:
+        emb, labels = _faces(n, n // 8, seed=5)
+        tracemalloc.start()
+        all_pairs_verification(emb, labels, fars=(1e-1, 1e-3), block=256)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(2000), peak(8000)
+    assert large < 2 * small, (small, large)
+    assert large < 8000 * 8000 * 4 / 10  # well under a float32 score matrix
+
+
+def test_compare_all_pairs_counts_every_flip_at_the_reference_threshold() -> None:
+    emb, labels = _faces(260, 50, seed=1)
+    rng = np.random.default_rng(9)
+    cand = emb + 0.15 * rng.normal(size=emb.shape).astype(np.float32)
+    out = compare_all_pairs(emb, cand, labels, fars=FARS, block=50, max_listed=5)
+    ref_scores, genuine, _, _ = _brute_pairs(emb, labels)
+    cand_scores, _, _, _ = _brute_pairs(cand, labels)
+    ref_points = {p["far"]: p for p in out["reference"]["points"]}
+    saw_flips = False
+    for point in out["points"]:
+        if not point["supported"]:
+            continue
+        t = ref_points[point["far"]]["threshold"]
+        assert point["threshold"] == t
+        changed = (ref_scores > t) != (cand_scores > t)
+        assert point["decision_flips"] == int(changed.sum())
+        lost = changed & genuine & (ref_scores > t)
+        assert point["genuine_lost"] == int(lost.sum())
+        assert point["impostor_accepted"] == int((changed & ~genuine & (cand_scores > t)).sum())
+        assert len(point["pairs"]) == min(5, point["decision_flips"])
+        for a, b, r, c, gen in point["pairs"]:
+            assert a < b and bool(labels[a] == labels[b]) == gen
+            assert (r > t) != (c > t)
+        assert point["tar_delta"] == pytest.approx(point["candidate_tar"] - point["reference_tar"])
+        saw_flips |= point["decision_flips"] > 0
+    assert saw_flips  # the noise is large enough to flip something: the test can fail
+
+
+def test_identical_engines_flip_nothing() -> None:
+    emb, labels = _faces(150, 30)
+    out = compare_all_pairs(emb, emb.copy(), labels, fars=(1e-1, 1e-2), block=64)
+    assert all(p["decision_flips"] == 0 and p["tar_delta"] == 0 for p in out["points"])
+    ident = compare_identification(emb, emb.copy(), labels, fpirs=(1e-1,), block=64)
+    assert ident["rank1_flips"] == 0 and ident["rank_delta"]["1"] == 0
+    assert all(p["decision_flips"] == 0 for p in ident["points"])
+
+
+def test_split_gallery_is_deterministic_and_complete() -> None:
+    labels = np.array(["b", "a", "b", "c", "a", "d", "d", "e"])
+    gallery, probes = split_gallery(labels, nonmated_fraction=0.4)
+    # identities by first appearance: b, a, c, d, e; the last two (d, e) are not enrolled
+    assert gallery.tolist() == [0, 1, 3]
+    assert probes.tolist() == [2, 4, 5, 6, 7]
+    assert np.array_equal(split_gallery(labels, 0.4)[0], gallery)
+
+
+def _brute_identification(emb, labels, fpirs):
+    gallery, probes = split_gallery(labels, 0.5)
+    u = _unit(emb)
+    s = u[probes] @ u[gallery].T
+    g_labels = labels[gallery]
+    mated = np.isin(labels[probes], g_labels)
+    ranks, found_score = [], []
+    for row, probe in zip(s[mated], probes[mated], strict=True):
+        own = row[g_labels == labels[probe]][0]
+        ranks.append(1 + int(np.count_nonzero(row > own)))
+        found_score.append(own)
+    ranks_a, own_a = np.array(ranks), np.array(found_score)
+    nm_top = np.sort(s[~mated].max(axis=1))[::-1]
+    fnir = {}
+    for f in fpirs:
+        k = int(np.floor(f * nm_top.size + 1e-9))
+        if k >= 1:
+            t = nm_top[k - 1]
+            fnir[f] = (t, 1 - np.count_nonzero((ranks_a == 1) & (own_a > t)) / ranks_a.size)
+    return ranks_a, fnir, int(mated.sum()), int((~mated).sum())
+
+
+@pytest.mark.parametrize("block", [23, 500])
+def test_identification_equals_brute_force(block: int) -> None:
+    emb, labels = _faces(400, 90, spread=1.1, seed=2)
+    res = identification(emb, labels, fpirs=(1e-1, 1e-2, 1e-3), ranks=(1, 5), block=block)
+    ranks, fnir, mated, nonmated = _brute_identification(emb, labels, (1e-1, 1e-2, 1e-3))
+    assert (res.mated_probes, res.nonmated_probes) == (mated, nonmated)
+    assert res.ranks[1] == pytest.approx(np.mean(ranks <= 1))
+    assert res.ranks[5] == pytest.approx(np.mean(ranks <= 5))
+    assert 0 < res.ranks[1] < 1  # neither trivial nor impossible: the check can fail
+    for point in res.points:
+        if point["fpir"] not in fnir:
+            assert not point["supported"] and "non-mated probes" in point["reason"]
+            continue
+        t, want = fnir[point["fpir"]]
+        assert point["threshold"] == pytest.approx(float(t), abs=1e-6)
+        assert point["fnir"] == pytest.approx(want)
+        assert point["fpir_measured"] <= point["fpir"]
+
+
+def test_compare_identification_lists_the_probes_that_flip() -> None:
+    emb, labels = _faces(300, 70, spread=1.1, seed=4)
+    rng = np.random.default_rng(1)
+    cand = emb + 0.4 * rng.normal(size=emb.shape).astype(np.float32)
+    out = compare_identification(emb, cand, labels, fpirs=(1e-1, 1e-2), block=64)
+    assert out["rank1_flips"] > 0
+    _, probes = split_gallery(labels, 0.5)
+    for point in out["points"]:
+        if point["supported"]:
+            assert set(point["probes"]) <= set(probes.tolist())
+            assert len(point["probes"]) == min(20, point["decision_flips"])
+
+
+def test_bad_inputs_are_named() -> None:
+    emb, labels = _faces(50, 10)
+    bad = emb.copy()
+    bad[17] = np.nan
+    with pytest.raises(ValidationError, match="first at row 17"):
+        all_pairs_verification(bad, labels)
+    with pytest.raises(ValidationError, match="first at row 17"):
+        identification(bad, labels)
+    with pytest.raises(ValidationError, match="expected 50 identity labels"):
+        all_pairs_verification(emb, labels[:-1])
+    with pytest.raises(ValidationError, match="no impostor pairs"):
+        all_pairs_verification(emb, np.zeros(50, dtype=int))
+    with pytest.raises(ValidationError, match=r"fars: expected rates in \(0, 1\)"):
+        all_pairs_verification(emb, labels, fars=(0.1, 1.5))
+    with pytest.raises(ValidationError, match="candidate: expected the same shape as reference"):
+        compare_all_pairs(emb, emb[:, :8], labels)
+    with pytest.raises(ValidationError, match="block: expected a positive number"):
+        all_pairs_verification(emb, labels, block=0)
+    with pytest.raises(ValidationError, match="nonmated_fraction"):
+        split_gallery(labels, 1.0)

@@ -244,3 +244,38 @@ def test_sigterm_of_a_run_leaves_a_failed_folder_and_no_partial(tmp_path: Path) 
     assert (out.with_name("run.failed") / "index.html").is_file()
     assert _wait_for(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker))
     assert not workers[0].exists()
+
+
+def test_a_worker_past_its_timeout_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    """A grandchild holding the worker's pipes (a compiler, a pool) cannot stall the run."""
+    import sys
+    import threading
+
+    from arcface_lab.errors import EngineError
+    from arcface_lab.measure.bench import start_worker, wait_worker
+
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    proc = start_worker([sys.executable, "-c", script], dict(os.environ))
+    assert _wait_for(lambda: pid_file.is_file() and bool(pid_file.read_text()))
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            wait_worker(proc, 1.0, "test worker")
+        except BaseException as exc:  # recorded, asserted below
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(120)  # a liveness bound, not a speed check: before the fix it never returned
+    assert not waiter.is_alive(), "wait_worker hung on the grandchild's open pipes"
+    assert len(raised) == 1 and isinstance(raised[0], EngineError)
+    assert "test worker timed out after 1 s" in str(raised[0])
+    grandchild = int(pid_file.read_text())
+    assert _wait_for(lambda: not Path(f"/proc/{grandchild}").exists() or _zombie(grandchild))

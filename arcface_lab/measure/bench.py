@@ -493,6 +493,66 @@ _live_workers: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
 
 
+def start_worker(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start a worker process in its own process group, dying with this process.
+
+    The group lets :func:`kill_worker` stop what the worker itself started (a compiler,
+    a calibration pool): a grandchild still holding the worker's pipes would otherwise
+    keep a killed worker's output open, and the wait for it would never end.
+    """
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    with _live_lock:
+        _live_workers.add(proc)
+    return proc
+
+
+def kill_worker(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the worker's whole process group (the worker and everything it started)."""
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+
+
+def wait_worker(proc: subprocess.Popen[str], timeout_s: float, label: str) -> tuple[str, str]:
+    """The worker's stdout and stderr once it exits; killed, group and all, past ``timeout_s``.
+
+    Raises:
+        EngineError: it ran past ``timeout_s`` (it is killed first).
+    """
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_worker(proc)
+        _drain(proc)
+        raise EngineError(f"{label} timed out after {timeout_s:.0f} s") from None
+    except BaseException:  # interrupted: the worker goes with the run
+        kill_worker(proc)
+        _drain(proc)
+        raise
+    finally:
+        with _live_lock:
+            _live_workers.discard(proc)
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    """Reap a killed worker; its pipes are not waited on past a few seconds."""
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError, ValueError):
+        proc.communicate(timeout=5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
 def stop_workers() -> int:
     """Kill every bench worker this process started and still waits on; return how many.
 
@@ -502,8 +562,7 @@ def stop_workers() -> int:
     with _live_lock:
         live = [p for p in _live_workers if p.poll() is None]
     for proc in live:
-        with contextlib.suppress(OSError):
-            proc.kill()
+        kill_worker(proc)
     return len(live)
 
 
@@ -528,40 +587,17 @@ def run_worker(
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(spec.threads)
     sweep_worker_folders()
+    label = f"bench worker for {spec.backend} ({spec.precision})"
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_PREFIX}{os.getpid()}-") as tmp:
         write_json_atomic(Path(tmp) / "spec.json", asdict(spec))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "arcface_lab.measure.bench", tmp],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        with _live_lock:
-            _live_workers.add(proc)
-        try:
-            _, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise EngineError(
-                f"bench worker for {spec.backend} ({spec.precision}) timed out after "
-                f"{timeout_s:.0f} s"
-            ) from None
-        except BaseException:  # interrupted: the worker goes with the run
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            with _live_lock:
-                _live_workers.discard(proc)
+        proc = start_worker([sys.executable, "-m", "arcface_lab.measure.bench", tmp], env)
+        _, stderr = wait_worker(proc, timeout_s, label)
         error = Path(tmp) / "error.json"
         if error.is_file():  # an arcface_lab error, raised again here with its own class
             raise error_from_record(json.loads(error.read_text()))
         if proc.returncode != 0:
             tail = "\n".join(stderr.strip().splitlines()[-5:])
-            raise EngineError(f"bench worker for {spec.backend} ({spec.precision}) failed:\n{tail}")
+            raise EngineError(f"{label} failed:\n{tail}")
         result = json.loads((Path(tmp) / "result.json").read_text())
         names = ["images", *spec.inputs]
         return result, {n: np.load(Path(tmp) / f"{n}.npy", allow_pickle=False) for n in names}

@@ -59,6 +59,23 @@ def _out_file(text: str) -> Path:
     return path
 
 
+def _embed_out(text: str) -> Path:
+    """``embed --out``: a ``.npy`` file (see :func:`_out_file`) or a shard folder."""
+    path = Path(text)
+    if path.suffix.lower() == ".npy":
+        return _out_file(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; expected a .npy path or a folder")
+    _out_file(str(path / "manifest.json"))
+    return path
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _out_dir(text: str) -> Path:
     """A folder a command writes whole: not a file, not one holding anything already."""
     path = Path(text)
@@ -342,10 +359,19 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shard_folder(out: Path) -> bool:
+    """``embed --out``: anything but a ``.npy`` path is a folder of shards."""
+    return out.suffix.lower() != ".npy"
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from arcface_lab.core.files import atomic_path
 
     model = _model(args)
+    if _shard_folder(args.out):
+        return _embed_shards(args, model)
+    if args.shard_size is not None:
+        raise InputError(f"--shard-size: needs --out FOLDER for the shards, got {args.out}")
     aligned = None
     if args.align:
         emb, aligned, info = _embed_photos(args, model)
@@ -376,6 +402,38 @@ def cmd_embed(args: argparse.Namespace) -> int:
         for record in aligned.photos:
             if record.status != "ok":
                 print(f"  {record.photo}: {record.status}: {record.message}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _embed_shards(args: argparse.Namespace, model: Any) -> int:
+    """``embed --out FOLDER``: streamed through the engine into resumable shards."""
+    from arcface_lab.data.stream import open_source
+    from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, embed_to_shards
+
+    if args.align:
+        raise InputError("--align: writes one .npy with its faces index; give --out FILE.npy")
+    source = open_source(args.input, model.preprocess.size)
+    with _engine(args, model) as engine:
+        result = embed_to_shards(
+            engine,
+            source,
+            args.out,
+            model,
+            shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+            normalize=not args.raw,
+            progress=not args.quiet,
+        )
+    if args.info_json:
+        _write_json(args.info_json, result.to_dict())
+    info = result.engine
+    used = f"{info['backend']} {info['precision']} on {info['device']}"
+    skipped = "".join(f"; skipped {f['backend']}: {f['reason']}" for f in info["fallbacks"])
+    resumed = f", {result.resumed_shards} resumed" if result.resumed_shards else ""
+    print(
+        f"wrote {args.out}: {result.faces}x{result.dim} float32 in {result.shards} shard(s)"
+        f"{resumed}, {result.images_per_s:.1f} images/s, peak RSS {result.peak_rss_mb:.0f} MB "
+        f"via {used}{skipped}"
+    )
     return EXIT_OK
 
 
@@ -716,8 +774,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed face crops")
     _add_model_args(p)
     _add_engine_args(p)
-    p.add_argument("--input", required=True, help=".npy, image folder, image, or synthetic:N")
-    p.add_argument("--out", required=True, type=_out_file, help="float32 (N, D) .npy")
+    p.add_argument(
+        "--input",
+        required=True,
+        help=".npy, image folder, list file (.txt: one path per line), image, or synthetic:N",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_embed_out,
+        help="float32 (N, D) .npy; or a FOLDER: streamed in bounded memory into "
+        "shard-*.npy + manifest.json, resumed where a stopped run left off",
+    )
+    p.add_argument(
+        "--shard-size", type=_positive_int, help="faces per shard with --out FOLDER (4096)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
     p.add_argument(
         "--align",

@@ -444,9 +444,7 @@ def test_external_data_model_through_embed_and_drift(env, tmp_path: Path) -> Non
 
 def _bad_model(kind: str, folder: Path) -> Path:
     """A model wrong in one way: NaN weights, a 4-D output, a sparse initializer."""
-    import onnx
     import torch
-    from onnx import TensorProto, helper, numpy_helper
 
     if kind == "nan.pth":
         from arcface_lab.models.iresnet import build_iresnet
@@ -455,36 +453,9 @@ def _bad_model(kind: str, folder: Path) -> Path:
         state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
         torch.save(state, folder / kind)
         return folder / kind
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.1, (4, 3, 8, 8)).astype(np.float32)
-    fc = rng.normal(0, 0.1, (4 * 14 * 14, 16)).astype(np.float32)
-    if kind == "nan.onnx":
-        fc[3, 2] = np.inf
-    nodes = [
-        helper.make_node("Conv", ["input.1", "w"], ["c"], strides=[8, 8]),
-        helper.make_node("Flatten", ["c"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "fc"], ["emb"]),
-    ]
-    out = helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 16])
-    if kind == "out4d.onnx":
-        nodes, out = nodes[:1], helper.make_tensor_value_info(
-            "c", TensorProto.FLOAT, ["b", 4, 14, 14]
-        )
-    graph = helper.make_graph(
-        nodes,
-        "bad",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["batch", 3, 112, 112])],
-        [out],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")],
-    )
-    if kind == "sparse.onnx":
-        del graph.initializer[1]
-        values = numpy_helper.from_array(fc.ravel(), "fc")
-        indices = numpy_helper.from_array(np.arange(fc.size, dtype=np.int64), "fc_indices")
-        graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, fc.shape))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(folder / kind))
-    return folder / kind
+    from tests.tiny_model import write_tiny_onnx
+
+    return write_tiny_onnx(folder / kind, defect=kind.split(".")[0])
 
 
 @pytest.mark.parametrize(

@@ -165,7 +165,7 @@ def test_output_and_store_paths_are_checked_before_any_work(
 ) -> None:
     from arcface_lab.cli import main
 
-    path = tmp_path / target
+    path = tmp_path / (f"{target}.npy" if flag == "--out" else target)
     if target == "folder":
         path.mkdir()
     else:

@@ -25,6 +25,7 @@ __all__ = [
     "images_from_spec",
     "load_images",
     "parse_synthetic",
+    "read_image_file",
     "synthetic_faces",
 ]
 
@@ -55,7 +56,8 @@ def decode_image(data: bytes, source: str, size: tuple[int, int] | None = None) 
     return rgb
 
 
-def _read_image_file(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+def read_image_file(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image file decoded to ``uint8 (H, W, 3)`` RGB (checked against ``size`` when given)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -76,7 +78,7 @@ def load_images(path: str | Path, size: tuple[int, int] = (112, 112)) -> np.ndar
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return np.stack([_read_image_file(p, size) for p in files])
+        return np.stack([read_image_file(p, size) for p in files])
     if path.suffix.lower() == ".npy":
         try:
             images = np.load(path, allow_pickle=False)
@@ -85,7 +87,7 @@ def load_images(path: str | Path, size: tuple[int, int] = (112, 112)) -> np.ndar
         check_images(images, size, source=str(path))
         return images
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_image_file(path, size)[None]
+        return read_image_file(path, size)[None]
     raise DataError(
         f"{path}: expected a .npy array of uint8 (N, H, W, 3), a folder of images "
         f"or an image file ({', '.join(IMAGE_SUFFIXES)})"
@@ -139,6 +141,7 @@ def synthetic_faces(
     size: tuple[int, int] = (112, 112),
     identities: Sequence[int] | None = None,
     variation: float = 0.15,
+    start: int = 0,
 ) -> np.ndarray:
     """Deterministic face-like crops: smooth blobs on a skin-toned oval.
 
@@ -147,10 +150,17 @@ def synthetic_faces(
     identity share the low-frequency layout and differ by a small shift,
     brightness change and noise scaled by ``variation``, so a model sees
     structured, correlated inputs rather than white noise.
+
+    ``start`` makes these images ``start .. start + n - 1`` of a longer set:
+    ``synthetic_faces(n, seed, start=s)`` equals ``synthetic_faces(s + n, seed)[s:]``
+    (identities default to the image's index in the whole set), so a stream can
+    make any slice of a set of any size without making the rest.
     """
     if n < 1:
         raise DataError(f"synthetic_faces: expected n >= 1, got {n}")
-    ids = list(range(n)) if identities is None else [int(i) for i in identities]
+    if start < 0:
+        raise DataError(f"synthetic_faces: expected start >= 0, got {start}")
+    ids = list(range(start, start + n)) if identities is None else [int(i) for i in identities]
     if len(ids) != n:
         raise DataError(f"synthetic_faces: got {len(ids)} identities for {n} images")
     h, w = size
@@ -160,7 +170,7 @@ def synthetic_faces(
     out = np.empty((n, h, w, 3), dtype=np.uint8)
     for i, identity in enumerate(ids):
         ident = np.random.default_rng([seed, identity])
-        noise = np.random.default_rng([seed, identity, i + 1])
+        noise = np.random.default_rng([seed, identity, start + i + 1])
         skin = ident.uniform([150, 95, 70], [235, 190, 160]).astype(np.float32)
         dy, dx = noise.normal(0.0, 0.02 * variation / 0.15, size=2)
         img = oval[..., None] * skin + (1 - oval[..., None]) * ident.uniform(20, 120, size=3)

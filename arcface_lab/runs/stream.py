@@ -1,0 +1,178 @@
+"""Streaming embedding: any number of faces through one engine, in bounded memory, resumable.
+
+:func:`embed_to_shards` reads an :class:`~arcface_lab.data.stream.ImageSource` a slice
+at a time, embeds each slice through an engine and writes the embeddings in shards
+with a manifest (:mod:`arcface_lab.data.shards`). Memory holds one slice of crops and
+one shard of embeddings, whatever the input's size. A job that is stopped (Ctrl-C,
+SIGKILL, a full disk) and started again keeps every shard it verified and makes the
+rest; nothing half-written is ever listed as done.
+
+Example::
+
+    from arcface_lab.runs.stream import embed_stream
+
+    result = embed_stream("seeded:r18", "synthetic:100000", "emb/", chain="onnxruntime")
+    result.images_per_s          # this run's throughput
+    read_shards("emb/")          # (100000, 512) float32, in input order
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arcface_lab.data.shards import ShardWriter
+from arcface_lab.data.stream import ImageSource, open_source
+from arcface_lab.engines.base import Engine
+from arcface_lab.engines.registry import create_engine
+from arcface_lab.errors import InputError
+from arcface_lab.models.source import ModelSource, resolve_model
+
+__all__ = ["DEFAULT_SHARD_SIZE", "StreamResult", "embed_stream", "embed_to_shards", "job_of"]
+
+log = logging.getLogger(__name__)
+
+#: Faces per shard: 4096 x 512 float32 is an 8 MiB file; a resumed job redoes at most one.
+DEFAULT_SHARD_SIZE = 4096
+#: Crops read at once (38 KiB each at 112x112): a slice is never more than this many.
+READ_SIZE = 256
+
+
+@dataclass
+class StreamResult:
+    """What one streaming run did."""
+
+    folder: str
+    faces: int
+    dim: int
+    shards: int
+    resumed_shards: int
+    embedded_now: int
+    seconds: float
+    images_per_s: float
+    peak_rss_mb: float
+    engine: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def job_of(
+    source: ImageSource, model: ModelSource, engine: Engine, normalize: bool
+) -> dict[str, Any]:
+    """What a shard folder's embeddings are of; a resumed job must match it exactly."""
+    return {
+        "input": source.fingerprint(),
+        "model": {"spec": model.spec, "sha256": model.sha256()},
+        "preprocess": model.preprocess.to_dict(),
+        "engine": {"backend": engine.info.backend, "precision": engine.info.precision},
+        "normalized": normalize,
+    }
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc="embed", unit="img", unit_scale=True,
+        file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+    )  # fmt: skip
+
+
+def embed_to_shards(
+    engine: Engine,
+    source: ImageSource,
+    out: str | os.PathLike[str],
+    model: ModelSource | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    normalize: bool = True,
+    progress: bool = True,
+) -> StreamResult:
+    """Embed every face of ``source`` through ``engine`` into shards under ``out``.
+
+    ``model`` is the engine's model (default ``engine.model``), recorded in the job.
+    Resumes a folder holding the same job; refuses one holding another (see
+    :mod:`arcface_lab.data.shards`). Progress (images/s, ETA) goes to stderr.
+    """
+    model = model or engine.model
+    job = job_of(source, model, engine, normalize)
+    started = time.perf_counter()
+    embedded = 0
+    with ShardWriter(Path(out), job, len(source), shard_size) as writer:
+        bar = _progress(len(source), writer.done_faces, progress)
+        try:
+            for index, start, stop in writer.pending():
+                parts = []
+                for s in range(start, stop, READ_SIZE):
+                    e = min(s + READ_SIZE, stop)
+                    parts.append(engine.embed(source.read(s, e), normalize=normalize))
+                    embedded += e - s
+                    if bar is not None:
+                        bar.update(e - s)
+                writer.write(index, np.concatenate(parts))
+        finally:
+            if bar is not None:
+                bar.close()
+        manifest = writer.finish()
+        resumed = writer.resumed
+    seconds = time.perf_counter() - started
+    result = StreamResult(
+        folder=str(out),
+        faces=len(source),
+        dim=int(manifest["dim"]),
+        shards=len(manifest["shards"]),
+        resumed_shards=resumed,
+        embedded_now=embedded,
+        seconds=seconds,
+        images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
+        peak_rss_mb=_peak_rss_mb(),
+        engine=engine.info.to_dict(),
+    )
+    log.info("%s: %d faces in %d shard(s), %.1f images/s", out, result.faces, result.shards,
+             result.images_per_s)  # fmt: skip
+    return result
+
+
+def embed_stream(
+    model: str | os.PathLike[str] | ModelSource,
+    source: str | os.PathLike[str] | ImageSource,
+    out: str | os.PathLike[str],
+    chain: str = "auto",
+    precision: str = "fp32",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    normalize: bool = True,
+    progress: bool = True,
+    **engine_kwargs: Any,
+) -> StreamResult:
+    """:func:`embed_to_shards` with the model resolved, the input opened, the engine made.
+
+    ``engine_kwargs`` go to :func:`~arcface_lab.engines.registry.create_engine`
+    (``strict``, ``device``, ``batch_size``, ``store``, ...).
+    """
+    resolved = model if isinstance(model, ModelSource) else resolve_model(os.fspath(model))
+    if isinstance(source, (str, os.PathLike)):
+        source = open_source(source, resolved.preprocess.size)
+    elif tuple(source.size) != tuple(resolved.preprocess.size):
+        raise InputError(
+            f"source: {source.name} holds {source.size} crops; the model takes "
+            f"{resolved.preprocess.size}",
+            argument="source",
+        )
+    with create_engine(chain, resolved, precision=precision, **engine_kwargs) as engine:
+        return embed_to_shards(engine, source, out, resolved, shard_size, normalize, progress)

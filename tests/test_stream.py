@@ -1,0 +1,233 @@
+"""Streaming embedding: sources read a slice at a time, shards, the manifest, resume, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from arcface_lab.data.images import synthetic_faces
+from arcface_lab.data.shards import MANIFEST, ShardWriter, read_manifest, read_shards
+from arcface_lab.data.stream import open_source
+from arcface_lab.errors import DataError, InputError
+from tests.tiny_model import TINY_DIM, write_tiny_onnx
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    from arcface_lab.models.source import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    return resolve_model(str(write_tiny_onnx(folder / "tiny.onnx")), cache_dir=folder / "cache")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    from arcface_lab.engines.registry import create_engine
+
+    with create_engine("onnxruntime", tiny, strict=True, batch_size=8) as eng:
+        yield eng
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_a_synthetic_slice_equals_the_same_rows_of_the_whole_set() -> None:
+    whole = synthetic_faces(12, seed=7)
+    assert np.array_equal(synthetic_faces(5, seed=7, start=4), whole[4:9])
+    source = open_source("synthetic:12")
+    assert len(source) == 12 and np.array_equal(source.read(9, 12), whole[9:])
+    with pytest.raises(DataError, match=r"synthetic:12: expected a slice within \[0, 12\)"):
+        source.read(10, 13)
+
+
+def test_npy_folder_and_list_sources_read_the_same_faces(tmp_path: Path) -> None:
+    faces = synthetic_faces(6, seed=1)
+    np.save(tmp_path / "faces.npy", faces)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        Image.fromarray(face).save(folder / f"{i:03d}.png")
+    (tmp_path / "list.txt").write_text(
+        "# faces, one per line\n" + "".join(f"crops/{i:03d}.png\n\n" for i in range(6))
+    )
+    for spec in ("faces.npy", "crops", "list.txt"):
+        source = open_source(tmp_path / spec)
+        assert len(source) == 6, spec
+        assert np.array_equal(source.read(2, 5), faces[2:5]), spec
+    npy = open_source(tmp_path / "faces.npy")
+    assert isinstance(npy.array, np.memmap)  # type: ignore[attr-defined]
+    assert npy.fingerprint() != open_source(tmp_path / "list.txt").fingerprint()
+
+
+def test_bad_sources_are_named(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_text("a.png\nmissing.png\n")
+    Image.fromarray(synthetic_faces(1)[0]).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match=r"list.txt, line 2: missing.png: no such image file"):
+        open_source(tmp_path / "list.txt")
+    np.save(tmp_path / "f.npy", np.zeros((2, 112, 112, 3), dtype=np.float32))
+    with pytest.raises(DataError, match="f.npy: expected dtype uint8"):
+        open_source(tmp_path / "f.npy")
+    (tmp_path / "x.csv").write_text("")
+    with pytest.raises(DataError, match="x.csv: expected synthetic:N, a .npy array"):
+        open_source(tmp_path / "x.csv")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="empty.txt: the list file names no image"):
+        open_source(tmp_path / "empty.txt")
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_shards_equal_one_embed_call_in_input_order(engine, tmp_path: Path) -> None:
+    from arcface_lab.runs.stream import embed_to_shards
+
+    source = open_source("synthetic:40")
+    result = embed_to_shards(engine, source, tmp_path / "emb", shard_size=16, progress=False)
+    assert (result.faces, result.shards, result.dim, result.embedded_now) == (40, 3, TINY_DIM, 40)
+    manifest = read_manifest(tmp_path / "emb")
+    assert manifest["complete"] and [s["count"] for s in manifest["shards"]] == [16, 16, 8]
+    assert manifest["job"]["engine"] == {"backend": "onnxruntime", "precision": "fp32"}
+    expected = engine.embed(synthetic_faces(40, seed=7))
+    np.testing.assert_allclose(read_shards(tmp_path / "emb"), expected, rtol=0, atol=1e-6)
+
+
+class _StopAt:
+    """A source that raises KeyboardInterrupt when face ``stop_at`` is read (a Ctrl-C)."""
+
+    def __init__(self, inner, stop_at: int) -> None:
+        self.inner, self.stop_at = inner, stop_at
+        self.name, self.size = inner.name, inner.size
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if start <= self.stop_at < stop:
+            raise KeyboardInterrupt
+        return self.inner.read(start, stop)
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+
+def test_a_stopped_job_resumes_and_redoes_only_what_is_missing(engine, tmp_path: Path) -> None:
+    from arcface_lab.runs.stream import embed_to_shards
+
+    out = tmp_path / "emb"
+    source = open_source("synthetic:40")
+    with pytest.raises(KeyboardInterrupt):
+        embed_to_shards(engine, _StopAt(source, 35), out, shard_size=16, progress=False)
+    manifest = read_manifest(out)
+    assert not manifest["complete"] and [s["index"] for s in manifest["shards"]] == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "shard-00000.npy", "shard-00001.npy"]
+    with pytest.raises(DataError, match="incomplete .32 of 40 faces embedded.; run the same"):
+        read_shards(out)
+
+    (out / "shard-00001.npy").write_bytes(b"\0" * 200)  # a shard damaged after it was written
+    again = embed_to_shards(engine, source, out, shard_size=16, progress=False)
+    assert (again.resumed_shards, again.embedded_now) == (1, 24)  # shard 0 kept, 1 and 2 made
+    assert list((out / "quarantine").iterdir())
+    np.testing.assert_allclose(
+        read_shards(out), engine.embed(synthetic_faces(40, seed=7)), rtol=0, atol=1e-6
+    )
+    done = embed_to_shards(engine, source, out, shard_size=16, progress=False)
+    assert (done.resumed_shards, done.embedded_now) == (3, 0)
+
+
+def test_another_job_on_the_same_folder_is_refused(engine, tmp_path: Path) -> None:
+    from arcface_lab.runs.stream import embed_to_shards
+
+    out = tmp_path / "emb"
+    embed_to_shards(engine, open_source("synthetic:10"), out, shard_size=4, progress=False)
+    before = (out / MANIFEST).read_bytes()
+    for source, size, normalize in (("synthetic:11", 4, True), ("synthetic:10", 5, True),
+                                    ("synthetic:10", 4, False)):  # fmt: skip
+        with pytest.raises(InputError, match="holds the shards of another job"):
+            embed_to_shards(
+                engine, open_source(source), out, shard_size=size, normalize=normalize,
+                progress=False,
+            )  # fmt: skip
+    assert (out / MANIFEST).read_bytes() == before
+
+
+def test_one_writer_at_a_time_and_no_stray_shards(tmp_path: Path) -> None:
+    job = {"input": "x"}
+    with (
+        ShardWriter(tmp_path / "a", job, 8, 4),
+        pytest.raises(InputError, match="another job is writing these shards now"),
+        ShardWriter(tmp_path / "a", job, 8, 4),
+    ):
+        pass
+    (tmp_path / "b").mkdir()
+    np.save(tmp_path / "b" / "shard-00000.npy", np.zeros((4, 2), dtype=np.float32))
+    with (
+        pytest.raises(InputError, match="1 shard file.s. but no manifest.json"),
+        ShardWriter(tmp_path / "b", job, 8, 4),
+    ):
+        pass
+
+
+def test_a_changed_shard_of_a_complete_folder_is_never_read(engine, tmp_path: Path) -> None:
+    from arcface_lab.runs.stream import embed_to_shards
+
+    out = tmp_path / "emb"
+    embed_to_shards(engine, open_source("synthetic:8"), out, shard_size=4, progress=False)
+    shard = out / "shard-00001.npy"
+    arr = np.load(shard)
+    arr[0, 0] += 1.0
+    np.save(shard, arr)
+    with pytest.raises(DataError, match="shard-00001.npy: missing or changed since it was written"):
+        read_shards(out)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _embed(tiny_path: Path, out: Path, cache: Path, *extra: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "arcface_lab.cli", "embed", "--model", str(tiny_path),
+           "--backend", "onnxruntime", "--strict", "--cache-dir", str(cache), "--input",
+           "synthetic:3000", "--out", str(out), *extra]  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def test_a_killed_embed_resumes_to_the_single_file_result(tiny, tmp_path: Path) -> None:
+    """SIGKILL mid-run: no listed shard is bad, and the next run finishes the same faces."""
+    import time
+
+    out, cache = tmp_path / "emb", tmp_path / "cache"
+    proc = _embed(tiny.path, out, cache, "--shard-size", "256")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / MANIFEST).is_file() and len(read_manifest(out)["shards"]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    manifest = read_manifest(out)
+    listed = len(manifest["shards"])
+    assert listed >= 2, "the run never wrote two shards"
+    if listed < 12:  # killed before the end (the usual case): it must say so
+        assert not manifest["complete"]
+    again = _embed(tiny.path, out, cache, "--shard-size", "256", "--quiet")
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr
+    assert f"3000x{TINY_DIM} float32 in 12 shard(s)" in stdout
+    single = _embed(tiny.path, tmp_path / "one.npy", cache)
+    _, stderr = single.communicate(timeout=600)
+    assert single.returncode == 0, stderr
+    np.testing.assert_allclose(read_shards(out), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)
+    assert json.loads((out / MANIFEST).read_text())["complete"]

@@ -516,6 +516,58 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return _check(args, info["precision"], {"drift": drift.to_dict()})
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rates, got {text!r}") from None
+    if not values or any(not 0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected rates in (0, 1), got {text!r}")
+    return values
+
+
+def cmd_lowfar(args: argparse.Namespace) -> int:
+    """All-pairs TAR@FAR and 1:N on labelled embeddings; reference vs candidate."""
+    from arcface_lab.core import lowfar
+    from arcface_lab.data.labels import load_labels
+    from arcface_lab.data.shards import open_embeddings
+
+    ref = open_embeddings(args.reference)
+    labels = load_labels(args.labels, int(ref.shape[0]))
+    payload: dict[str, Any] = {
+        "reference": str(args.reference),
+        "candidate": str(args.candidate) if args.candidate else None,
+        "labels": str(args.labels),
+        "faces": int(ref.shape[0]),
+        "identities": int(np.unique(labels).size),
+    }
+    if args.candidate:
+        cand = open_embeddings(args.candidate)
+        pairs = lowfar.compare_all_pairs(ref, cand, labels, args.fars, block=args.block)
+        ident = lowfar.compare_identification(ref, cand, labels, args.fpirs, block=args.block)
+    else:
+        pairs = lowfar.all_pairs_verification(ref, labels, args.fars, block=args.block).to_dict()
+        ident = lowfar.identification(ref, labels, args.fpirs, block=args.block).to_dict()
+    payload["all_pairs"], payload["identification"] = pairs, ident
+    _write_json(args.out, payload)
+    rows = pairs.get("points", [])
+    print(f"{payload['faces']} faces, {payload['identities']} identities")
+    for p in rows:
+        if not p["supported"]:
+            print(f"  FAR {p['far']:g}: n/a ({p['reason']})")
+        elif args.candidate:
+            print(
+                f"  FAR {p['far']:g}: TAR {p['reference_tar']:.5f} -> {p['candidate_tar']:.5f} "
+                f"({p['impostors_at_threshold']} impostor pairs at the threshold), "
+                f"{p['decision_flips']} decision flip(s)"
+            )
+        else:
+            print(f"  FAR {p['far']:g}: TAR {p['tar']:.5f} ({p['impostors_at_threshold']} "
+                  "impostor pairs at the threshold)")  # fmt: skip
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from arcface_lab.core.metrics import compare_verification, cosine_drift, flip_sum, mirror
     from arcface_lab.data.pairs import load_pairs
@@ -824,6 +876,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=_out_file, help="verification JSON")
     p.add_argument("--check", type=Path, help="params file whose thresholds must hold (exit 3)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("lowfar", help="all-pairs TAR@FAR and 1:N on labelled embeddings")
+    p.add_argument("--reference", required=True, type=Path, help=".npy or shard folder")
+    p.add_argument("--candidate", type=Path, help="the engine's .npy or shard folder, same faces")
+    p.add_argument("--labels", required=True, type=Path, help=".csv (identity column), .txt, .npy")
+    p.add_argument("--fars", type=_rates, default="1e-1,1e-2,1e-3,1e-4,1e-5,1e-6")
+    p.add_argument("--fpirs", type=_rates, default="1e-1,1e-2,1e-3")
+    p.add_argument("--block", type=_positive_int, default=2048, help="rows per block (memory)")
+    p.add_argument("--out", required=True, type=_out_file, help="low-FAR JSON")
+    p.set_defaults(func=cmd_lowfar)
 
     p = sub.add_parser("bench", help="latency, throughput, memory and speedup vs the reference")
     _add_model_args(p)

@@ -243,3 +243,56 @@ def test_bad_inputs_are_named() -> None:
         all_pairs_verification(emb, labels, block=0)
     with pytest.raises(ValidationError, match="nonmated_fraction"):
         split_gallery(labels, 1.0)
+
+
+# --------------------------------------------------------------------------- files and CLI
+
+
+def test_the_command_reads_npy_shards_and_csv_labels(tmp_path, capsys) -> None:
+    import json
+
+    from arcface_lab.cli import main
+    from arcface_lab.data.shards import ShardWriter
+
+    emb, labels = _faces(300, 60, seed=4)
+    cand = emb + 0.05 * np.random.default_rng(5).normal(size=emb.shape).astype(np.float32)
+    np.save(tmp_path / "ref.npy", emb)
+    with ShardWriter(tmp_path / "cand", {"input": "test"}, 300, 128) as writer:
+        for index, start, stop in writer.pending():
+            writer.write(index, cand[start:stop])
+        writer.finish()
+    (tmp_path / "labels.csv").write_text(
+        "file,identity\n" + "".join(f"img{i}.png,person{k}\n" for i, k in enumerate(labels))
+    )
+    argv = ["lowfar", "--reference", str(tmp_path / "ref.npy"), "--candidate",
+            str(tmp_path / "cand"), "--labels", str(tmp_path / "labels.csv"),
+            "--fars", "1e-1,1e-3,1e-6", "--out", str(tmp_path / "l.json")]  # fmt: skip
+    assert main(argv) == 0
+    got = json.loads((tmp_path / "l.json").read_text())
+    expected = compare_all_pairs(emb, cand, labels, fars=(1e-1, 1e-3, 1e-6))
+    assert got["all_pairs"]["points"] == json.loads(json.dumps(expected["points"]))
+    assert (got["faces"], got["identities"]) == (300, len(np.unique(labels)))
+    out = capsys.readouterr().out
+    assert "FAR 1e-06: n/a (" in out and "impostor pairs at the threshold" in out
+
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    argv[argv.index(str(tmp_path / "labels.csv"))] = str(tmp_path / "short.txt")
+    assert main(argv) == 2
+    assert "short.txt: 2 labels for 300 embeddings (one per face)" in capsys.readouterr().err
+
+
+def test_bad_label_files_are_named(tmp_path) -> None:
+    from arcface_lab.data.labels import load_labels
+    from arcface_lab.errors import DataError
+
+    (tmp_path / "a.csv").write_text("file,who\nx.png,1\n")
+    with pytest.raises(DataError, match=r"a.csv: expected a header with an identity or label"):
+        load_labels(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("identity\n1\n\n,\n")
+    with pytest.raises(DataError, match=r"b.csv, line 4: empty identity"):
+        load_labels(tmp_path / "b.csv")
+    np.save(tmp_path / "c.npy", np.zeros((3, 2)))
+    with pytest.raises(DataError, match=r"c.npy: expected a 1-D array of integer or string"):
+        load_labels(tmp_path / "c.npy")
+    np.save(tmp_path / "d.npy", np.array(["x", "y", "x"]))
+    assert list(load_labels(tmp_path / "d.npy", 3)) == ["x", "y", "x"]

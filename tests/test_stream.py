@@ -63,8 +63,11 @@ def test_npy_folder_and_list_sources_read_the_same_faces(tmp_path: Path) -> None
         assert len(source) == 6, spec
         assert np.array_equal(source.read(2, 5), faces[2:5]), spec
     npy = open_source(tmp_path / "faces.npy")
-    assert isinstance(npy.array, np.memmap)  # type: ignore[attr-defined]
     assert npy.fingerprint() != open_source(tmp_path / "list.txt").fingerprint()
+    raw = (tmp_path / "faces.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-100])
+    with pytest.raises(DataError, match=r"cut.npy: truncated \(\d+ bytes, the header says"):
+        open_source(tmp_path / "cut.npy")
 
 
 def test_bad_sources_are_named(tmp_path: Path) -> None:
@@ -75,6 +78,9 @@ def test_bad_sources_are_named(tmp_path: Path) -> None:
     np.save(tmp_path / "f.npy", np.zeros((2, 112, 112, 3), dtype=np.float32))
     with pytest.raises(DataError, match="f.npy: expected dtype uint8"):
         open_source(tmp_path / "f.npy")
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    with pytest.raises(DataError, match="junk.npy: not a readable .npy array"):
+        open_source(tmp_path / "junk.npy")
     (tmp_path / "x.csv").write_text("")
     with pytest.raises(DataError, match="x.csv: expected synthetic:N, a .npy array"):
         open_source(tmp_path / "x.csv")

@@ -42,7 +42,15 @@ from arcface_lab.core.files import (
 )
 from arcface_lab.errors import DataError, InputError
 
-__all__ = ["FORMAT", "MANIFEST", "ShardWriter", "read_manifest", "read_shards"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "ShardWriter",
+    "iter_shards",
+    "open_embeddings",
+    "read_manifest",
+    "read_shards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -281,3 +289,31 @@ def read_shards(folder: str | Path) -> np.ndarray:
     """All embeddings of a complete shard folder, in input order, as one float32 array."""
     parts = [emb for _, emb in iter_shards(folder)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def open_embeddings(path: str | Path) -> np.ndarray:
+    """Embeddings from a ``.npy`` file (memory-mapped) or a complete shard folder (verified).
+
+    Raises:
+        DataError: no such file or folder, not a 2-D float array, or shards that fail
+            their check (see :func:`iter_shards`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_shards(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such .npy file or shard folder")
+    try:
+        emb = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc or 'empty file'})") from None
+    if (
+        not isinstance(emb, np.ndarray)
+        or emb.ndim != 2
+        or not np.issubdtype(emb.dtype, np.floating)
+    ):
+        raise DataError(
+            f"{path}: expected float (N, D) embeddings, got "
+            f"{getattr(emb, 'dtype', '?')} {getattr(emb, 'shape', '?')}"
+        )
+    return emb

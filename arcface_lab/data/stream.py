@@ -7,7 +7,7 @@ streaming job (:mod:`arcface_lab.runs.stream`) holds one slice at a time:
 
 * ``synthetic:N``: deterministic synthetic faces, any slice made on its own and equal
   to the same rows of ``synthetic_faces(N)`` (:func:`synthetic_faces` ``start``);
-* ``faces.npy``: a ``uint8 (N, 112, 112, 3)`` array, memory-mapped (never loaded);
+* ``faces.npy``: a ``uint8 (N, 112, 112, 3)`` array, each slice read at its offset;
 * a folder of image files (sorted by name, as :func:`load_images` reads it);
 * a list file (``.txt``, ``.lst``, ``.list``): one image path per line, relative to the
   list's folder, blank lines and ``#`` comments skipped.
@@ -90,31 +90,56 @@ class SyntheticSource:
 
 
 class NpySource:
-    """A ``uint8 (N, H, W, 3)`` ``.npy`` file, memory-mapped: only the slices read are paged in."""
+    """A ``uint8 (N, H, W, 3)`` ``.npy`` file, each slice read at its offset.
+
+    Not memory-mapped: pages of a mapping that were read stay in the process's resident
+    set until the kernel needs them, so a mapped 40 GB input would look like a 40 GB
+    process. A read here holds only the slice it returns.
+    """
 
     def __init__(self, path: Path, size: tuple[int, int] = (112, 112)) -> None:
         self.name, self.path, self.size = str(path), path, size
         try:
-            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                self.offset = f.tell()
         except (ValueError, OSError, EOFError) as exc:
             raise DataError(f"{path}: not a readable .npy array ({exc or 'empty file'})") from None
-        if not isinstance(self.array, np.ndarray):  # an .npz read as .npy
-            raise DataError(f"{path}: expected one .npy array, got {type(self.array).__name__}")
-        check_images(self.array, size, source=str(path))  # the header only: nothing is read
+        if fortran:
+            raise DataError(f"{path}: expected a C-ordered array, got a Fortran-ordered one")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        # the header is checked through a view of its shape and dtype that holds no memory
+        check_images(np.broadcast_to(np.zeros((), self.dtype), self.shape), size, str(path))
+        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        expected = self.offset + self.shape[0] * self.row_bytes
+        if path.stat().st_size < expected:
+            raise DataError(
+                f"{path}: truncated ({path.stat().st_size} bytes, the header says {expected})"
+            )
 
     def __len__(self) -> int:
-        return int(self.array.shape[0])
+        return int(self.shape[0])
 
     def read(self, start: int, stop: int) -> np.ndarray:
         _check_slice(self, start, stop)
-        return np.array(self.array[start:stop])  # a copy: the mapping is not held
+        data = bytearray((stop - start) * self.row_bytes)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            got = f.readinto(data)
+        if got != len(data):
+            raise DataError(f"{self.path}: truncated at face {start} (the file changed?)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(stop - start, *self.shape[1:])
 
     def fingerprint(self) -> dict[str, Any]:
         st = self.path.stat()
         return {
             "kind": "npy",
             "path": str(self.path.resolve()),
-            "shape": list(self.array.shape),
+            "shape": list(self.shape),
             "bytes": st.st_size,
             "mtime_ns": st.st_mtime_ns,
         }

@@ -408,10 +408,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def _embed_shards(args: argparse.Namespace, model: Any) -> int:
     """``embed --out FOLDER``: streamed through the engine into resumable shards."""
     from arcface_lab.data.stream import open_source
+    from arcface_lab.engines.registry import parse_chain
     from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, embed_to_shards
 
     if args.align:
         raise InputError("--align: writes one .npy with its faces index; give --out FILE.npy")
+    if args.ray is not None:
+        return _embed_ray(args)
     source = open_source(args.input, model.preprocess.size)
     with _engine(args, model) as engine:
         result = embed_to_shards(
@@ -422,6 +425,7 @@ def _embed_shards(args: argparse.Namespace, model: Any) -> int:
             shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
             normalize=not args.raw,
             progress=not args.quiet,
+            chain=parse_chain(args.backend, args.device),
         )
     if args.info_json:
         _write_json(args.info_json, result.to_dict())
@@ -433,6 +437,59 @@ def _embed_shards(args: argparse.Namespace, model: Any) -> int:
         f"wrote {args.out}: {result.faces}x{result.dim} float32 in {result.shards} shard(s)"
         f"{resumed}, {result.images_per_s:.1f} images/s, peak RSS {result.peak_rss_mb:.0f} MB "
         f"via {used}{skipped}"
+    )
+    return EXIT_OK
+
+
+def _embed_ray(args: argparse.Namespace) -> int:
+    """``embed --out FOLDER --ray [ADDRESS]``: the same shards, made by a pool of Ray actors."""
+    from arcface_lab.runs.ray_embed import embed_ray
+    from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE
+
+    given = [
+        f
+        for f, v in (
+            ("--arch", args.arch),
+            ("--mean", args.mean),
+            ("--std", args.std),
+            ("--bgr", args.bgr),
+            ("--nhwc", args.nhwc),
+            ("--size", args.size),
+        )
+        if v
+    ]
+    if given:  # fmt: skip
+        raise InputError(
+            f"{given[0]}: not taken with --ray (each actor resolves --model on its own); "
+            "export an .onnx with the convention built in, or run without --ray"
+        )
+    store = None
+    if args.store or args.local_store:
+        local = str(args.local_store) if args.local_store else None
+        store = {"local": local, "s3": args.store, "endpoint": args.s3_endpoint}
+    kwargs = {"strict": args.strict, "batch_size": args.batch_size, "device": args.device}
+    result = embed_ray(
+        args.model,
+        args.input,
+        args.out,
+        chain=args.backend,
+        precision=args.precision,
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+        normalize=not args.raw,
+        workers=args.workers,
+        address=args.ray or None,
+        store=store,
+        engine_kwargs={k: v for k, v in kwargs.items() if v is not None},
+        progress=not args.quiet,
+    )
+    if args.info_json:
+        _write_json(args.info_json, result.to_dict())
+    info = result.engine
+    resumed = f", {result.resumed_shards} resumed" if result.resumed_shards else ""
+    print(
+        f"wrote {args.out}: {result.faces}x{result.dim} float32 in {result.shards} shard(s)"
+        f"{resumed}, {result.images_per_s:.1f} images/s via {info['backend']} "
+        f"{info['precision']} on {info['workers']} Ray worker(s)"
     )
     return EXIT_OK
 
@@ -841,6 +898,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shard-size", type=_positive_int, help="faces per shard with --out FOLDER (4096)"
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="with --out FOLDER: a Ray Data job, one engine per actor; ADDRESS of a running "
+        "cluster (auto, ray://HOST:10001), or none for a local instance on 127.0.0.1",
+    )
+    p.add_argument("--workers", type=_positive_int, help="Ray actors (default: one per CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--raw", action="store_true", help="do not L2-normalize")
     p.add_argument(

@@ -100,7 +100,8 @@ def test_shards_equal_one_embed_call_in_input_order(engine, tmp_path: Path) -> N
     assert (result.faces, result.shards, result.dim, result.embedded_now) == (40, 3, TINY_DIM, 40)
     manifest = read_manifest(tmp_path / "emb")
     assert manifest["complete"] and [s["count"] for s in manifest["shards"]] == [16, 16, 8]
-    assert manifest["job"]["engine"] == {"backend": "onnxruntime", "precision": "fp32"}
+    assert manifest["job"]["engine"] == {"chain": ["onnxruntime"], "precision": "fp32"}
+    assert {s["backend"] for s in manifest["shards"]} == {"onnxruntime"}
     expected = engine.embed(synthetic_faces(40, seed=7))
     np.testing.assert_allclose(read_shards(tmp_path / "emb"), expected, rtol=0, atol=1e-6)
 
@@ -162,6 +163,14 @@ def test_another_job_on_the_same_folder_is_refused(engine, tmp_path: Path) -> No
                 progress=False,
             )  # fmt: skip
     assert (out / MANIFEST).read_bytes() == before
+
+
+def test_one_folder_never_mixes_two_backends(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path / "a", {"input": "x"}, 8, 4) as writer:
+        writer.write(0, np.ones((4, 2)), backend="onnxruntime")
+        with pytest.raises(DataError, match="shard 1 was made by torch, the others by onnxruntime"):
+            writer.write(1, np.ones((4, 2)), backend="torch")
+        assert [s["index"] for s in read_manifest(tmp_path / "a")["shards"]] == [0]
 
 
 def test_one_writer_at_a_time_and_no_stray_shards(tmp_path: Path) -> None:

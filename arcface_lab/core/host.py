@@ -47,6 +47,7 @@ __all__ = [
     "parse_cpuinfo",
     "probe",
     "real_cpu",
+    "rss_high_water_mb",
 ]
 
 #: Environment variable that injects a hardware class (tests, what-if planning).
@@ -271,6 +272,22 @@ def _memory_mb() -> int | None:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_high_water_mb() -> float | None:
+    """This process's resident-set high-water mark (MiB), or None where Linux cannot say.
+
+    ``VmHWM`` of ``/proc/self/status``: unlike ``getrusage``'s ``ru_maxrss``, it starts
+    afresh in a new program, so a child started from a large parent reports its own peak.
+    It is reset by writing 5 to ``/proc/self/clear_refs``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
     return None

@@ -50,6 +50,7 @@ __all__ = [
     "open_embeddings",
     "read_manifest",
     "read_shards",
+    "write_shard",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,45 @@ VERSION = 1
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.npy"
+
+
+#: What the manifest keeps of each shard.
+SHARD_FIELDS = ("index", "file", "start", "count", "sha256", "backend")
+
+
+def write_shard(
+    folder: Path,
+    index: int,
+    start: int,
+    stop: int,
+    embeddings: np.ndarray,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """Write one shard file atomically (its final name appears only when it is whole).
+
+    Returns its record for :meth:`ShardWriter.record`. Safe to call from any worker
+    that sees ``folder``: a shard written twice (a retried task) is the same bytes
+    under the same name, and only the manifest says what is done.
+    """
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != stop - start:
+        raise DataError(f"shard {index}: expected {stop - start} embeddings, got shape {emb.shape}")
+    name = shard_name(index)
+    with (
+        naming_a_full_disk(folder, "embedding shards", "point the output at a disk with room"),
+        atomic_path(folder / name, suffix=".npy") as tmp,
+        open(tmp, "wb") as f,
+    ):
+        np.save(f, emb)
+    return {
+        "index": index,
+        "file": name,
+        "start": start,
+        "count": stop - start,
+        "sha256": file_sha256(folder / name),
+        "backend": backend,
+        "dim": int(emb.shape[1]),
+    }
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -205,33 +245,43 @@ class ShardWriter:
     def done_faces(self) -> int:
         return sum(int(r["count"]) for r in self.shards.values())
 
-    def write(self, index: int, embeddings: np.ndarray) -> None:
+    def write(self, index: int, embeddings: np.ndarray, backend: str | None = None) -> None:
         """Write shard ``index`` (float32 ``(count, D)``), then record it in the manifest."""
         if self._lock is None:
             raise RuntimeError("ShardWriter.write outside its `with` block")
         _, start, stop = self.spans()[index]
-        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] != stop - start:
-            raise DataError(
-                f"shard {index}: expected {stop - start} embeddings, got shape {emb.shape}"
-            )
+        self.record(write_shard(self.folder, index, start, stop, embeddings, backend))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Record a shard written by :func:`write_shard` (here or on another machine).
+
+        Its file is checked against the record's sha256, its span against this job's,
+        its dimension and backend against the shards already recorded.
+        """
+        if self._lock is None:
+            raise RuntimeError("ShardWriter.record outside its `with` block")
+        index = int(record["index"])
+        _, start, stop = self.spans()[index]
+        if (int(record["start"]), int(record["count"])) != (start, stop - start):
+            raise DataError(f"shard {index}: expected faces [{start}, {stop}), got "
+                            f"{record['start']} + {record['count']}")  # fmt: skip
+        path = self.folder / record["file"]
+        if not path.is_file() or file_sha256(path) != record["sha256"]:
+            raise DataError(f"{path}: missing or not the file its worker wrote (sha256)")
         if self.dim is None:
-            self.dim = int(emb.shape[1])
-        elif emb.shape[1] != self.dim:
-            raise DataError(f"shard {index}: expected dimension {self.dim}, got {emb.shape[1]}")
-        name = shard_name(index)
+            self.dim = int(record["dim"])
+        elif int(record["dim"]) != self.dim:
+            raise DataError(f"shard {index}: expected dimension {self.dim}, got {record['dim']}")
+        made_by = {str(r["backend"]) for r in self.shards.values() if r.get("backend")}
+        if record.get("backend") and made_by and record["backend"] not in made_by:
+            raise DataError(
+                f"shard {index} was made by {record['backend']}, the others by "
+                f"{', '.join(sorted(made_by))}: a backend fell back on one worker or run; "
+                "name one backend (or pass --strict) so every shard comes from the same engine"
+            )
+        self.shards[index] = {k: record[k] for k in SHARD_FIELDS if k in record}
         hint = "point the output at a disk with room"
         with naming_a_full_disk(self.folder, "embedding shards", hint):
-            with atomic_path(self.folder / name, suffix=".npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, emb)
-            record = {
-                "index": index,
-                "file": name,
-                "start": start,
-                "count": stop - start,
-                "sha256": file_sha256(self.folder / name),
-            }
-            self.shards[index] = record
             self._write_manifest()
 
     def finish(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arcface_lab.core.files import write_json_atomic
+from arcface_lab.core.host import rss_high_water_mb
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
@@ -273,17 +274,6 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def _hwm_mb() -> float | None:
-    """This process's resident-set high-water mark since start or the last reset (MiB)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _peak_memory(device: str, inference_rss_mb: float | None) -> dict[str, Any]:
     """Peak memory of this process: RSS on CPU; on CUDA what the device says, and torch's view.
 
@@ -443,7 +433,7 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
             "prepare_s": prepare_s,
             "setup_s": setup_s,
             "timings": timings,
-            "memory": _peak_memory(engine.info.device, _hwm_mb() if reset else None),
+            "memory": _peak_memory(engine.info.device, rss_high_water_mb() if reset else None),
         }
     if spec.recreate:
         again, create_s = create()

@@ -23,16 +23,18 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcface_lab.core.host import rss_high_water_mb
 from arcface_lab.data.shards import ShardWriter
 from arcface_lab.data.stream import ImageSource, open_source
 from arcface_lab.engines.base import Engine
-from arcface_lab.engines.registry import create_engine
+from arcface_lab.engines.registry import create_engine, parse_chain
 from arcface_lab.errors import InputError
 from arcface_lab.models.source import ModelSource, resolve_model
 
@@ -66,20 +68,35 @@ class StreamResult:
 
 
 def job_of(
-    source: ImageSource, model: ModelSource, engine: Engine, normalize: bool
+    source: ImageSource,
+    model: ModelSource,
+    chain: Sequence[str],
+    precision: str,
+    normalize: bool,
 ) -> dict[str, Any]:
-    """What a shard folder's embeddings are of; a resumed job must match it exactly."""
+    """What a shard folder's embeddings are of; a resumed job must match it exactly.
+
+    The engine is the backend chain asked for; the backend that made each shard is in
+    its record, and one folder never mixes two (see :meth:`ShardWriter.record`).
+    """
     return {
         "input": source.fingerprint(),
         "model": {"spec": model.spec, "sha256": model.sha256()},
         "preprocess": model.preprocess.to_dict(),
-        "engine": {"backend": engine.info.backend, "precision": engine.info.precision},
+        "engine": {"chain": list(chain), "precision": precision},
         "normalized": normalize,
     }
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MiB).
+
+    Linux's ``VmHWM`` where it exists (``ru_maxrss`` would carry a parent's size across
+    ``exec``); elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    hwm = rss_high_water_mb()
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -103,15 +120,18 @@ def embed_to_shards(
     shard_size: int = DEFAULT_SHARD_SIZE,
     normalize: bool = True,
     progress: bool = True,
+    chain: Sequence[str] | None = None,
 ) -> StreamResult:
     """Embed every face of ``source`` through ``engine`` into shards under ``out``.
 
-    ``model`` is the engine's model (default ``engine.model``), recorded in the job.
+    ``model`` is the engine's model (default ``engine.model``) and ``chain`` the backend
+    chain the engine was made from (default: its own backend), both recorded in the job.
     Resumes a folder holding the same job; refuses one holding another (see
     :mod:`arcface_lab.data.shards`). Progress (images/s, ETA) goes to stderr.
     """
     model = model or engine.model
-    job = job_of(source, model, engine, normalize)
+    names = list(chain) if chain else [engine.info.backend]
+    job = job_of(source, model, names, engine.info.precision, normalize)
     started = time.perf_counter()
     embedded = 0
     with ShardWriter(Path(out), job, len(source), shard_size) as writer:
@@ -125,7 +145,7 @@ def embed_to_shards(
                     embedded += e - s
                     if bar is not None:
                         bar.update(e - s)
-                writer.write(index, np.concatenate(parts))
+                writer.write(index, np.concatenate(parts), engine.info.backend)
         finally:
             if bar is not None:
                 bar.close()
@@ -141,7 +161,7 @@ def embed_to_shards(
         embedded_now=embedded,
         seconds=seconds,
         images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         engine=engine.info.to_dict(),
     )
     log.info("%s: %d faces in %d shard(s), %.1f images/s", out, result.faces, result.shards,
@@ -174,5 +194,8 @@ def embed_stream(
             f"{resolved.preprocess.size}",
             argument="source",
         )
-    with create_engine(chain, resolved, precision=precision, **engine_kwargs) as engine:
-        return embed_to_shards(engine, source, out, resolved, shard_size, normalize, progress)
+    names = parse_chain(chain, engine_kwargs.get("device"))
+    with create_engine(names, resolved, precision=precision, **engine_kwargs) as engine:
+        return embed_to_shards(
+            engine, source, out, resolved, shard_size, normalize, progress, chain=names
+        )

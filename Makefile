@@ -10,7 +10,7 @@ PARAMS ?= params/default.yaml
 # The second run of `make report`: the zoo's trained model on real faces aligned from photos.
 REAL_PARAMS ?= params/real_faces.yaml
 
-.PHONY: setup report reference test lint typecheck pytest notebooks lab bench goldens clean
+.PHONY: setup report reference test lint typecheck pytest notebooks lab bench scale goldens clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,10 @@ lab: setup
 # CPU comparison: every engine in its own process vs torch eager FP32 (table + reports/bench-*/).
 bench: setup
 	$(BIN)/python -m arcface_lab.perf --params $(PARAMS)
+
+# Images/s of the streaming embed job: one process against Ray with 1, 2 and N workers.
+scale: setup
+	$(BIN)/python -m arcface_lab.runs.scale --out reports/scale.json
 
 # Golden embeddings are regenerated only deliberately, never by a test.
 goldens: setup

@@ -308,3 +308,57 @@ def test_precision_summary_says_what_each_engine_ran_in() -> None:
     fast = {"precision": "fp16", "details": {"fp32_layers": ["features"]}}
     assert precision_summary(fast) == "fp16, FP32: features"
     assert precision_summary({"precision": "fp32", "details": {}}) == "fp32"
+
+
+def test_the_scale_section_embeds_a_labelled_set_and_gates_the_tar_delta(
+    tmp_path: Path, cache_dir: Path, monkeypatch
+) -> None:
+    """scale.faces: reference and chosen engine streamed, low-FAR table, a TAR-delta check."""
+    import numpy as np
+
+    from arcface_lab.core.lowfar import compare_all_pairs
+    from arcface_lab.data.stream import SyntheticSource
+    from arcface_lab.engines.registry import create_engine
+    from arcface_lab.runs.at_scale import SCALE_SEED
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    params = _tiny(
+        backends={"chain": ["onnxruntime", "torch"], "precisions": ["fp32"]},
+        scale={
+            "faces": 48,
+            "faces_per_identity": 4,
+            "shard_size": 16,
+            "fars": [0.1, 0.01],
+            "fpirs": [0.2],
+            "gate_far": 0.1,
+        },
+        thresholds={
+            "cosine_min": {"fp32": 0.99999},
+            "decision_flips_max": 0,
+            "tar_delta_max": 0.001,
+        },
+    )
+    result = run(params, reports_root=tmp_path, render=False)
+    scale = json.loads((result.run_dir / "scale.json").read_text())
+    assert (scale["faces"], scale["identities"]) == (48, 12)
+    assert scale["reference"]["engine"] == "torch/fp32"
+    chosen = json.loads((result.run_dir / "verdict.json").read_text())["chosen"]["label"]
+    assert scale["engine"]["engine"] == chosen
+    assert scale["reference"]["peak_rss_mb"] > 0 and scale["engine"]["images_per_s"] > 0
+    # the same faces through the reference here give the same all-pairs table
+    source = SyntheticSource(48, SCALE_SEED, faces_per_identity=4)
+    with create_engine("torch", "seeded:r18", strict=True) as ref:
+        emb = ref.embed(source.read(0, 48))
+    labels = np.arange(48) // 4
+    expected = compare_all_pairs(emb, emb, labels, fars=(0.1, 0.01))["reference"]
+    got = scale["all_pairs"]["reference"]
+    assert (got["genuine_pairs"], got["impostor_pairs"]) == (72, 1056)
+    assert [p["tar"] for p in got["points"]] == pytest.approx(
+        [p["tar"] for p in expected["points"]], abs=1 / 72
+    )
+    check = next(c for c in json.loads((result.run_dir / "verdict.json").read_text())["checks"]
+                 if c["metric"] == "scale |TAR delta| @ FAR 0.1")  # fmt: skip
+    assert check["status"] == "pass" and check["measured"] <= 0.001
+    page = (result.run_dir / "index.html").read_text()
+    assert "At scale: all-pairs verification (TAR at FAR)" in page
+    assert "48 faces, 12 identities" in page

@@ -246,3 +246,17 @@ def test_a_killed_embed_resumes_to_the_single_file_result(tiny, tmp_path: Path) 
     assert single.returncode == 0, stderr
     np.testing.assert_allclose(read_shards(out), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)
     assert json.loads((out / MANIFEST).read_text())["complete"]
+
+
+def test_the_scale_set_made_on_every_core_equals_the_stream(tmp_path: Path) -> None:
+    from arcface_lab.data.stream import SyntheticSource
+    from arcface_lab.runs.at_scale import _materialize
+
+    source = SyntheticSource(2100, 5, faces_per_identity=3)
+    made = _materialize(source, tmp_path / "faces.npy")  # 3 spans of 1024: a process pool
+    assert len(made) == 2100
+    for start, stop in ((0, 4), (1020, 1030), (2096, 2100)):
+        assert np.array_equal(made.read(start, stop), source.read(start, stop))
+    assert np.array_equal(
+        source.read(3, 6)[0], synthetic_faces(1, seed=5, start=3, identities=[1])[0]
+    )

@@ -86,13 +86,24 @@ def parse_int(value: Any, ctx: Ctx, minimum: int = 0) -> int:
     return value
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_float(
     value: Any, ctx: Ctx, lo: float = 0.0, hi: float = float("inf"), open_lo: bool = False
 ) -> float:
     """A number in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not (lo < value if open_lo else lo <= value) or not value <= hi:
-        raise ctx.error(f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]", value)
+        expected = f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+        if isinstance(value, str) and _looks_numeric(value):
+            expected += " (YAML reads 1e-3 as text: write 1.0e-3 or 0.001)"
+        raise ctx.error(expected, value)
     return float(value)
 
 

@@ -202,6 +202,54 @@ class FacesParams:
 
 
 @dataclass(frozen=True)
+class ScaleParams:
+    """The main job's scale section: a labelled synthetic set through the chosen engine.
+
+    ``faces``: how many (0: no scale section), sized to take about a minute on the
+    machine the params are for; ``faces_per_identity``: images per synthetic identity;
+    ``fars`` / ``fpirs``: the all-pairs and 1:N operating points; ``gate_far``: the FAR at
+    which ``thresholds.tar_delta_max`` judges the engine's TAR against the reference's.
+    """
+
+    faces: int = 0
+    faces_per_identity: int = 4
+    shard_size: int = 1024
+    fars: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+    fpirs: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
+    gate_far: float = 1e-3
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: Ctx) -> ScaleParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+
+        def rates(key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+            values = parse_list(m.get(key, list(default)), ctx.child(key))
+            return tuple(
+                parse_float(v, ctx.child(key).child(str(i)), 1e-12, 0.999999)
+                for i, v in enumerate(values)
+            )
+
+        faces = parse_int(m.get("faces", 0), ctx.child("faces"))
+        per = parse_int(
+            m.get("faces_per_identity", cls.faces_per_identity), ctx.child("faces_per_identity"), 2
+        )
+        if faces and faces < 2 * per:
+            raise ctx.child("faces").error(
+                f"0 (no scale section) or at least {2 * per} faces (two identities)", faces
+            )
+        return cls(
+            faces=faces,
+            faces_per_identity=per,
+            shard_size=parse_int(m.get("shard_size", cls.shard_size), ctx.child("shard_size"), 1),
+            fars=rates("fars", cls.fars),
+            fpirs=rates("fpirs", cls.fpirs),
+            gate_far=parse_float(
+                m.get("gate_far", cls.gate_far), ctx.child("gate_far"), 1e-12, 0.999999
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class OptimizeParams:
     """How ``optimize`` searches: candidates are ``backends.chain`` x ``backends.precisions``.
 
@@ -341,6 +389,8 @@ class Thresholds:
     speed_targets: dict[str, SpeedTarget] = field(default_factory=dict)
     speedup_batch: int = 32
     vram_mb_max: float | None = None
+    #: The scale section: |TAR delta| at ``scale.gate_far``, engine against reference.
+    tar_delta_max: float | None = None
     target_note: str = ""
 
     @classmethod
@@ -358,6 +408,11 @@ class Thresholds:
             speed_targets=_speed_targets(m.get("speed_targets"), ctx.child("speed_targets")),
             speedup_batch=parse_int(m.get("speedup_batch", 32), ctx.child("speedup_batch"), 1),
             vram_mb_max=None if vram is None else parse_float(vram, ctx.child("vram_mb_max")),
+            tar_delta_max=(
+                None
+                if m.get("tar_delta_max") is None
+                else parse_float(m["tar_delta_max"], ctx.child("tar_delta_max"), 0.0, 1.0)
+            ),
             target_note=str(m.get("target_note", "")),
         )
 
@@ -384,6 +439,7 @@ class Params:
     thresholds: Thresholds = field(default_factory=Thresholds)
     optimize: OptimizeParams = field(default_factory=OptimizeParams)
     faces: FacesParams = field(default_factory=FacesParams)
+    scale: ScaleParams = field(default_factory=ScaleParams)
     source: str = "<defaults>"
 
     @classmethod
@@ -399,6 +455,7 @@ class Params:
             "thresholds",
             "optimize",
             "faces",
+            "scale",
         )
         m = parse_mapping(raw, ctx, keys)
         return cls(
@@ -411,6 +468,7 @@ class Params:
             thresholds=Thresholds.parse(m.get("thresholds"), ctx.child("thresholds")),
             optimize=OptimizeParams.parse(m.get("optimize"), ctx.child("optimize")),
             faces=FacesParams.parse(m.get("faces"), ctx.child("faces")),
+            scale=ScaleParams.parse(m.get("scale"), ctx.child("scale")),
             source=source,
         )
 

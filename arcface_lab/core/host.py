@@ -47,6 +47,7 @@ __all__ = [
     "parse_cpuinfo",
     "probe",
     "real_cpu",
+    "reset_rss_high_water",
     "rss_high_water_mb",
 ]
 
@@ -291,6 +292,15 @@ def rss_high_water_mb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def reset_rss_high_water() -> bool:
+    """Reset this process's resident-set high-water mark (Linux ``clear_refs`` 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def _threads() -> int:

@@ -70,23 +70,42 @@ def _check_slice(source: ImageSource, start: int, stop: int) -> None:
 
 
 class SyntheticSource:
-    """``synthetic:N``: face ``i`` is row ``i`` of ``synthetic_faces(N, seed)``."""
+    """``synthetic:N``: face ``i`` is row ``i`` of ``synthetic_faces(N, seed)``.
+
+    With ``faces_per_identity = k``, face ``i`` shows identity ``i // k`` (a labelled
+    set for the all-pairs and 1:N protocols); 1 makes every face its own identity.
+    """
 
     def __init__(
-        self, n: int, seed: int = RUN_IMAGE_SEED, size: tuple[int, int] = (112, 112)
+        self,
+        n: int,
+        seed: int = RUN_IMAGE_SEED,
+        size: tuple[int, int] = (112, 112),
+        faces_per_identity: int = 1,
     ) -> None:
+        if faces_per_identity < 1:
+            raise DataError(f"faces_per_identity: expected >= 1, got {faces_per_identity}")
         self.name = f"synthetic:{n}"
-        self.n, self.seed, self.size = n, seed, size
+        self.n, self.seed, self.size, self.per = n, seed, size, faces_per_identity
 
     def __len__(self) -> int:
         return self.n
 
     def read(self, start: int, stop: int) -> np.ndarray:
         _check_slice(self, start, stop)
-        return synthetic_faces(stop - start, seed=self.seed, size=self.size, start=start)
+        ids = None if self.per == 1 else [i // self.per for i in range(start, stop)]
+        return synthetic_faces(
+            stop - start, seed=self.seed, size=self.size, start=start, identities=ids
+        )
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": "synthetic", "count": self.n, "seed": self.seed, "size": list(self.size)}
+        return {
+            "kind": "synthetic",
+            "count": self.n,
+            "seed": self.seed,
+            "size": list(self.size),
+            "faces_per_identity": self.per,
+        }
 
 
 class NpySource:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arcface_lab.core.files import write_json_atomic
-from arcface_lab.core.host import rss_high_water_mb
+from arcface_lab.core.host import reset_rss_high_water, rss_high_water_mb
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
@@ -265,15 +265,6 @@ def saved_inputs(arrays: Mapping[str, np.ndarray], folder: Path) -> Iterator[dic
             path.unlink(missing_ok=True)
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's resident-set high-water mark (Linux ``clear_refs`` 5)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _peak_memory(device: str, inference_rss_mb: float | None) -> dict[str, Any]:
     """Peak memory of this process: RSS on CPU; on CUDA what the device says, and torch's view.
 
@@ -402,7 +393,7 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         return engine, time.perf_counter() - t0
 
     engine, setup_s = create()
-    reset = _reset_peak_rss()
+    reset = reset_rss_high_water()
     if engine.info.device.startswith("cuda"):  # the peak of inference, not of the build
         import torch
 

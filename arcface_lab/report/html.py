@@ -356,6 +356,31 @@ def _verification(ver: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _scale(scale: Mapping[str, Any] | None) -> str:
+    """The scale section: throughput and memory, the low-FAR table, 1:N; or why it is absent."""
+    if not scale:
+        return ""
+    if "skipped" in scale:
+        return f"<h2>At scale</h2><p>Not measured: {html.escape(str(scale['skipped']))}.</p>"
+    intro = html.escape(
+        f"{scale['faces']} faces, {scale['identities']} identities ({scale['source']}; "
+        "synthetic: the TAR identifies nothing, the deltas and flips say whether the engine "
+        f"is still the reference). Lowest per-face cosine {scale['cosine_min']:.6f}."
+    )
+    return "".join(
+        [
+            _section("At scale: throughput and memory", tables.scale_throughput(scale), intro),
+            _section(
+                "At scale: all-pairs verification (TAR at FAR)",
+                tables.scale_low_far(scale),
+                "Every pair of the set; the threshold at each FAR is the reference's, and a "
+                "flip is a pair the engine decides the other way at it.",
+            ),
+            _section("At scale: 1:N identification", tables.scale_identification(scale)),
+        ]
+    )
+
+
 def _worst_faces(drift: Mapping[str, Any]) -> str:
     """Thumbnails of the faces that drifted most, with each engine's cosine on them."""
     thumbs = drift.get("thumbnails") or {}
@@ -439,6 +464,7 @@ def render(run_dir: str | Path) -> Path:
             tables.latency(folder.read("bench", required=False) or {}),
             _MEMORY_NOTE,
         ),
+        _scale(folder.read("scale", required=False)),
         _environment(env),
     ]
     page = (

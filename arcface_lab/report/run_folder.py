@@ -27,8 +27,9 @@ __all__ = ["MEASURED", "OPTIONAL", "RunFolder"]
 
 #: The files every measured run has, in the order the run writes them.
 MEASURED = ("environment", "optimize", "drift", "verification", "bench", "verdict")
-#: Files a run may have: the failure record, the notebooks' status, the run's seconds.
-OPTIONAL = ("error", "notebooks", "timing")
+#: Files a run may have: the failure record, the notebooks' status, the run's seconds,
+#: the scale section (params ``scale.faces``).
+OPTIONAL = ("error", "notebooks", "timing", "scale")
 _NAMES = MEASURED + OPTIONAL
 
 

@@ -319,3 +319,75 @@ def environment(env: Mapping[str, Any]) -> Table:
         ["started", env["started_at"]],
     ] + [[k, v] for k, v in env["versions"].items()]
     return Table(("", "value"), rows)
+
+
+def scale_throughput(scale: Mapping[str, Any]) -> Table:
+    """``scale.json``: each engine's streaming throughput and peak memory on the scale set."""
+    rows = []
+    for key in ("reference", "engine"):
+        r = scale.get(key)
+        if not r:
+            continue
+        memory = r.get("peak_rss_mb")
+        rows.append(
+            [
+                f"reference {r['engine']}" if key == "reference" else r["engine"],
+                int(r["faces"]),
+                _round(r["seconds"], 1),
+                _round(r.get("images_per_s"), 1),
+                _round(r.get("engine_images_per_s"), 1),
+                None if memory is None else round(memory),
+                r.get("peak_rss_scope"),
+            ]
+        )
+    header = ("engine", "faces", "seconds", "images/s end to end", "images/s in the engine",
+              "peak RSS MB", "memory measured")  # fmt: skip
+    return Table(header, rows)
+
+
+def scale_low_far(scale: Mapping[str, Any]) -> Table:
+    """All-pairs TAR at each FAR, reference and engine, with the decisions that flip."""
+    rows = []
+    for p in (scale.get("all_pairs") or {}).get("points", []):
+        if not p["supported"]:
+            rows.append([f"{p['far']:g}", None, None, None, None, None, p["reason"]])
+            continue
+        rows.append(
+            [
+                f"{p['far']:g}",
+                int(p["impostors_at_threshold"]),
+                _round(p["reference_tar"], 5),
+                _round(p["candidate_tar"], 5),
+                _round(p["tar_delta"], 5),
+                int(p["decision_flips"]),
+                f"genuine lost {p['genuine_lost']}, gained {p['genuine_gained']}; impostors "
+                f"accepted {p['impostor_accepted']}, rejected {p['impostor_rejected']}",
+            ]
+        )
+    header = ("FAR", "impostor pairs at threshold", "reference TAR", "engine TAR",
+              "TAR delta", "flips", "flips at the reference's threshold")  # fmt: skip
+    return Table(header, rows)
+
+
+def scale_identification(scale: Mapping[str, Any]) -> Table:
+    """1:N: rank-k and FNIR at each FPIR, reference and engine."""
+    ident = scale.get("identification") or {}
+    ref, cand = ident.get("reference") or {}, ident.get("candidate") or {}
+    flips = {"1": int(ident.get("rank1_flips", 0))}  # mates at rank 1 in one engine only
+    rows = [
+        [f"rank-{k}", _round(v, 5), _round((cand.get("rank") or {}).get(k), 5), flips.get(k)]
+        for k, v in (ref.get("rank") or {}).items()
+    ]
+    for p in ident.get("points", []):
+        if not p["supported"]:
+            rows.append([f"FNIR @ FPIR {p['fpir']:g}", None, None, p["reason"]])
+            continue
+        rows.append(
+            [
+                f"FNIR @ FPIR {p['fpir']:g}",
+                _round(p["reference_fnir"], 5),
+                _round(p["candidate_fnir"], 5),
+                int(p["decision_flips"]),
+            ]
+        )
+    return Table(("1:N", "reference", "engine", "flips"), rows)

@@ -248,11 +248,19 @@ def _bench_json(opt: Any) -> dict[str, Any]:
     return {"records": [*opt.reference.records, *(r for c in opt.ran() for r in c.records)]}
 
 
-def _verdict_json(params: Params, opt: Any, device: str) -> tuple[dict[str, Any], list[Check]]:
-    """``verdict.json`` and its checks: the gates per precision and the class speed target."""
+def _verdict_json(
+    params: Params, opt: Any, device: str, scale: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[Check]]:
+    """``verdict.json`` and its checks: the gates per precision, the class speed target,
+    and the scale section's TAR delta when the params set one."""
+    from arcface_lab.runs.at_scale import scale_check
+
     results = _per_precision(params, opt)
     checks = evaluate(results, params.thresholds)
     checks.append(opt.speed_check(params.thresholds))
+    row = scale_check(scale, params) if scale is not None else None
+    if row is not None:
+        checks.append(row)
     verdict = {
         "passed": verdict_passed(checks),
         "checks": [c.to_dict() for c in checks],
@@ -283,8 +291,21 @@ def _measure(params: Params, folder: RunFolder) -> RunResult:
     folder.write("drift", _drift_json(opt), default=json_default)
     folder.write("verification", _verification_json(params, opt), default=json_default)
     folder.write("bench", _bench_json(opt), default=json_default)
+    scale = None
+    if params.scale.faces:
+        from arcface_lab.runs.at_scale import scale_json
+
+        print(
+            f"  scale: {params.scale.faces} labelled synthetic faces through the reference "
+            "and the chosen engine ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        threads = opt.host.cpu.threads if opt.host.device == "cpu" else 0
+        scale = scale_json(params, model, opt, threads)
+        folder.write("scale", scale, default=json_default)
     device = env["gpu"]["name"] if env["gpu"] else env["cpu"]
-    verdict, checks = _verdict_json(params, opt, device)
+    verdict, checks = _verdict_json(params, opt, device, scale)
     folder.write("verdict", verdict, default=json_default)
     return RunResult(folder.path, checks, device, opt.to_dict())
 

@@ -209,6 +209,8 @@ def embed_ray(
         embedded_now=embedded,
         seconds=seconds,
         images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
+        read_s=0.0,  # spent in the actors: not seen by the driver
+        embed_s=0.0,
         peak_rss_mb=peak_rss_mb(),
         engine={
             "backend": ",".join(backends),

@@ -60,6 +60,9 @@ class StreamResult:
     embedded_now: int
     seconds: float
     images_per_s: float
+    #: Of ``seconds``: reading (or making) the crops, and inside the engine.
+    read_s: float
+    embed_s: float
     peak_rss_mb: float
     engine: dict[str, Any]
 
@@ -134,6 +137,7 @@ def embed_to_shards(
     job = job_of(source, model, names, engine.info.precision, normalize)
     started = time.perf_counter()
     embedded = 0
+    read_s = embed_s = 0.0
     with ShardWriter(Path(out), job, len(source), shard_size) as writer:
         bar = _progress(len(source), writer.done_faces, progress)
         try:
@@ -141,7 +145,11 @@ def embed_to_shards(
                 parts = []
                 for s in range(start, stop, READ_SIZE):
                     e = min(s + READ_SIZE, stop)
-                    parts.append(engine.embed(source.read(s, e), normalize=normalize))
+                    t0 = time.perf_counter()
+                    crops = source.read(s, e)
+                    t1 = time.perf_counter()
+                    parts.append(engine.embed(crops, normalize=normalize))
+                    read_s, embed_s = read_s + t1 - t0, embed_s + time.perf_counter() - t1
                     embedded += e - s
                     if bar is not None:
                         bar.update(e - s)
@@ -161,6 +169,8 @@ def embed_to_shards(
         embedded_now=embedded,
         seconds=seconds,
         images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
+        read_s=read_s,
+        embed_s=embed_s,
         peak_rss_mb=peak_rss_mb(),
         engine=engine.info.to_dict(),
     )

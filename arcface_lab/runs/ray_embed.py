@@ -37,13 +37,7 @@ from arcface_lab.data.stream import open_source
 from arcface_lab.engines.registry import parse_chain
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.models.source import resolve_model
-from arcface_lab.runs.stream import (
-    DEFAULT_SHARD_SIZE,
-    READ_SIZE,
-    StreamResult,
-    job_of,
-    peak_rss_mb,
-)
+from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, READ_SIZE, StreamResult, job_of
 
 __all__ = ["embed_ray"]
 
@@ -200,26 +194,15 @@ def embed_ray(
         resumed = writer.resumed
     seconds = time.perf_counter() - started
     backends = sorted({str(s.get("backend")) for s in manifest["shards"]})
-    return StreamResult(
-        folder=str(out),
-        faces=len(opened),
-        dim=int(manifest["dim"]),
-        shards=len(manifest["shards"]),
-        resumed_shards=resumed,
-        embedded_now=embedded,
-        seconds=seconds,
-        images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
-        read_s=0.0,  # spent in the actors: not seen by the driver
-        embed_s=0.0,
-        peak_rss_mb=peak_rss_mb(),
-        engine={
-            "backend": ",".join(backends),
-            "precision": precision,
-            "workers": pool,
-            "gpus_per_worker": gpus,
-            "ray": ray.__version__,
-        },
-    )
+    engine = {
+        "backend": ",".join(backends),
+        "precision": precision,
+        "workers": pool,
+        "gpus_per_worker": gpus,
+        "ray": ray.__version__,
+    }
+    # read and embed time is spent in the actors, where the driver does not see it
+    return StreamResult.of(out, manifest, resumed, embedded, seconds, engine)
 
 
 def _plain(value: Any) -> Any:

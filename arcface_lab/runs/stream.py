@@ -66,6 +66,27 @@ class StreamResult:
     peak_rss_mb: float
     engine: dict[str, Any]
 
+    @classmethod
+    def of(
+        cls, out: str | os.PathLike[str], manifest: dict[str, Any], resumed: int, embedded: int,
+        seconds: float, engine: dict[str, Any], read_s: float = 0.0, embed_s: float = 0.0,
+    ) -> StreamResult:  # fmt: skip
+        """The result of a run that wrote ``manifest`` (complete) into ``out``."""
+        return cls(
+            folder=str(out),
+            faces=int(manifest["total"]),
+            dim=int(manifest["dim"]),
+            shards=len(manifest["shards"]),
+            resumed_shards=resumed,
+            embedded_now=embedded,
+            seconds=seconds,
+            images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
+            read_s=read_s,
+            embed_s=embed_s,
+            peak_rss_mb=peak_rss_mb(),
+            engine=engine,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -160,19 +181,8 @@ def embed_to_shards(
         manifest = writer.finish()
         resumed = writer.resumed
     seconds = time.perf_counter() - started
-    result = StreamResult(
-        folder=str(out),
-        faces=len(source),
-        dim=int(manifest["dim"]),
-        shards=len(manifest["shards"]),
-        resumed_shards=resumed,
-        embedded_now=embedded,
-        seconds=seconds,
-        images_per_s=embedded / seconds if embedded and seconds > 0 else 0.0,
-        read_s=read_s,
-        embed_s=embed_s,
-        peak_rss_mb=peak_rss_mb(),
-        engine=engine.info.to_dict(),
+    result = StreamResult.of(
+        out, manifest, resumed, embedded, seconds, engine.info.to_dict(), read_s, embed_s
     )
     log.info("%s: %d faces in %d shard(s), %.1f images/s", out, result.faces, result.shards,
              result.images_per_s)  # fmt: skip

@@ -170,9 +170,11 @@ def _model(args: argparse.Namespace) -> Any:
 def _store(args: argparse.Namespace) -> Any:
     from arcface_lab.store import open_store
 
-    if args.s3_endpoint and not args.store:
-        raise InputError("--s3-endpoint: needs --store s3://BUCKET/PREFIX")
-    return open_store(args.local_store, args.store, args.s3_endpoint, strict=args.strict)
+    s3_input = str(getattr(args, "input", "")).startswith("s3://")
+    if args.s3_endpoint and not args.store and not s3_input:
+        raise InputError("--s3-endpoint: needs --store s3://BUCKET/PREFIX (or an s3:// --input)")
+    endpoint = args.s3_endpoint if args.store else None  # else it is the input's alone
+    return open_store(args.local_store, args.store, endpoint, strict=args.strict)
 
 
 def _params(args: argparse.Namespace) -> Any:
@@ -407,15 +409,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _embed_shards(args: argparse.Namespace, model: Any) -> int:
     """``embed --out FOLDER``: streamed through the engine into resumable shards."""
-    from arcface_lab.data.stream import open_source
     from arcface_lab.engines.registry import parse_chain
-    from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, embed_to_shards
+    from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, embed_to_shards, open_input
 
     if args.align:
         raise InputError("--align: writes one .npy with its faces index; give --out FILE.npy")
     if args.ray is not None:
         return _embed_ray(args)
-    source = open_source(args.input, model.preprocess.size)
+    source = open_input(args.input, model.preprocess.size, args.s3_endpoint)
     with _engine(args, model) as engine:
         result = embed_to_shards(
             engine,
@@ -464,7 +465,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
             "export an .onnx with the convention built in, or run without --ray"
         )
     store = None
-    if args.store or args.local_store:
+    if args.store or args.local_store or args.s3_endpoint:
         local = str(args.local_store) if args.local_store else None
         store = {"local": local, "s3": args.store, "endpoint": args.s3_endpoint}
     kwargs = {"strict": args.strict, "batch_size": args.batch_size, "device": args.device}
@@ -886,7 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input",
         required=True,
-        help=".npy, image folder, list file (.txt: one path per line), image, or synthetic:N",
+        help=".npy, image folder, list file (.txt: one path per line), image, synthetic:N; "
+        "with --out FOLDER also s3://BUCKET/PREFIX (image objects; --s3-endpoint)",
     )
     p.add_argument(
         "--out",

@@ -260,3 +260,40 @@ def test_the_scale_set_made_on_every_core_equals_the_stream(tmp_path: Path) -> N
     assert np.array_equal(
         source.read(3, 6)[0], synthetic_faces(1, seed=5, start=3, identities=[1])[0]
     )
+
+
+@pytest.mark.s3
+def test_faces_under_an_s3_prefix_stream_like_a_local_folder(
+    s3_server, tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SeaweedFS on 127.0.0.1: PNGs under a prefix, a non-image key ignored, same embeddings."""
+    import io
+
+    from arcface_lab.cli import main
+    from tests import seaweedfs
+
+    seaweedfs.create_bucket(s3_server, "faces")
+    client = s3_server.client()
+    faces = synthetic_faces(7, seed=2)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        buf = io.BytesIO()
+        Image.fromarray(face).save(buf, format="PNG")
+        client.put_object(Bucket="faces", Key=f"team/crops/{i:03d}.png", Body=buf.getvalue())
+        (folder / f"{i:03d}.png").write_bytes(buf.getvalue())
+    client.put_object(Bucket="faces", Key="team/crops/README.txt", Body=b"not a face")
+    common = ["embed", "--model", str(tiny.path), "--backend", "onnxruntime", "--strict",
+              "--shard-size", "3", "--quiet", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    s3 = ["--input", "s3://faces/team/crops", "--s3-endpoint", s3_server.endpoint_url]
+    assert main([*common, *s3, "--out", str(tmp_path / "s3")]) == 0
+    assert "7x16 float32 in 3 shard(s)" in capsys.readouterr().out
+    assert main([*common, "--input", str(folder), "--out", str(tmp_path / "local")]) == 0
+    np.testing.assert_array_equal(read_shards(tmp_path / "s3"), read_shards(tmp_path / "local"))
+    assert read_manifest(tmp_path / "s3")["job"]["input"]["kind"] == "s3"
+    # resumed: the same listing is the same job
+    assert main([*common, *s3, "--out", str(tmp_path / "s3")]) == 0
+    assert "3 resumed" in capsys.readouterr().out
+    empty = ["--input", "s3://faces/nothing", "--s3-endpoint", s3_server.endpoint_url]
+    assert main([*common, *empty, "--out", str(tmp_path / "none")]) == 2
+    assert "s3://faces/nothing: no image objects" in capsys.readouterr().err

@@ -33,11 +33,16 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.data.shards import ShardWriter, write_shard
-from arcface_lab.data.stream import open_source
 from arcface_lab.engines.registry import parse_chain
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.models.source import resolve_model
-from arcface_lab.runs.stream import DEFAULT_SHARD_SIZE, READ_SIZE, StreamResult, job_of
+from arcface_lab.runs.stream import (
+    DEFAULT_SHARD_SIZE,
+    READ_SIZE,
+    StreamResult,
+    job_of,
+    open_input,
+)
 
 __all__ = ["embed_ray"]
 
@@ -59,12 +64,14 @@ class ShardEmbedder:
         from arcface_lab.engines.registry import create_engine
 
         kwargs = dict(engine_kwargs)
-        if store:
+        if store and (store.get("local") or store.get("s3")):
             from arcface_lab.store import open_store
 
-            kwargs["store"] = open_store(store.get("local"), store.get("s3"), store.get("endpoint"))
+            endpoint = store.get("endpoint") if store.get("s3") else None  # else the input's
+            kwargs["store"] = open_store(store.get("local"), store.get("s3"), endpoint)
         self.model = resolve_model(model)
-        self.source = open_source(source, self.model.preprocess.size)
+        endpoint = (store or {}).get("endpoint")
+        self.source = open_input(source, self.model.preprocess.size, endpoint)
         self.out = Path(out)
         self.normalize = normalize
         self.engine = create_engine(chain, self.model, precision=precision, **kwargs)
@@ -143,7 +150,7 @@ def embed_ray(
     ray = _ray()
     model_text, source_text = os.fspath(model), os.fspath(source)
     resolved = resolve_model(model_text)
-    opened = open_source(source_text, resolved.preprocess.size)
+    opened = open_input(source_text, resolved.preprocess.size, (store or {}).get("endpoint"))
     names = parse_chain(chain, (engine_kwargs or {}).get("device"))
     job = job_of(opened, resolved, names, precision, normalize)
     import logging

@@ -38,7 +38,14 @@ from arcface_lab.engines.registry import create_engine, parse_chain
 from arcface_lab.errors import InputError
 from arcface_lab.models.source import ModelSource, resolve_model
 
-__all__ = ["DEFAULT_SHARD_SIZE", "StreamResult", "embed_stream", "embed_to_shards", "job_of"]
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "StreamResult",
+    "embed_stream",
+    "embed_to_shards",
+    "job_of",
+    "open_input",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,18 @@ class StreamResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def open_input(
+    spec: str | os.PathLike[str], size: tuple[int, int] = (112, 112), s3_endpoint: str | None = None
+) -> ImageSource:
+    """:func:`~arcface_lab.data.stream.open_source`, and ``s3://BUCKET/PREFIX`` of image objects
+    (:class:`~arcface_lab.store.s3_source.S3Source`, the engine store's S3 settings)."""
+    if isinstance(spec, str) and spec.startswith("s3://"):
+        from arcface_lab.store.s3_source import S3Source
+
+        return S3Source(spec, size, endpoint_url=s3_endpoint)
+    return open_source(spec, size)
 
 
 def job_of(
@@ -207,7 +226,9 @@ def embed_stream(
     """
     resolved = model if isinstance(model, ModelSource) else resolve_model(os.fspath(model))
     if isinstance(source, (str, os.PathLike)):
-        source = open_source(source, resolved.preprocess.size)
+        source = open_input(
+            source, resolved.preprocess.size, engine_kwargs.pop("s3_endpoint", None)
+        )
     elif tuple(source.size) != tuple(resolved.preprocess.size):
         raise InputError(
             f"source: {source.name} holds {source.size} crops; the model takes "

@@ -428,16 +428,24 @@ def _embed_shards(args: argparse.Namespace, model: Any) -> int:
             progress=not args.quiet,
             chain=parse_chain(args.backend, args.device),
         )
+    info = result.engine
+    skipped = "".join(f"; skipped {f['backend']}: {f['reason']}" for f in info["fallbacks"])
+    return _wrote_shards(
+        args,
+        result,
+        f", peak RSS {result.peak_rss_mb:.0f} MB via {info['backend']} {info['precision']} "
+        f"on {info['device']}{skipped}",
+    )
+
+
+def _wrote_shards(args: argparse.Namespace, result: Any, via: str) -> int:
+    """``embed --out FOLDER``'s info JSON and its one line: what was written, how fast."""
     if args.info_json:
         _write_json(args.info_json, result.to_dict())
-    info = result.engine
-    used = f"{info['backend']} {info['precision']} on {info['device']}"
-    skipped = "".join(f"; skipped {f['backend']}: {f['reason']}" for f in info["fallbacks"])
     resumed = f", {result.resumed_shards} resumed" if result.resumed_shards else ""
     print(
         f"wrote {args.out}: {result.faces}x{result.dim} float32 in {result.shards} shard(s)"
-        f"{resumed}, {result.images_per_s:.1f} images/s, peak RSS {result.peak_rss_mb:.0f} MB "
-        f"via {used}{skipped}"
+        f"{resumed}, {result.images_per_s:.1f} images/s{via}"
     )
     return EXIT_OK
 
@@ -459,7 +467,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
         )
         if v
     ]
-    if given:  # fmt: skip
+    if given:
         raise InputError(
             f"{given[0]}: not taken with --ray (each actor resolves --model on its own); "
             "export an .onnx with the convention built in, or run without --ray"
@@ -483,16 +491,9 @@ def _embed_ray(args: argparse.Namespace) -> int:
         engine_kwargs={k: v for k, v in kwargs.items() if v is not None},
         progress=not args.quiet,
     )
-    if args.info_json:
-        _write_json(args.info_json, result.to_dict())
     info = result.engine
-    resumed = f", {result.resumed_shards} resumed" if result.resumed_shards else ""
-    print(
-        f"wrote {args.out}: {result.faces}x{result.dim} float32 in {result.shards} shard(s)"
-        f"{resumed}, {result.images_per_s:.1f} images/s via {info['backend']} "
-        f"{info['precision']} on {info['workers']} Ray worker(s)"
-    )
-    return EXIT_OK
+    via = f" via {info['backend']} {info['precision']} on {info['workers']} Ray worker(s)"
+    return _wrote_shards(args, result, via)
 
 
 def _embed_photos(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:

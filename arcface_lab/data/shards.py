@@ -60,6 +60,10 @@ FORMAT = "arcface-lab-shards"
 VERSION = 1
 
 
+#: What a full disk under the shard folder is told to do.
+_FULL_DISK_HINT = "point the output at a disk with room"
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.npy"
 
@@ -87,7 +91,7 @@ def write_shard(
         raise DataError(f"shard {index}: expected {stop - start} embeddings, got shape {emb.shape}")
     name = shard_name(index)
     with (
-        naming_a_full_disk(folder, "embedding shards", "point the output at a disk with room"),
+        naming_a_full_disk(folder, "embedding shards", _FULL_DISK_HINT),
         atomic_path(folder / name, suffix=".npy") as tmp,
         open(tmp, "wb") as f,
     ):
@@ -151,9 +155,9 @@ class ShardWriter:
     job: dict[str, Any]
     total: int
     shard_size: int
-    dim: int | None = None
-    shards: dict[int, dict[str, Any]] = field(default_factory=dict)
-    resumed: int = 0
+    dim: int | None = field(default=None, init=False)
+    shards: dict[int, dict[str, Any]] = field(default_factory=dict, init=False)
+    resumed: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -222,10 +226,9 @@ class ShardWriter:
                 self.shards[int(record["index"])] = record
         self.resumed = len(self.shards)
         if self.resumed:
-            done = sum(int(r["count"]) for r in self.shards.values())
             log.info(
                 "%s: resuming; %d shard(s) (%d faces) already done and verified",
-                self.folder, self.resumed, done,
+                self.folder, self.resumed, self.done_faces,
             )  # fmt: skip
 
     # ------------------------------------------------------------------ shards
@@ -247,27 +250,34 @@ class ShardWriter:
 
     def write(self, index: int, embeddings: np.ndarray, backend: str | None = None) -> None:
         """Write shard ``index`` (float32 ``(count, D)``), then record it in the manifest."""
-        if self._lock is None:
-            raise RuntimeError("ShardWriter.write outside its `with` block")
+        self._held("write")
         _, start, stop = self.spans()[index]
-        self.record(write_shard(self.folder, index, start, stop, embeddings, backend))
+        self._accept(write_shard(self.folder, index, start, stop, embeddings, backend))
 
     def record(self, record: dict[str, Any]) -> None:
-        """Record a shard written by :func:`write_shard` (here or on another machine).
+        """Record a shard written by :func:`write_shard` elsewhere (another process or machine).
 
-        Its file is checked against the record's sha256, its span against this job's,
-        its dimension and backend against the shards already recorded.
+        Its file is checked against the record's sha256, then as :meth:`write` checks its
+        own: its span against this job's, its dimension and backend against the shards
+        already recorded.
         """
+        self._held("record")
+        path = self.folder / record["file"]
+        if not path.is_file() or file_sha256(path) != record["sha256"]:
+            raise DataError(f"{path}: missing or not the file its worker wrote (sha256)")
+        self._accept(record)
+
+    def _held(self, what: str) -> None:
         if self._lock is None:
-            raise RuntimeError("ShardWriter.record outside its `with` block")
+            raise RuntimeError(f"ShardWriter.{what} outside its `with` block")
+
+    def _accept(self, record: dict[str, Any]) -> None:
+        """Check a shard's span, dimension and backend; list it in the manifest."""
         index = int(record["index"])
         _, start, stop = self.spans()[index]
         if (int(record["start"]), int(record["count"])) != (start, stop - start):
             raise DataError(f"shard {index}: expected faces [{start}, {stop}), got "
                             f"{record['start']} + {record['count']}")  # fmt: skip
-        path = self.folder / record["file"]
-        if not path.is_file() or file_sha256(path) != record["sha256"]:
-            raise DataError(f"{path}: missing or not the file its worker wrote (sha256)")
         if self.dim is None:
             self.dim = int(record["dim"])
         elif int(record["dim"]) != self.dim:
@@ -280,8 +290,7 @@ class ShardWriter:
                 "name one backend (or pass --strict) so every shard comes from the same engine"
             )
         self.shards[index] = {k: record[k] for k in SHARD_FIELDS if k in record}
-        hint = "point the output at a disk with room"
-        with naming_a_full_disk(self.folder, "embedding shards", hint):
+        with naming_a_full_disk(self.folder, "embedding shards", _FULL_DISK_HINT):
             self._write_manifest()
 
     def finish(self) -> dict[str, Any]:

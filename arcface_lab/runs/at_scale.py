@@ -52,17 +52,15 @@ def _embed(
         backend_options={backend: options}, batch_size=params.backends.batch_size,
     ) as engine:  # fmt: skip
         reset = reset_rss_high_water()
-        started = time.perf_counter()
         result = embed_to_shards(
             engine, source, folder, model, shard_size=params.scale.shard_size, progress=False
         )
-        seconds = time.perf_counter() - started
         peak = rss_high_water_mb()
     return read_shards(folder), {
         "engine": label,
         "faces": result.faces,
-        "seconds": seconds,
-        "images_per_s": result.faces / seconds if seconds > 0 else None,
+        "seconds": result.seconds,
+        "images_per_s": result.images_per_s or None,
         "engine_images_per_s": result.faces / result.embed_s if result.embed_s > 0 else None,
         "read_s": result.read_s,
         "peak_rss_mb": peak,

@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab.data.shards import ShardWriter, write_shard
+from arcface_lab.data.shards import SHARD_FIELDS, ShardWriter, write_shard
 from arcface_lab.engines.registry import parse_chain
 from arcface_lab.errors import BackendUnavailable, InputError
 from arcface_lab.models.source import resolve_model
 from arcface_lab.runs.stream import (
     DEFAULT_SHARD_SIZE,
-    READ_SIZE,
     StreamResult,
+    embed_span,
     job_of,
     open_input,
 )
@@ -80,29 +80,10 @@ class ShardEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
         for index, start, stop in zip(batch["index"], batch["start"], batch["stop"], strict=True):
-            parts = [
-                self.engine.embed(
-                    self.source.read(int(s), min(int(s) + READ_SIZE, int(stop))),
-                    normalize=self.normalize,
-                )
-                for s in range(int(start), int(stop), READ_SIZE)
-            ]
-            records.append(
-                write_shard(
-                    self.out, int(index), int(start), int(stop), np.concatenate(parts),
-                    self.engine.info.backend,
-                )
-            )  # fmt: skip
-        return {
-            "index": np.array([r["index"] for r in records], dtype=np.int64),
-            "file": np.array([r["file"] for r in records]),
-            "start": np.array([r["start"] for r in records], dtype=np.int64),
-            "count": np.array([r["count"] for r in records], dtype=np.int64),
-            "sha256": np.array([r["sha256"] for r in records]),
-            "backend": np.array([r["backend"] for r in records]),
-            "dim": np.array([r["dim"] for r in records], dtype=np.int64),
-            "pid": np.full(len(records), os.getpid(), dtype=np.int64),
-        }
+            a, b = int(start), int(stop)
+            emb = embed_span(self.engine, self.source, a, b, self.normalize)
+            records.append(write_shard(self.out, int(index), a, b, emb, self.engine.info.backend))
+        return {k: np.array([r[k] for r in records]) for k in (*SHARD_FIELDS, "dim")}
 
 
 def _ray() -> Any:
@@ -195,7 +176,7 @@ def embed_ray(
                 },
             )
             for row in ds.iter_rows():
-                writer.record({k: _plain(v) for k, v in row.items() if k != "pid"})
+                writer.record({k: _plain(v) for k, v in row.items()})
                 embedded += int(row["count"])
         manifest = writer.finish()
         resumed = writer.resumed

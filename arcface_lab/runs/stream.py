@@ -23,7 +23,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ from arcface_lab.models.source import ModelSource, resolve_model
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
+    "SpanTimes",
     "StreamResult",
+    "embed_span",
     "embed_stream",
     "embed_to_shards",
     "job_of",
@@ -155,6 +157,43 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     )  # fmt: skip
 
 
+@dataclass
+class SpanTimes:
+    """Seconds one or more :func:`embed_span` calls spent reading crops and in the engine."""
+
+    read_s: float = 0.0
+    embed_s: float = 0.0
+
+
+def embed_span(
+    engine: Engine,
+    source: ImageSource,
+    start: int,
+    stop: int,
+    normalize: bool = True,
+    times: SpanTimes | None = None,
+    on_slice: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Faces ``start:stop`` of ``source`` embedded, :data:`READ_SIZE` crops held at a time.
+
+    ``times`` (when given) accumulates the seconds spent reading and embedding;
+    ``on_slice`` is called with each slice's face count (a progress bar).
+    """
+    parts = []
+    for s in range(start, stop, READ_SIZE):
+        e = min(s + READ_SIZE, stop)
+        t0 = time.perf_counter()
+        crops = source.read(s, e)
+        t1 = time.perf_counter()
+        parts.append(engine.embed(crops, normalize=normalize))
+        if times is not None:
+            times.read_s += t1 - t0
+            times.embed_s += time.perf_counter() - t1
+        if on_slice is not None:
+            on_slice(e - s)
+    return np.concatenate(parts)
+
+
 def embed_to_shards(
     engine: Engine,
     source: ImageSource,
@@ -177,23 +216,16 @@ def embed_to_shards(
     job = job_of(source, model, names, engine.info.precision, normalize)
     started = time.perf_counter()
     embedded = 0
-    read_s = embed_s = 0.0
+    times = SpanTimes()
     with ShardWriter(Path(out), job, len(source), shard_size) as writer:
         bar = _progress(len(source), writer.done_faces, progress)
         try:
             for index, start, stop in writer.pending():
-                parts = []
-                for s in range(start, stop, READ_SIZE):
-                    e = min(s + READ_SIZE, stop)
-                    t0 = time.perf_counter()
-                    crops = source.read(s, e)
-                    t1 = time.perf_counter()
-                    parts.append(engine.embed(crops, normalize=normalize))
-                    read_s, embed_s = read_s + t1 - t0, embed_s + time.perf_counter() - t1
-                    embedded += e - s
-                    if bar is not None:
-                        bar.update(e - s)
-                writer.write(index, np.concatenate(parts), engine.info.backend)
+                emb = embed_span(
+                    engine, source, start, stop, normalize, times, bar.update if bar else None
+                )
+                writer.write(index, emb, engine.info.backend)
+                embedded += stop - start
         finally:
             if bar is not None:
                 bar.close()
@@ -201,8 +233,9 @@ def embed_to_shards(
         resumed = writer.resumed
     seconds = time.perf_counter() - started
     result = StreamResult.of(
-        out, manifest, resumed, embedded, seconds, engine.info.to_dict(), read_s, embed_s
-    )
+        out, manifest, resumed, embedded, seconds, engine.info.to_dict(), times.read_s,
+        times.embed_s,
+    )  # fmt: skip
     log.info("%s: %d faces in %d shard(s), %.1f images/s", out, result.faces, result.shards,
              result.images_per_s)  # fmt: skip
     return result

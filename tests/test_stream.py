@@ -297,3 +297,51 @@ def test_faces_under_an_s3_prefix_stream_like_a_local_folder(
     empty = ["--input", "s3://faces/nothing", "--s3-endpoint", s3_server.endpoint_url]
     assert main([*common, *empty, "--out", str(tmp_path / "none")]) == 2
     assert "s3://faces/nothing: no image objects" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--out", "e.npy", "--shard-size", "8"],
+            "--shard-size: needs --out FOLDER for the shards",
+        ),
+        (["--out", "emb", "--align"], "--align: writes one .npy with its faces index"),
+        (["--out", "emb", "--ray", "--mean", "127.5"], "--mean: not taken with --ray"),
+        (["--out", "emb", "--shard-size", "0"], "argument --shard-size: expected a positive"),
+    ],
+)
+def test_embed_flags_that_do_not_go_together_are_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
+) -> None:
+    from arcface_lab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["embed", "--model", "seeded:r18", "--input", "synthetic:2", *extra]
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse
+        code = stop.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "emb").exists() and not (tmp_path / "e.npy").exists()
+
+
+def test_scale_params_are_checked() -> None:
+    from arcface_lab.config.params import Params
+    from arcface_lab.errors import ParamsError
+
+    with pytest.raises(
+        ParamsError, match=r"scale.faces: expected 0 .no scale section. or at least 8"
+    ):
+        Params.from_mapping({"scale": {"faces": 3}}, "p.yaml")
+    with pytest.raises(ParamsError, match=r"scale.fars.0: .*YAML reads 1e-3 as text: write 1.0e-3"):
+        Params.from_mapping({"scale": {"faces": 8, "fars": ["1e-3"]}}, "p.yaml")
+    with pytest.raises(
+        ParamsError, match=r"thresholds.tar_delta_max: expected a number in \[0, 1\]"
+    ):
+        Params.from_mapping({"thresholds": {"tar_delta_max": 2}}, "p.yaml")

@@ -7,11 +7,15 @@ import pytest
 from arcface_lab.core.host import (
     CLASS_ENV,
     CPU_CLASSES,
+    ISA_CAP_ENV,
+    ISA_CAPS,
     Host,
     cpu_class,
     cpu_generation,
+    isa_cap,
     parse_cpuinfo,
     probe,
+    real_cpu,
 )
 from arcface_lab.errors import InputError
 
@@ -112,6 +116,54 @@ def test_store_keys_use_the_real_cpu_not_an_injected_class(monkeypatch) -> None:
     real = device_fingerprint()
     monkeypatch.setenv(CLASS_ENV, "cpu-baseline")
     assert device_fingerprint() == real
+
+
+@pytest.mark.parametrize(
+    "cap, expected",
+    [
+        ("AVX2", "cpu-avx2"),
+        ("avx2_vnni", "cpu-avx2-vnni"),
+        ("AVX512_CORE", "cpu-avx512"),
+        ("AVX512_CORE_VNNI", "cpu-avx512-vnni"),
+        ("AVX512_CORE_BF16", "cpu-avx512-bf16"),
+        ("DEFAULT", "cpu-avx512-bf16"),
+    ],
+)
+def test_the_onednn_isa_cap_lowers_the_class_and_says_so(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, cap: str, expected: str
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(ZEN4 + "cpu family\t: 25\nmodel\t\t: 17\n")
+    monkeypatch.setenv(ISA_CAP_ENV, cap)
+    cpu = real_cpu(cpuinfo)
+    assert cpu.cls == expected and cpu.generation == "Zen 4"  # the machine is still a Zen 4
+    assert cpu.isa_cap == ("" if cap == "DEFAULT" else cap.upper())
+    if cap == "AVX2":
+        assert not cpu.vnni and not cpu.native_bf16
+        line = Host(cpu=cpu).describe()
+        assert "kernels capped at AVX2 by ONEDNN_MAX_CPU_ISA on a Zen 4" in line
+        assert "ONNX Runtime ignores the cap" in line
+
+
+def test_an_unknown_isa_cap_is_an_error_not_a_silent_full_isa() -> None:
+    assert isa_cap({}) == "" and isa_cap({ISA_CAP_ENV: " avx2 "}) == "AVX2"
+    assert set(ISA_CAPS) >= {"AVX2", "AVX512_CORE_BF16", "AVX10_1_512_AMX"}
+    with pytest.raises(InputError, match=r"ONEDNN_MAX_CPU_ISA='AVX3': unknown ISA level"):
+        isa_cap({ISA_CAP_ENV: "avx3"})
+
+
+def test_store_keys_follow_the_isa_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from arcface_lab.store import device_fingerprint
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delenv(ISA_CAP_ENV, raising=False)
+    full = device_fingerprint()
+    monkeypatch.setenv(ISA_CAP_ENV, "SSE41")
+    capped = device_fingerprint()
+    assert set(capped["isa"]) <= {"sse4_1", "sse4_2"}
+    assert capped != full or set(full["isa"]) <= {"sse4_1", "sse4_2"}
 
 
 def test_devices_are_only_what_the_machine_has() -> None:

@@ -42,6 +42,21 @@ def test_what_is_native_on_each_cpu_class(cls: str) -> None:
         assert "no native BF16" in reason and cls in reason
 
 
+def test_under_an_isa_cap_onnx_runtime_is_not_the_capped_class() -> None:
+    from dataclasses import replace
+
+    base = Host.for_class("cpu-avx2")
+    capped = replace(base, cpu=replace(base.cpu, isa_cap="AVX2", generation="Zen 5"))
+    support = get_backend("onnxruntime").support("fp32", capped)
+    assert support.status == "emulated" and "ignore the ISA cap (AVX2)" in support.reason
+    assert "not cpu-avx2's" in support.reason
+    assert _status("onnxruntime", "fp32", base) == "native"
+    assert _status("openvino", "int8", capped) == "native"  # oneDNN honours the cap
+    params = load_params(ROOT / "params" / "default.yaml")
+    plan = {c.label: c for c in candidates(params, capped)}
+    assert not plan["onnxruntime/fp32"].support.native and plan["openvino/fp32"].support.native
+
+
 def test_what_is_native_on_gpu_classes() -> None:
     h100, v100, p100 = (Host.for_class(c) for c in ("gpu-sm90", "gpu-sm70", "gpu-sm60"))
     assert _status("torch_fast", "fp16", h100) == "native"

@@ -22,6 +22,15 @@ A class can be injected (``ARCFACE_LAB_HOST_CLASS=cpu-avx2``, or
 hardware can be exercised on any machine; the injected host has that class's
 representative flags and says it was injected. Store keys use what the
 machine really is (:func:`real_cpu`), never an injected class.
+
+The kernels themselves can be capped too: oneDNN, inside OpenVINO's CPU plugin
+and torch, dispatches no instruction above ``ONEDNN_MAX_CPU_ISA`` (``AVX2``:
+no AVX-512, no VNNI, no BF16), and torch's own kernels none above
+``ATEN_CPU_CAPABILITY``. Where the cap is set the probe drops the flags above it,
+so the class is the one the kernels really run as (``cpu-avx2`` on a Zen 4 or
+Zen 5), and says so: ``Cpu.isa_cap`` names the cap, and the CPU's generation is
+still the real one. It measures what the machine can do at that ISA, not a
+Zen 3's clocks and caches, and ONNX Runtime's MLAS kernels ignore the cap.
 """
 
 from __future__ import annotations
@@ -39,11 +48,14 @@ from arcface_lab.errors import InputError
 __all__ = [
     "CLASS_ENV",
     "CPU_CLASSES",
+    "ISA_CAPS",
+    "ISA_CAP_ENV",
     "Cpu",
     "Gpu",
     "Host",
     "cpu_class",
     "cpu_generation",
+    "isa_cap",
     "parse_cpuinfo",
     "probe",
     "real_cpu",
@@ -79,6 +91,46 @@ CPU_CLASSES: dict[str, frozenset[str]] = {
     "cpu-avx2": frozenset(_AVX2),
     "cpu-baseline": frozenset({"sse4_1", "sse4_2"}),
 }
+
+#: oneDNN's own variable (OpenVINO's CPU plugin and torch read it); the probe honours it.
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
+_TORCH_CAP_ENV = "ATEN_CPU_CAPABILITY"
+_AMX = ("amx_tile", "amx_bf16", "amx_int8")
+#: Each ``ONEDNN_MAX_CPU_ISA`` level with the flags its kernels may use (DEFAULT: all).
+ISA_CAPS: dict[str, frozenset[str]] = {
+    "SSE41": frozenset({"sse4_1", "sse4_2"}),
+    "AVX": frozenset({"sse4_1", "sse4_2", "avx"}),
+    "AVX2": frozenset(_AVX2),
+    "AVX2_VNNI": frozenset((*_AVX2, "avx_vnni")),
+    "AVX2_VNNI_2": frozenset((*_AVX2, "avx_vnni", "avx_vnni_int8")),
+    "AVX512_CORE": frozenset(_AVX512),
+    "AVX512_CORE_VNNI": frozenset((*_AVX512, "avx_vnni", "avx512_vnni")),
+    "AVX512_CORE_BF16": frozenset((*_AVX512, "avx_vnni", "avx512_vnni", "avx512_bf16")),
+    "AVX512_CORE_FP16": frozenset(
+        (*_AVX512, "avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16")
+    ),
+    "AVX512_CORE_AMX": frozenset((*_AVX512, "avx_vnni", "avx512_vnni", "avx512_bf16", *_AMX)),
+}
+ISA_CAPS["AVX10_1_512"] = ISA_CAPS["AVX512_CORE_FP16"]
+ISA_CAPS["AVX10_1_512_AMX"] = ISA_CAPS["AVX512_CORE_AMX"] | {"avx512_fp16"}
+
+
+def isa_cap(environ: Any = None) -> str:
+    """The ``ONEDNN_MAX_CPU_ISA`` level set for this process, upper case; "" when none.
+
+    Raises:
+        InputError: the variable names no level oneDNN knows (oneDNN would ignore it
+            silently and run every kernel the CPU has).
+    """
+    value = (os.environ if environ is None else environ).get(ISA_CAP_ENV, "").strip().upper()
+    if value in ("", "ALL", "DEFAULT"):
+        return ""
+    if value not in ISA_CAPS:
+        known = ", ".join([*ISA_CAPS, "DEFAULT"])
+        raise InputError(f"{ISA_CAP_ENV}={value!r}: unknown ISA level; expected one of {known}")
+    return value
+
+
 _GPU_CLASS_RE = re.compile(r"^gpu-sm(\d)(\d+)$")
 _DEVICE_RE = re.compile(r"^(?:cpu|cuda(?::(\d+))?)$")
 
@@ -108,6 +160,8 @@ class Cpu:
     memory_mb: int | None = None
     #: The microarchitecture its family and model name ("Zen 4"), "" where not known.
     generation: str = ""
+    #: The ``ONEDNN_MAX_CPU_ISA`` level ``flags`` were capped at, "" when not capped.
+    isa_cap: str = ""
 
     @property
     def cls(self) -> str:
@@ -185,6 +239,13 @@ class Host:
         if self.gpus:
             g = self.gpus[0]
             text += f"; GPU {g.name} (sm {g.capability[0]}.{g.capability[1]})"
+        if self.cpu.isa_cap:
+            torch_cap = os.environ.get(_TORCH_CAP_ENV, "") or "not set"
+            text += (
+                f" [kernels capped at {self.cpu.isa_cap} by {ISA_CAP_ENV} on a "
+                f"{self.cpu.generation or 'CPU'} with more; {_TORCH_CAP_ENV} {torch_cap}; "
+                "ONNX Runtime ignores the cap]"
+            )
         return text + (f" [injected via {CLASS_ENV}]" if self.injected else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,12 +375,15 @@ def _threads() -> int:
 
 
 def real_cpu(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Cpu:
-    """The CPU this process really runs on (never an injected class)."""
+    """The CPU this process really runs on (never an injected class), at its ISA cap if set."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         text = ""
     model, vendor, flags = parse_cpuinfo(text)
+    cap = isa_cap()
+    if cap:
+        flags = flags & ISA_CAPS[cap]
     return Cpu(
         model=model or platform.processor() or platform.machine(),
         vendor=vendor,
@@ -328,6 +392,7 @@ def real_cpu(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Cpu:
         threads=_threads(),
         memory_mb=_memory_mb(),
         generation=cpu_generation(text),
+        isa_cap=cap,
     )
 
 

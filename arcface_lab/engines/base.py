@@ -52,7 +52,8 @@ class Support:
 
     ``native``: the hardware computes in that precision (or the precision is FP32);
     ``emulated``: it runs, but the arithmetic is converted or emulated, so it is slow or
-    measures only weight rounding (never picked by ``auto`` or tried by optimize);
+    measures only weight rounding, or its kernels ignore an ISA cap (``ONEDNN_MAX_CPU_ISA``)
+    so its speed is not the capped class's (never picked by ``auto`` or tried by optimize);
     ``unavailable``: it cannot run here. ``reason`` says why for the last two, and may
     carry a note for ``native`` (INT8 without VNNI needs the overflow fix).
     """

@@ -93,6 +93,13 @@ class OnnxRuntimeEngine(Engine):
                     "ONNX Runtime's CPU provider casts every FP16 node back to FP32: slower than "
                     "FP32, and no FP16 arithmetic (it measures weight rounding only)",
                 )
+            if host.cpu.isa_cap:
+                return Support(
+                    "emulated",
+                    f"its MLAS kernels ignore the ISA cap ({host.cpu.isa_cap}): they run every "
+                    f"instruction this {host.cpu.generation or 'CPU'} has, so its speed here is "
+                    f"not {host.cls}'s",
+                )
             return Support("native")
         import onnxruntime as ort
 

@@ -98,6 +98,8 @@ def _hardware(env: Mapping[str, Any]) -> str:
     line += f", {cpu.get('threads', env.get('cpu_count', '?'))} threads"
     if isa:
         line += f"; ISA {isa}"
+    if cpu.get("isa_cap"):
+        line += f" (kernels capped at {cpu['isa_cap']} by ONEDNN_MAX_CPU_ISA)"
     gpu = env.get("gpu")
     if gpu:
         line += f"; GPU {gpu['name']} (sm {gpu.get('capability', '?')}, {gpu.get('memory_mb')} MiB)"

@@ -94,7 +94,10 @@ def _model(env: Mapping[str, Any]) -> str:
 
 def _hardware(env: Mapping[str, Any]) -> str:
     gpu = env.get("gpu") or {}
-    gen = ((env.get("hardware") or {}).get("cpu") or {}).get("generation")
+    cpu = (env.get("hardware") or {}).get("cpu") or {}
+    gen = cpu.get("generation")
+    if cpu.get("isa_cap"):
+        gen = f"{gen or 'CPU'} capped at {cpu['isa_cap']}"
     what = gpu.get("name") or (f"{env.get('cpu', '?')} ({gen})" if gen else env.get("cpu", "?"))
     return f"{env.get('hardware_class', '?')}: {what}"
 

@@ -69,11 +69,23 @@ def test_publish_copies_a_rendered_run_whole_and_replaces_it(
     assert reference.main([str(root), "--reports", str(tmp_path / "none")]) == 2
 
 
+def test_a_capped_run_is_never_named_as_its_class(tmp_path: Path) -> None:
+    env = {"hardware_class": "cpu-avx2", "params": {"name": "default"}}
+    env["hardware"] = {"cpu": {"isa_cap": "AVX2", "generation": "Zen 5"}}
+    (tmp_path / "environment.json").write_text(json.dumps(env))
+    assert reference.reference_name(tmp_path) == "cpu-avx2-capped-default"
+    env["hardware"] = {"cpu": {"isa_cap": "", "generation": "Zen 3"}}
+    (tmp_path / "environment.json").write_text(json.dumps(env))
+    assert reference.reference_name(tmp_path) == "cpu-avx2-default"
+
+
 @pytest.mark.parametrize("run_dir", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_each_committed_reference_run_opens_without_running_anything(run_dir: Path) -> None:
     """Its pages are there, its links resolve, and it says what machine measured it."""
     env = json.loads((run_dir / "environment.json").read_text())
-    assert run_dir.name == f"{env['hardware_class']}-{env['params']['name']}"
+    capped = env["hardware"]["cpu"].get("isa_cap")
+    infix = "-capped" if capped else ""
+    assert run_dir.name == f"{env['hardware_class']}{infix}-{env['params']['name']}"
     assert json.loads((run_dir / "verdict.json").read_text())["checks"]
     links = _links_resolve(run_dir)
     assert {f"{n}.html" for n in ("01_build_engines", "04_acceptance_report")} <= set(links)

@@ -30,7 +30,11 @@ MAX_BYTES = 4 * 1024 * 1024
 
 
 def reference_name(run_dir: Path) -> str:
-    """``<hardware class>-<params name>``, e.g. ``cpu-amx-default``."""
+    """``<hardware class>-<params name>``, e.g. ``cpu-amx-default``.
+
+    A run whose kernels were capped (``ONEDNN_MAX_CPU_ISA``) is ``<class>-capped-<name>``,
+    so it never stands in for a machine of that class.
+    """
     run = RunFolder(run_dir)
     env = run.read("environment")
     cls = env.get("hardware_class")
@@ -41,7 +45,8 @@ def reference_name(run_dir: Path) -> str:
             "run folder measured by this version",
             argument="run_dir",
         )
-    return f"{cls}-{name}"
+    capped = ((env.get("hardware") or {}).get("cpu") or {}).get("isa_cap")
+    return f"{cls}-capped-{name}" if capped else f"{cls}-{name}"
 
 
 def _files(run_dir: Path) -> list[Path]:

@@ -83,6 +83,20 @@ def test_reading_params_loads_no_backend() -> None:
     ]
 
 
+def test_a_relative_params_path_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_params("params/ci.yaml").name == "ci"  # the repository's, from elsewhere
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text(
+        (PARAMS_DIR / "ci.yaml").read_text().replace("name: ci", "name: mine")
+    )
+    assert load_params("params/ci.yaml").name == "mine"  # the working directory's first
+    with pytest.raises(ParamsError, match=r"nope.yaml: cannot read params file .*also not under"):
+        load_params("params/nope.yaml")
+
+
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="nope.yaml: cannot read params file"):
         load_params(tmp_path / "nope.yaml")

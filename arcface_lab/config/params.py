@@ -510,8 +510,23 @@ def default_params_file() -> Path | None:
     return path if path.is_file() else None
 
 
+#: The checkout this package lives in: ``params/default.yaml`` is found from any folder.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _params_path(path: Path) -> Path:
+    """``path`` as given; a relative one missing there, under the repository if it is there."""
+    if path.is_absolute() or path.exists():
+        return path
+    beside = _REPO_ROOT / path
+    return beside if beside.is_file() else path
+
+
 def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
     """Read and validate a params YAML file.
+
+    A relative ``path`` is read against the working directory, else against the
+    repository the package is in (``params/ci.yaml`` works from any folder).
 
     ``overrides`` maps dotted keys (``"model.spec"``, ``"bench.batch_sizes"``) to values
     set in the file's mapping before it is validated, as a notebook's parameters do; an
@@ -519,11 +534,14 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """
     import yaml
 
-    path = Path(path)
+    path = _params_path(Path(path))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ParamsError(f"{path}: cannot read params file ({exc.strerror or exc})") from None
+        where = "" if path.is_absolute() else f" (also not under {_REPO_ROOT})"
+        raise ParamsError(
+            f"{path}: cannot read params file ({exc.strerror or exc}){where}"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

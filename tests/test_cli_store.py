@@ -61,7 +61,8 @@ def test_build_then_remote_then_corrupt(s3_server, env, tmp_path: Path) -> None:
     first = build(env, s3_server, tmp_path / "a", tmp_path / "1.json")
     art = first["artifact"]
     assert art["origin"] == "built" and art["size"] > 0 and len(art["sha256"]) == 64
-    assert first["warnings"] == [] and first["fallbacks"] == []
+    # under an ISA cap ONNX Runtime warns that its kernels ignore it; nothing else may warn
+    assert [w for w in first["warnings"] if "ISA cap" not in w] == [] and first["fallbacks"] == []
 
     second = build(env, s3_server, tmp_path / "b", tmp_path / "2.json")  # a fresh machine
     assert second["artifact"]["origin"] == "remote"

@@ -145,6 +145,15 @@ def test_the_onednn_isa_cap_lowers_the_class_and_says_so(
         assert "ONNX Runtime ignores the cap" in line
 
 
+def test_an_injected_class_is_uncapped_whatever_this_machine_is() -> None:
+    from dataclasses import replace
+
+    real = Host.for_class("cpu-avx512-bf16")
+    capped = replace(real, cpu=replace(real.cpu, isa_cap="AVX2"))
+    injected = Host.for_class("cpu-avx512-vnni", capped)
+    assert injected.cpu.isa_cap == "" and injected.cls == "cpu-avx512-vnni"
+
+
 def test_an_unknown_isa_cap_is_an_error_not_a_silent_full_isa() -> None:
     assert isa_cap({}) == "" and isa_cap({ISA_CAP_ENV: " avx2 "}) == "AVX2"
     assert set(ISA_CAPS) >= {"AVX2", "AVX512_CORE_BF16", "AVX10_1_512_AMX"}

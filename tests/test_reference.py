@@ -44,7 +44,8 @@ def test_publish_copies_a_rendered_run_whole_and_replaces_it(
     root = tmp_path / "reference"
     dest = reference.publish(tmp_path / "run", root)
     env = json.loads((dest / "environment.json").read_text())
-    assert dest == root / f"{env['hardware_class']}-small"
+    infix = "-capped" if env["hardware"]["cpu"].get("isa_cap") else ""
+    assert dest == root / f"{env['hardware_class']}{infix}-small"
     assert not list(dest.glob("notebooks/*.ipynb"))  # their HTML pages are beside them
     assert {"01_build_engines.html", "ACCEPTANCE_MATRIX.md"} <= set(_links_resolve(dest))
     (dest / "stray.txt").write_text("from an older copy")

@@ -168,6 +168,7 @@ def test_device_fingerprint_on_cpu_lists_inference_isa(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # every flag of the file
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         "processor\t: 0\nmodel name\t: Test CPU 9000\n"

@@ -267,7 +267,8 @@ class Host:
         """
         base = base or _probe_real()
         if name in CPU_CLASSES:
-            cpu = replace(base.cpu, flags=CPU_CLASSES[name])
+            # a machine of that class, uncapped: the cap is this machine's, not the class's
+            cpu = replace(base.cpu, flags=CPU_CLASSES[name], isa_cap="")
             return replace(base, cpu=cpu, gpus=(), injected=name)
         match = _GPU_CLASS_RE.match(name)
         if match:

@@ -26,6 +26,7 @@ from arcface_lab.config.fields import (
     parse_str,
 )
 from arcface_lab.core.preprocess import LAYOUTS, Preprocess
+from arcface_lab.core.version import REPO_ROOT
 from arcface_lab.errors import ParamsError
 
 __all__ = [
@@ -506,19 +507,15 @@ class Params:
 
 def default_params_file() -> Path | None:
     """The repository's ``params/default.yaml`` (a source checkout), or None."""
-    path = Path(__file__).resolve().parents[2] / "params" / "default.yaml"
+    path = REPO_ROOT / "params" / "default.yaml"
     return path if path.is_file() else None
-
-
-#: The checkout this package lives in: ``params/default.yaml`` is found from any folder.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _params_path(path: Path) -> Path:
     """``path`` as given; a relative one missing there, under the repository if it is there."""
     if path.is_absolute() or path.exists():
         return path
-    beside = _REPO_ROOT / path
+    beside = REPO_ROOT / path
     return beside if beside.is_file() else path
 
 
@@ -538,7 +535,7 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        where = "" if path.is_absolute() else f" (also not under {_REPO_ROOT})"
+        where = "" if path.is_absolute() else f" (also not under {REPO_ROOT})"
         raise ParamsError(
             f"{path}: cannot read params file ({exc.strerror or exc}){where}"
         ) from None

@@ -5,7 +5,13 @@ Here, below every wing, so that any wing may record them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+#: The folder holding the package: the repository in a source checkout (its ``params/``,
+#: ``notebooks/`` and ``.git`` are there); elsewhere, wherever the package was installed.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_commit() -> dict[str, object] | None:
@@ -15,9 +21,8 @@ def git_commit() -> dict[str, object] | None:
     or git is not installed; a report then says "not a git checkout".
     """
     import subprocess
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     if not (root / ".git").exists():
         return None
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from arcface_lab.core.files import PARTIAL_SUFFIX, write_text_atomic
+from arcface_lab.core.version import REPO_ROOT
 from arcface_lab.errors import BackendUnavailable, InputError, NotebookError
 from arcface_lab.report.run_folder import RunFolder
 
@@ -64,7 +65,7 @@ class NotebookStatus:
 
 def default_notebooks_dir() -> Path:
     """The repository's ``notebooks/`` folder (beside the package)."""
-    return Path(__file__).resolve().parents[2] / "notebooks"
+    return REPO_ROOT / "notebooks"
 
 
 def available() -> bool:

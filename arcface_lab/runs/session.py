@@ -20,13 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from arcface_lab.core.version import REPO_ROOT
 from arcface_lab.errors import InputError, VerdictFailed
 from arcface_lab.report.notebooks import read_run
 
 __all__ = ["PARAMETERS", "check_verdict", "notebook_run", "open_run", "read_run", "resolve_path"]
-
-#: The repository this package runs from: relative notebook paths resolve against it too.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Each override parameter and the params key it sets (a list: comma-separated text).
 OVERRIDES = {

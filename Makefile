@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # torch is pinned here (the CPU wheel used on this machine and in CI), not in pyproject.toml,
-# which states a range so GPU users keep their own CUDA build.
+# which states a range so GPU users keep their own CUDA build. pnnx (ncnn's converter, a static
+# binary) is installed --no-deps: its wheel declares torch, and must never bring another.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PARAMS ?= params/default.yaml
 # The second run of `make report`: the zoo's trained model on real faces aligned from photos.
@@ -18,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch numpy
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps pnnx
 	touch $(STAMP)
 
 # Both runs always run. The exit status is the default run's; the real-faces run fails

@@ -15,6 +15,7 @@ __all__ = [
     "ArcfaceLabError",
     "BackendUnavailable",
     "CheckpointError",
+    "ConversionError",
     "DataError",
     "DiskFullError",
     "EngineError",
@@ -94,6 +95,19 @@ class BackendUnavailable(ArcfaceLabError):
 
 class EngineError(ArcfaceLabError):
     """An engine failed to build or run."""
+
+
+class ConversionError(EngineError):
+    """A model converter (pnnx, MNN's) could not convert the model, or its runtime cannot
+    run what came out; ``operators`` names the operators at fault when that is known.
+
+    Not an :class:`InputError`: the model is valid, another backend can run it, so
+    optimize records the candidate as ``error`` and goes on.
+    """
+
+    def __init__(self, message: str = "", operators: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.operators = list(operators)
 
 
 class EngineIntegrityError(ArcfaceLabError):

@@ -34,6 +34,9 @@ def test_what_is_native_on_each_cpu_class(cls: str) -> None:
     assert _status("onnxruntime", "fp16", host) == "emulated"
     assert _status("torch", "fp32", host) == "native"
     assert _status("tensorrt", "fp16", host) == "unavailable"
+    for winograd in ("ncnn", "mnn"):  # FP32 with Winograd, a candidate on every CPU class
+        if get_backend(winograd).availability() is None:
+            assert _status(winograd, "fp32", host) == "native"
     int8 = get_backend("openvino").support("int8", host)
     assert int8.status == "native"
     assert ("overflow fix" in int8.reason) == (cls not in VNNI_CLASSES)
@@ -55,6 +58,7 @@ def test_under_an_isa_cap_onnx_runtime_is_not_the_capped_class() -> None:
     params = load_params(ROOT / "params" / "default.yaml")
     plan = {c.label: c for c in candidates(params, capped)}
     assert not plan["onnxruntime/fp32"].support.native and plan["openvino/fp32"].support.native
+    assert not plan["ncnn/fp32"].support.native and not plan["mnn/fp32"].support.native
 
 
 def test_what_is_native_on_gpu_classes() -> None:
@@ -242,3 +246,29 @@ def test_the_progress_bar_suits_where_it_is_shown(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, "ipykernel")
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert opt_module._bar_kind() == "text"
+
+
+@pytest.mark.parametrize("backend", ["ncnn", "mnn"])
+def test_a_model_a_converter_cannot_take_is_an_error_candidate_and_optimize_goes_on(
+    backend: str, tmp_path: Path
+) -> None:
+    from tests.test_winograd_engines import _hardmax_onnx
+
+    if get_backend(backend).availability():
+        pytest.skip(str(get_backend(backend).availability()))
+    model = _hardmax_onnx(tmp_path / "hard.onnx")
+    raw = tiny_params(
+        model={"spec": str(model)},
+        backends={"chain": [backend, "onnxruntime"], "reference": "onnxruntime"},
+        store={"local": str(tmp_path / "store")},
+    )
+    params = Params.from_mapping(raw, "tiny.yaml")
+    result = optimize(params=params, progress=False, out=tmp_path / "opt")
+    by = {c.candidate.label: c for c in result.candidates}
+    failed = by[f"{backend}/fp32"]
+    assert failed.status == "error" and not failed.ran
+    assert "hard.onnx: operator(s) Hardmax cannot run on" in failed.reason
+    assert result.chosen is not None and result.chosen.candidate.label == "onnxruntime/fp32"
+    payload = json.loads((tmp_path / "opt" / "optimize.json").read_text())
+    [row] = [c for c in payload["candidates"] if c["label"] == f"{backend}/fp32"]
+    assert row["status"] == "error" and "Hardmax" in row["reason"]

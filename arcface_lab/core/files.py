@@ -20,17 +20,19 @@ import contextlib
 import errno
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
+import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from arcface_lab.errors import DiskFullError
+from arcface_lab.errors import DiskFullError, EngineError
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -47,11 +49,13 @@ __all__ = [
     "out_of_space",
     "partial_name",
     "quarantine",
+    "read_tar_members",
     "sweep_dead_partials",
     "sweep_partials",
     "verified",
     "write_bytes_atomic",
     "write_json_atomic",
+    "write_tar",
     "write_text_atomic",
 ]
 
@@ -336,3 +340,44 @@ def cached(path: str | os.PathLike[str], make: Callable[[Path], object], suffix:
             digest = file_sha256(tmp)
         write_text_atomic(digest_path(path), digest + "\n")
     return path
+
+
+def write_tar(dest: str | os.PathLike[str], members: Mapping[str, Path | bytes]) -> None:
+    """An uncompressed tar at ``dest`` holding ``members`` (name -> file or bytes), in order.
+
+    The artifact format of a model that is several files (an IR and its weights, an ncnn
+    ``.param`` and ``.bin``): the engine store keeps and verifies one file per artifact.
+    """
+    with tarfile.open(dest, "w") as tar:
+        for name, value in members.items():
+            if isinstance(value, bytes):
+                info = tarfile.TarInfo(name)
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+            else:
+                tar.add(value, arcname=name, recursive=False)
+
+
+def read_tar_members(
+    path: str | os.PathLike[str], names: Sequence[str], what: str
+) -> dict[str, bytes]:
+    """The bytes of ``names`` in the tar at ``path``; nothing else in it is read or extracted.
+
+    Only regular files are read, so a link or a device member can never point outside.
+
+    Raises:
+        EngineError: not a tar, or a member missing or not a regular file (``what`` says
+            which artifact was expected).
+    """
+    try:
+        with tarfile.open(path, "r:") as tar:
+            data = {}
+            for name in names:
+                member = tar.getmember(name)
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is None:
+                    raise KeyError(f"{name} is not a regular file")
+                data[name] = handle.read()
+    except (tarfile.TarError, KeyError, OSError) as exc:
+        raise EngineError(f"{what}: {path}: not a readable artifact ({exc})") from None
+    return data

@@ -32,7 +32,7 @@ from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
 
-__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "NoOptions", "Support"]
+__all__ = ["PRECISIONS", "Engine", "EngineInfo", "Fallback", "NoOptions", "Support", "own_kernels"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,22 @@ class Support:
 
     def to_dict(self) -> dict[str, str]:
         return {"status": self.status, "reason": self.reason}
+
+
+def own_kernels(host: Host, kernels: str) -> Support:
+    """FP32 on a CPU for a library whose ``kernels`` pick their ISA from CPUID themselves.
+
+    Native, except under an ISA cap (``ONEDNN_MAX_CPU_ISA``), which such kernels ignore:
+    there their speed is not the capped class's, so optimize must not time them as it.
+    """
+    if host.cpu.isa_cap:
+        return Support(
+            "emulated",
+            f"its {kernels} ignore the ISA cap ({host.cpu.isa_cap}): they run every "
+            f"instruction this {host.cpu.generation or 'CPU'} has, so its speed here is "
+            f"not {host.cls}'s",
+        )
+    return Support("native")
 
 
 def device_kind(device: str | None) -> str:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arcface_lab.config.fields import Ctx, option, parse_int, parse_str
-from arcface_lab.engines.base import Engine, Support
+from arcface_lab.engines.base import Engine, Support, own_kernels
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError, InputError
 
@@ -93,14 +93,7 @@ class OnnxRuntimeEngine(Engine):
                     "ONNX Runtime's CPU provider casts every FP16 node back to FP32: slower than "
                     "FP32, and no FP16 arithmetic (it measures weight rounding only)",
                 )
-            if host.cpu.isa_cap:
-                return Support(
-                    "emulated",
-                    f"its MLAS kernels ignore the ISA cap ({host.cpu.isa_cap}): they run every "
-                    f"instruction this {host.cpu.generation or 'CPU'} has, so its speed here is "
-                    f"not {host.cls}'s",
-                )
-            return Support("native")
+            return own_kernels(host, "MLAS kernels")
         import onnxruntime as ort
 
         if _PROVIDERS["cuda"] not in ort.get_available_providers():

@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import io
 import json
 import logging
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from arcface_lab.core.files import read_tar_members, write_tar
 from arcface_lab.engines.int8_search import Gates, SearchSettings, quantize_int8
 from arcface_lab.engines.ov_fp32 import FP32_OPTION
 from arcface_lab.errors import BackendUnavailable, EngineError
@@ -65,16 +64,10 @@ def array_id(*arrays: np.ndarray) -> str:
 
 def read_int8_artifact(path: Path) -> tuple[bytes, bytes, dict[str, Any]]:
     """``(xml, weights, report)`` from an ``openvino-int8`` tar; only its three members are read."""
+    data = read_tar_members(path, _TAR_MEMBERS, "openvino int8")
     try:
-        with tarfile.open(path, "r:") as tar:
-            data = {}
-            for name in _TAR_MEMBERS:
-                member = tar.extractfile(name)
-                if member is None:
-                    raise KeyError(name)
-                data[name] = member.read()
         report = json.loads(data["report.json"])
-    except (tarfile.TarError, KeyError, ValueError, OSError) as exc:
+    except ValueError as exc:
         raise EngineError(f"openvino int8: {path}: not a readable INT8 artifact ({exc})") from None
     return data["model.xml"], data["model.bin"], report
 
@@ -85,13 +78,10 @@ def write_int8_artifact(model: Any, report: dict[str, Any], dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        with tarfile.open(dest, "w") as tar:
-            tar.add(xml, arcname="model.xml")
-            tar.add(xml.with_suffix(".bin"), arcname="model.bin")
-            blob = json.dumps(report, indent=1, default=str).encode()
-            info = tarfile.TarInfo("report.json")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
+        blob = json.dumps(report, indent=1, default=str).encode()
+        write_tar(
+            dest, {"model.xml": xml, "model.bin": xml.with_suffix(".bin"), "report.json": blob}
+        )
 
 
 def int8_gates(engine: Any) -> Gates:

@@ -5,8 +5,10 @@ theirs through the ``arcface_lab.backends`` entry-point group (each entry
 point names a module or class that registers on import).
 :func:`create_engine` takes a chain such as ``"tensorrt,onnxruntime,torch"``,
 tries it left to right and records every skipped backend with its reason in
-``engine.info.fallbacks`` (and the log). ``strict=True`` turns the first skip
-into :class:`BackendUnavailable` instead.
+``engine.info.fallbacks`` (and the log): a backend that is unavailable, or whose
+converter cannot take the model (:class:`ConversionError`). ``strict=True`` turns the
+first skip into an error instead (:class:`BackendUnavailable`, or the
+:class:`ConversionError` itself).
 
 The chain ``"auto"`` is :func:`default_chain`: on a GPU TensorRT first, then
 ``torch_fast`` (FP16, channels-last, CUDA graphs: the fast path without
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from arcface_lab.config.fields import Ctx
 from arcface_lab.engines.base import Engine, Fallback, Support
-from arcface_lab.errors import BackendUnavailable, UnknownBackendError
+from arcface_lab.errors import BackendUnavailable, ConversionError, UnknownBackendError
 
 if TYPE_CHECKING:
     from arcface_lab.config.params import Params
@@ -56,6 +58,8 @@ _BUILTIN_MODULES = (
     "arcface_lab.engines.tensorrt",
     "arcface_lab.engines.torch_fast",
     "arcface_lab.engines.openvino",
+    "arcface_lab.engines.ncnn",
+    "arcface_lab.engines.mnn",
 )
 
 _backends: dict[str, type[Engine]] = {}
@@ -246,6 +250,10 @@ def create_engine(
                     model, precision=precision, **kwargs, **(backend_options or {}).get(name, {})
                 )
             except BackendUnavailable as exc:
+                reason = str(exc)
+            except ConversionError as exc:  # the model is fine; the next backend may run it
+                if strict:
+                    raise
                 reason = str(exc)
         if engine is not None:
             engine.info.fallbacks = skipped + engine.info.fallbacks

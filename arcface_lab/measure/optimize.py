@@ -315,8 +315,10 @@ def engine_options(
     loads even when it misses them, so the run measures it and judges it by the same
     gates as every other candidate.
     """
+    from arcface_lab.engines.registry import get_backend
+
     options: dict[str, Any] = dict(params.backends.options.get(backend, {}))
-    if threads and backend in ("onnxruntime", "openvino"):
+    if threads and "threads" in get_backend(backend).option_names:
         options.setdefault("threads", threads)
     if backend == "openvino" and precision == "int8":
         options.update(int8_gate_options(params))

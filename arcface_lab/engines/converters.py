@@ -1,0 +1,94 @@
+"""Running a third-party model converter (pnnx for ncnn, MNN's converter) on the canonical ONNX.
+
+Each step is small and separate, so the ncnn and MNN backends share them:
+
+- :func:`onnx_for_converter`: a copy of the model a converter can read (its IR version
+  lowered to the one its opsets need: pnnx's bundled ONNX Runtime reads IR <= 13, and
+  ``onnx`` 1.23 writes 14, on which pnnx crashes without a word);
+- :func:`run_converter`: the converter in its own process group, with a timeout past
+  which the whole group is killed; its output is kept for the error message;
+- :class:`~arcface_lab.errors.ConversionError`: what a converter could not take, naming
+  the model and the operators.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from arcface_lab.errors import ConversionError
+
+__all__ = ["onnx_for_converter", "run_converter", "unsupported"]
+
+#: The last characters of a converter's output kept in an error message.
+_TAIL = 600
+
+
+def onnx_for_converter(source: Path, dest: Path) -> Path:
+    """``source`` copied to ``dest`` with the lowest IR version its opsets need.
+
+    The IR version only says which file-format features a model may use; a model that
+    uses none above its opsets' minimum reads the same at that version.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(source))
+    lowest = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = min(model.ir_version, lowest)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def run_converter(
+    cmd: Sequence[str], cwd: Path, timeout_s: float, what: str, env: dict[str, str] | None = None
+) -> str:
+    """Run ``cmd`` in ``cwd``; its combined output, or :class:`ConversionError` naming ``what``.
+
+    The converter runs in a new session; past ``timeout_s`` its whole process group is
+    killed, so no child of it outlives the build.
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ConversionError(
+            f"{what}: the converter did not finish in {timeout_s:.0f} s and was stopped"
+        ) from None
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        how = (
+            f"was killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
+        raise ConversionError(f"{what}: the converter {how}: ...{out.strip()[-_TAIL:]}")
+    return out
+
+
+def unsupported(what: str, operators: Sequence[str], converter: str) -> ConversionError:
+    """The error for a model with operators ``converter`` or its runtime cannot run."""
+    names = ", ".join(sorted(set(operators)))
+    return ConversionError(
+        f"{what}: operator(s) {names} cannot run on {converter}; "
+        "the other backends of the chain can still run this model",
+        operators=sorted(set(operators)),
+    )

@@ -71,3 +71,16 @@ def test_verdict_needs_one_applicable_check_and_counts_n_a_neither_way() -> None
     assert verdict_passed([*passed, na])
     text = format_checks([*passed, na])
     assert "PASS" in text and "n/a" in text
+
+
+def test_a_speed_check_whose_interval_holds_the_target_says_so_and_judges_the_median() -> None:
+    close = speed_check("ncnn/fp32", 2.03, 32, "cpu-avx2", GATES, interval=(1.95, 2.11))
+    assert close.status == "pass"
+    assert "95 % interval [1.95, 2.11], which contains the target 2: judged on the median" in (
+        close.note
+    )
+    below = speed_check("ncnn/fp32", 1.97, 32, "cpu-avx2", GATES, interval=(1.90, 2.04))
+    assert below.status == "FAIL" and "contains the target 2" in below.note
+    clear = speed_check("ncnn/fp32", 2.4, 32, "cpu-avx2", GATES, interval=(2.3, 2.5))
+    assert clear.status == "pass" and "[2.30, 2.50]" in clear.note
+    assert "contains" not in clear.note

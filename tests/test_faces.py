@@ -384,5 +384,8 @@ def test_a_run_on_real_faces_reports_thumbnails_and_score_distributions(
     page = (out / "index.html").read_text()
     assert "Verification: real faces, 22 pairs" in page
     assert "Worst-drift faces (real faces, 7 validation faces)" in page
-    assert page.count("data:image/png;base64,") == len(drift["thumbnails"])
+    # the worst faces as thumbnails, and the frontier picture of the candidates
+    assert page.count('<img alt="face ') == len(drift["thumbnails"])
+    assert page.count("data:image/png;base64,") == len(drift["thumbnails"]) + 1
+    assert page.count('<figure class="frontier">') == 1
     assert "Genuine and impostor cosines (real faces, 22 pairs)" in page and "margin" in page

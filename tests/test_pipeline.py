@@ -11,7 +11,7 @@ import pytest
 
 from arcface_lab.config.params import Params, Thresholds, load_params
 from arcface_lab.core.host import probe
-from arcface_lab.errors import BackendUnavailable, InputError
+from arcface_lab.errors import BackendUnavailable, InputError, ParamsError
 from arcface_lab.measure.acceptance import evaluate
 from arcface_lab.measure.bench import measure, summarize
 from arcface_lab.report.html import render
@@ -83,7 +83,10 @@ def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypat
     drift = json.loads((result.run_dir / "drift.json").read_text())
     assert 1 <= len(drift["thumbnails"]) <= 8  # each engine's worst faces, synthetic too
     assert f"Worst-drift faces (synthetic, {drift['images']} validation faces)" in page
-    assert page.count("data:image/png;base64,") == len(drift["thumbnails"])
+    # the worst faces as thumbnails, and the frontier picture of the candidates
+    assert page.count('<img alt="face ') == len(drift["thumbnails"])
+    assert page.count("data:image/png;base64,") == len(drift["thumbnails"]) + 1
+    assert page.count('<figure class="frontier">') == 1
 
 
 class _Page(HTMLParser):
@@ -247,8 +250,22 @@ def test_bench_statistics_on_a_synthetic_timer() -> None:
     )
     assert timing.repeats == 3 and timing.cov == pytest.approx(0.0, abs=1e-9)
     assert timing.median_ms == pytest.approx(100.0) and timing.throughput_ips == pytest.approx(80.0)
+    assert timing.samples_ms == (100.0, 100.0, 100.0)  # every repeat, for the interval
     s = summarize([0.01, 0.01, 0.01, 0.02], batch_size=1, target_cov=0.025)
     assert not s.stable and s.p90_ms > s.median_ms == pytest.approx(10.0)
+
+
+def test_speed_repeats_are_params_and_reach_the_worker_at_the_judged_batch() -> None:
+    from arcface_lab.measure.bench import spec_from_params
+
+    raw = tiny_params(bench={"batch_sizes": [1, 4], "speed_repeats": 12})
+    raw["thresholds"] = {**raw["thresholds"], "speedup_batch": 4}  # type: ignore[dict-item]
+    params = Params.from_mapping(raw, "tiny.yaml")
+    spec = spec_from_params(params, "torch", "fp32", {"images": Path("x.npy")})
+    assert (spec.speed_batch, spec.speed_repeats) == (4, 12)
+    bad = tiny_params(bench={"batch_sizes": [4], "speed_repeats": -1})
+    with pytest.raises(ParamsError, match=r"tiny\.yaml.*bench\.speed_repeats.*>= 0"):
+        Params.from_mapping(bad, "tiny.yaml")
 
 
 def test_committed_params_targets() -> None:

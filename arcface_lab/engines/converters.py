@@ -18,13 +18,35 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from arcface_lab.config.fields import Ctx, option, parse_float, parse_int
 from arcface_lab.errors import ConversionError
 
-__all__ = ["onnx_for_converter", "run_converter", "unsupported"]
+__all__ = [
+    "convert_timeout_option",
+    "onnx_for_converter",
+    "run_converter",
+    "threads_option",
+    "unsupported",
+]
 
 #: The last characters of a converter's output kept in an error message.
 _TAIL = 600
+
+
+def _timeout(value: object, ctx: Ctx) -> float:
+    return parse_float(value, ctx, lo=1.0)
+
+
+def convert_timeout_option() -> Any:
+    """The ``convert_timeout_s`` option of a backend that converts the model (600 s)."""
+    return option(600.0, _timeout, "seconds the converter may take")
+
+
+def threads_option(setting: str) -> Any:
+    """The ``threads`` option of a CPU runtime whose thread count is ``setting``."""
+    return option(0, parse_int, f"{setting} (0: the cores this process may use)")
 
 
 def onnx_for_converter(source: Path, dest: Path) -> Path:

@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from arcface_lab.config.fields import option, parse_float, parse_int
 from arcface_lab.engines.base import Engine, Support, own_kernels
-from arcface_lab.engines.converters import run_converter, unsupported
+from arcface_lab.engines.converters import (
+    convert_timeout_option,
+    run_converter,
+    threads_option,
+    unsupported,
+)
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError
 
@@ -99,10 +103,8 @@ def mnn_from_onnx(onnx_path: Path, dest: Path, timeout_s: float, what: str) -> N
 class MnnOptions:
     """``backends.options.mnn`` (see the module docstring)."""
 
-    threads: int = option(0, parse_int, "numThread (0: the cores this process may use)")
-    convert_timeout_s: float = option(
-        600.0, lambda v, ctx: parse_float(v, ctx, lo=1.0), "seconds the converter may take"
-    )
+    threads: int = threads_option("numThread")
+    convert_timeout_s: float = convert_timeout_option()
 
 
 @register_backend

@@ -42,10 +42,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from arcface_lab.config.fields import option, parse_bool, parse_float, parse_int
+from arcface_lab.config.fields import option, parse_bool
 from arcface_lab.core.files import read_tar_members, write_tar
 from arcface_lab.engines.base import Engine, Support, own_kernels
-from arcface_lab.engines.converters import onnx_for_converter, run_converter, unsupported
+from arcface_lab.engines.converters import (
+    convert_timeout_option,
+    onnx_for_converter,
+    run_converter,
+    threads_option,
+    unsupported,
+)
 from arcface_lab.engines.registry import register_backend
 from arcface_lab.errors import BackendUnavailable, EngineError
 
@@ -126,11 +132,9 @@ def ncnn_from_onnx(
 class NcnnOptions:
     """``backends.options.ncnn`` (see the module docstring)."""
 
-    threads: int = option(0, parse_int, "ncnn num_threads (0: the cores this process may use)")
+    threads: int = threads_option("ncnn num_threads")
     winograd: bool = option(True, parse_bool, "Winograd convolution for 3x3 stride-1 layers")
-    convert_timeout_s: float = option(
-        600.0, lambda v, ctx: parse_float(v, ctx, lo=1.0), "seconds pnnx may take"
-    )
+    convert_timeout_s: float = convert_timeout_option()
 
 
 @register_backend

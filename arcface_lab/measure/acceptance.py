@@ -10,7 +10,7 @@ judge and print through this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -153,11 +153,18 @@ def evaluate(results: Mapping[str, Mapping[str, Any]], thresholds: Thresholds) -
 
 
 def speed_check(
-    engine: str, speedup: float | None, batch: int, hardware_class: str, thresholds: Thresholds
+    engine: str,
+    speedup: float | None,
+    batch: int,
+    hardware_class: str,
+    thresholds: Thresholds,
+    interval: Sequence[float] | None = None,
 ) -> Check:
     """The chosen ``engine``'s speedup at ``batch`` against its hardware class's target.
 
     ``n/a`` (with the measured figure) where the params set no target for the class.
+    ``interval`` (the speedup's 95 % interval) is shown; when it contains the target the
+    note says so: the check still judges on the median, but the run cannot tell.
     """
     metric = f"chosen engine speedup @ batch {batch}"
     found = thresholds.speed_target(hardware_class)
@@ -172,9 +179,13 @@ def speed_check(
             applicable=False,
         )
     key, target = found
-    return _check(
-        metric, speedup, ">=", target.speedup_min, f"{engine}; target for {key}", floor=target.floor
-    )
+    note = f"{engine}; target for {key}"
+    if interval is not None:
+        lo, hi = interval
+        note += f"; 95 % interval [{lo:.2f}, {hi:.2f}]"
+        if lo <= target.speedup_min <= hi:
+            note += f", which contains the target {target.speedup_min:g}: judged on the median"
+    return _check(metric, speedup, ">=", target.speedup_min, note, floor=target.floor)
 
 
 def _measured(c: Check) -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "BenchSpec",
     "Timing",
     "bench_records",
+    "comparison_batch",
     "measure",
     "pair_arrays",
     "pair_embeddings",
@@ -76,6 +77,8 @@ class Timing:
     cov: float
     stable: bool
     warmup_runs: int
+    #: Every timed repeat, in order (what a speedup's interval is computed from).
+    samples_ms: tuple[float, ...] = ()
 
     @property
     def throughput_ips(self) -> float:
@@ -108,6 +111,7 @@ def summarize(
         cov=cov,
         stable=cov <= target_cov,
         warmup_runs=warmup_runs,
+        samples_ms=tuple(round(float(v), 4) for v in ms),
     )
 
 
@@ -196,6 +200,18 @@ class BenchSpec:
     min_repeats: int = 3
     target_cov: float = 0.025
     threads: int = 0
+    #: At ``speed_batch`` (the batch a speedup is judged at) at least ``speed_repeats``
+    #: timed repeats, so the speedup's interval is narrow enough to judge by.
+    speed_batch: int = 0
+    speed_repeats: int = 0
+
+
+def comparison_batch(params: Params) -> int:
+    """The batch speedups are judged at: ``thresholds.speedup_batch`` when it is timed, else
+    the largest batch timed."""
+    sizes = params.bench.batch_sizes
+    batch = params.thresholds.speedup_batch
+    return batch if batch in sizes else max(sizes)
 
 
 def spec_from_params(
@@ -226,6 +242,8 @@ def spec_from_params(
         "budget_s": b.budget_s,
         "min_repeats": b.min_repeats,
         "target_cov": b.target_cov,
+        "speed_batch": comparison_batch(params),
+        "speed_repeats": b.speed_repeats,
     }
     values.update(fields)
     return BenchSpec(**values)
@@ -410,12 +428,15 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         timings = {}
         for size in spec.batch_sizes:
             batch = np.resize(images, (size, *images.shape[1:]))
+            repeats = spec.min_repeats
+            if size == spec.speed_batch:
+                repeats = max(repeats, spec.speed_repeats)
             timings[size] = measure(
                 functools.partial(engine.embed, batch, batch_size=size),
                 size,
                 warmup_s=spec.warmup_s,
                 budget_s=spec.budget_s,
-                min_repeats=spec.min_repeats,
+                min_repeats=repeats,
                 target_cov=spec.target_cov,
                 sync=sync,
             ).to_dict()
@@ -606,6 +627,8 @@ def bench_records(
                 "stable": t["stable"],
                 "repeats": t["repeats"],
                 "speedup_vs_reference": ref_t["median_ms"] / t["median_ms"] if ref_t else None,
+                "speedup_ci": _interval(ref_t, t),
+                "reference_repeats": ref_t["repeats"] if ref_t else None,
                 "cosine_min": float(cos.min()),
                 "peak_memory_mb": result["memory"]["peak_memory_mb"],
                 "memory_kind": result["memory"]["memory_kind"],
@@ -618,6 +641,16 @@ def bench_records(
             }
         )
     return records
+
+
+def _interval(reference: Mapping[str, Any] | None, timing: Mapping[str, Any]) -> Any:
+    """The 95 % interval of ``reference``'s median over ``timing``'s, from their samples."""
+    from arcface_lab.core.speed import speedup_interval
+
+    if not reference:
+        return None
+    found = speedup_interval(reference.get("samples_ms") or (), timing.get("samples_ms") or ())
+    return None if found is None else list(found)
 
 
 if __name__ == "__main__":  # the worker: python -m arcface_lab.measure.bench TMPDIR

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -119,6 +120,10 @@ class CandidateResult:
     checks: list[Check] = field(default_factory=list)
     latency_ms: dict[str, float] | None = None
     speedup_vs_reference: float | None = None
+    #: The speedup's 95 % interval (:mod:`arcface_lab.core.speed`), from both samples.
+    speedup_ci: tuple[float, float] | None = None
+    #: Timed repeats at the comparison batch: ``{"candidate": n, "reference": n}``.
+    repeats: dict[str, int] | None = None
     cosine_min: float | None = None
     held_out_cosine_min: float | None = None
     decision_flips: int | None = None
@@ -148,6 +153,8 @@ class CandidateResult:
             "reason": self.reason,
             "latency_ms": self.latency_ms,
             "speedup_vs_reference": self.speedup_vs_reference,
+            "speedup_ci": None if self.speedup_ci is None else list(self.speedup_ci),
+            "repeats": self.repeats,
             "cosine_min": self.cosine_min,
             "held_out_cosine_min": self.held_out_cosine_min,
             "decision_flips": self.decision_flips,
@@ -173,6 +180,8 @@ class OptimizeResult:
     data: dict[str, Any] = field(default_factory=dict)
     #: Per verification pair: the same person (the pairs' labels, for per-pair plots).
     same: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    #: The reference timed again after the candidates (:func:`_retimed_reference`).
+    reference_again: dict[str, Any] = field(default_factory=dict)
     #: The validation faces (uint8 crops), for the report's thumbnails of real faces.
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 112, 112, 3)), repr=False)
 
@@ -193,6 +202,7 @@ class OptimizeResult:
             "wall_s": self.wall_s,
             "data": self.data,
             "reference": self.reference.to_dict(),
+            "reference_again": self.reference_again,
             "chosen": None if chosen is None else chosen.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
         }
@@ -216,7 +226,8 @@ class OptimizeResult:
         chosen = self.chosen
         label = chosen.candidate.label if chosen else "chosen engine"
         speedup = chosen.speedup_vs_reference if chosen else None
-        return speed_check(label, speedup, self.batch_size, self.host.cls, thresholds)
+        interval = chosen.speedup_ci if chosen else None
+        return speed_check(label, speedup, self.batch_size, self.host.cls, thresholds, interval)
 
 
 def json_default(obj: Any) -> Any:
@@ -247,13 +258,17 @@ def candidate_table(payload: Mapping[str, Any]) -> list[str]:
 
     rows = [
         f"{'candidate':<44} {'status':<12} {'b' + str(payload['batch_size']) + ' ms':>9} "
-        f"{'speedup':>8} {'cos min':>8} {'held-out':>8} {'flips':>5} {'1st s':>6}  reason"
+        f"{'speedup':>8} {'95 % interval':>14} {'cos min':>8} {'held-out':>8} {'flips':>5} "
+        f"{'1st s':>6}  reason"
     ]
     for c in payload["candidates"]:
         median = (c.get("latency_ms") or {}).get("median")
+        ci = c.get("speedup_ci")
+        interval = "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
         rows.append(
             f"{c['label']:<44} {c['status']:<12} {num(median, '.0f'):>9} "
-            f"{num(c['speedup_vs_reference'], '.2f'):>8} {num(c['cosine_min'], '.5f'):>8} "
+            f"{num(c['speedup_vs_reference'], '.2f'):>8} {interval:>14} "
+            f"{num(c['cosine_min'], '.5f'):>8} "
             f"{num(c['held_out_cosine_min'], '.5f'):>8} {num(c['decision_flips'], 'd'):>5} "
             f"{num(c['first_run_s'], '.1f'):>6}  {c['reason']}"
         )
@@ -341,12 +356,6 @@ def int8_gate_options(params: Params) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _comparison_batch(params: Params) -> int:
-    sizes = params.bench.batch_sizes
-    batch = params.thresholds.speedup_batch
-    return batch if batch in sizes else max(sizes)
 
 
 def held_out_images(spec: str, size: tuple[int, int], params: Params | None = None) -> np.ndarray:
@@ -547,9 +556,6 @@ def _measured(
             if timing is None
             else {"median": timing["median_ms"], "p90": timing["p90_ms"], "p99": timing["p99_ms"]}
         ),
-        speedup_vs_reference=(
-            ref_timing["median_ms"] / timing["median_ms"] if timing and ref_timing else None
-        ),
         cosine_min=drift.min,
         held_out_cosine_min=held.min,
         decision_flips=int(ver["decision_flips"]),
@@ -563,9 +569,70 @@ def _measured(
         worker=raw,
         outputs=out,
     )
+    _set_speed(result, ref_timing, timing)
     if cand.support.reason and cand.support.native:
         result.reason = "; ".join(filter(None, [result.reason, cand.support.reason]))
     return result
+
+
+def _set_speed(
+    result: CandidateResult, ref_timing: Mapping[str, Any] | None, timing: Mapping[str, Any] | None
+) -> None:
+    """The speedup at the comparison batch, its 95 % interval and both repeat counts."""
+    from arcface_lab.core.speed import speedup_interval
+
+    if not timing or not ref_timing:
+        return
+    result.speedup_vs_reference = ref_timing["median_ms"] / timing["median_ms"]
+    result.speedup_ci = speedup_interval(
+        ref_timing.get("samples_ms") or (), timing.get("samples_ms") or ()
+    )
+    result.repeats = {"candidate": timing["repeats"], "reference": ref_timing["repeats"]}
+
+
+def _retimed_reference(
+    ref: CandidateResult, again: Mapping[str, Any], results: list[CandidateResult], batch: int
+) -> dict[str, Any]:
+    """Pool the reference's repeats from before and after the candidates; every speedup is
+    then taken against the pooled median, with an interval that carries the drift.
+
+    The reference is timed again after the candidates because a 2-core machine drifts
+    over minutes (the torch reference itself moved +-10 % between repeats on a Zen 3): a
+    candidate timed late is compared with both ends of the run, not the first minute only.
+    """
+    from arcface_lab.measure.bench import bench_records, summarize
+
+    key = str(batch)
+    before = (ref.worker or {}).get("timings", {}).get(key)
+    after = again.get("timings", {}).get(key)
+    if not before or not after:
+        return {}
+    samples = [*before.get("samples_ms", ()), *after.get("samples_ms", ())]
+    pooled = summarize([v / 1e3 for v in samples], batch, target_cov=1.0).to_dict()
+    pooled["stable"] = before["stable"] and after["stable"]
+    record = {
+        "before_ms": before["median_ms"],
+        "after_ms": after["median_ms"],
+        "drift": after["median_ms"] / before["median_ms"] - 1.0,
+        "repeats": pooled["repeats"],
+    }
+    assert ref.worker is not None
+    ref.worker["timings"][key] = pooled
+    ref.latency_ms = {
+        "median": pooled["median_ms"],
+        "p90": pooled["p90_ms"],
+        "p99": pooled["p99_ms"],
+    }
+    for r in [ref, *results]:
+        if r.worker is None or key not in r.worker.get("timings", {}):
+            continue
+        own = ref if r.candidate.key == ref.candidate.key else r
+        _set_speed(r, pooled, (own.worker or {})["timings"][key])
+        records = bench_records(r.worker, r.outputs["images"], ref.worker, ref.outputs["images"])
+        for old, new in zip(r.records, records, strict=True):
+            old.update(speedup_vs_reference=new["speedup_vs_reference"])
+            old.update(speedup_ci=new["speedup_ci"], reference_repeats=new["reference_repeats"])
+    return record
 
 
 def _number(value: float | None) -> str:
@@ -621,7 +688,12 @@ def optimize(
         BackendUnavailable, EngineError: the reference could not run.
     """
     from arcface_lab.config.params import Params, load_params
-    from arcface_lab.measure.bench import run_worker, saved_inputs, spec_from_params
+    from arcface_lab.measure.bench import (
+        comparison_batch,
+        run_worker,
+        saved_inputs,
+        spec_from_params,
+    )
     from arcface_lab.models.source import ModelSource, resolve_model
 
     if params is None:
@@ -636,7 +708,7 @@ def optimize(
     budget = params.optimize.budget_s if budget_s is None else float(budget_s)
     if budget <= 0:
         raise InputError(f"budget_s: expected seconds > 0, got {budget}")
-    batch = _comparison_batch(params)
+    batch = comparison_batch(params)
     plan = candidates(params, host, model) if plan is None else plan
     arrays, pairs, data = _inputs(params, model)
     store = dict(store) if store is not None else params.store.settings()
@@ -670,8 +742,9 @@ def optimize(
         )
 
     started = time.perf_counter()
-    bar = _Progress(len(plan) + 1, progress)
+    bar = _Progress(len(plan) + 2, progress)
     results: list[CandidateResult] = []
+    reference_again: dict[str, Any] = {}
     try:
         with (
             _workdir(workdir) as folder,
@@ -703,6 +776,15 @@ def optimize(
                 )
                 results.append(result)
                 bar.done(_line(result))
+            if any(r.ran and r.candidate.key != ref_cand.key for r in results):
+                again_spec = dataclasses.replace(ref_spec, batch_sizes=(batch,), inputs={})
+                again, _ = _wait(lambda: run_worker(again_spec), f"{ref_cand.label} again", bar)
+                reference_again = _retimed_reference(ref, again, results, batch)
+                bar.done(
+                    f"  reference {ref_cand.label} again: "
+                    f"{reference_again.get('after_ms', 0):.0f} ms at batch {batch} "
+                    f"({100 * reference_again.get('drift', 0):+.1f} % since the first timing)"
+                )
     finally:
         bar.close()
     passed = [r for r in results if r.passed and r.latency_ms is not None]
@@ -729,6 +811,7 @@ def optimize(
         data=data,
         same=pairs.same,
         images=arrays["images"],
+        reference_again=reference_again,
     )
     if out is not None:
         outcome.write(out)

@@ -175,7 +175,7 @@ def _headline(
             (
                 "chosen engine",
                 f"{chosen['label']}: {chosen['speedup_vs_reference']:.2f}x {ref['label']} at "
-                f"batch {opt['batch_size']} "
+                f"batch {opt['batch_size']}{_ci_text(chosen)} "
                 f"({lat.get('median', 0):.0f} ms against {ref_lat.get('median', 0):.0f} ms)",
             )
         )
@@ -300,8 +300,8 @@ def _optimize(optimized: Mapping[str, Any] | None) -> str:
         what = (
             f"Chosen: <b>{html.escape(chosen['label'])}</b>, "
             f"{chosen['speedup_vs_reference']:.2f}x {html.escape(optimized['reference']['label'])}"
-            f" at batch {optimized['batch_size']}, the fastest of the candidates that passed "
-            "every gate."
+            f" at batch {optimized['batch_size']}{html.escape(_ci_text(chosen))}, the fastest of "
+            "the candidates that passed every gate."
         )
     else:
         what = '<span class="fail">No candidate passed every gate.</span>'
@@ -449,6 +449,7 @@ def render(run_dir: str | Path) -> Path:
         _nav(run["notebooks"]),
         f"<h1>{html.escape(title)}</h1>",
         _headline(folder, env, run["verdict"], optimized),
+        _frontier(env, optimized),
         _failure(run["error"]),
         _verdict(run["verdict"], matrix),
         (
@@ -478,3 +479,42 @@ def render(run_dir: str | Path) -> Path:
     out = folder.path / "index.html"
     write_text_atomic(out, page)
     return out
+
+
+def _ci_text(candidate: Mapping[str, Any]) -> str:
+    """`` (95 % interval [lo, hi], n / m repeats)`` for a speedup, or nothing."""
+    ci = tables.interval(candidate.get("speedup_ci"))
+    if ci is None:
+        return ""
+    counts = tables.repeats(candidate.get("repeats"))
+    return f" (95 % interval {ci}" + (f", {counts} repeats)" if counts else ")")
+
+
+def _frontier(env: Mapping[str, Any], optimized: Mapping[str, Any] | None) -> str:
+    """The candidates as points, speedup against worst held-out cosine (report/figures.py)."""
+    from arcface_lab.config.params import Params
+    from arcface_lab.errors import ParamsError
+    from arcface_lab.report.figures import frontier_png
+
+    if not optimized:
+        return ""
+    raw = env.get("params") or {}
+    gates = dict((raw.get("thresholds") or {}).get("cosine_min") or {})
+    target, label = None, ""
+    try:
+        found = Params.from_mapping(raw, "environment.json").thresholds.speed_target(
+            str(env.get("hardware_class", ""))
+        )
+    except ParamsError:  # a run folder written by an older version: gates only
+        found = None
+    if found is not None:
+        target, label = found[1].speedup_min, f"({found[0]})"
+    png = frontier_png(optimized, gates, target, label)
+    if png is None:
+        return ""
+    return (
+        '<figure class="frontier"><img alt="speedup against worst held-out cosine, one point '
+        f'per candidate" src="data:image/png;base64,{png}"><figcaption>Each candidate that '
+        "ran: speedup with its 95 % interval against 1 - worst held-out cosine; the dashed "
+        "lines are the cosine gates, the dotted one the speed target.</figcaption></figure>"
+    )

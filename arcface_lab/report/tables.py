@@ -45,6 +45,21 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def interval(ci: Any, digits: int = 2) -> str | None:
+    """A speedup's 95 % interval as ``[lo, hi]`` (None when it was not measured)."""
+    if not ci:
+        return None
+    lo, hi = ci
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def repeats(counts: Mapping[str, Any] | None) -> str | None:
+    """``candidate / reference`` timed repeats behind a speedup."""
+    if not counts:
+        return None
+    return f"{counts.get('candidate')} / {counts.get('reference')}"
+
+
 def precision_summary(info: Mapping[str, Any]) -> str:
     """What an engine ran in, from what it recorded (``engine.info.to_dict()``).
 
@@ -80,6 +95,8 @@ def candidates(optimized: Mapping[str, Any]) -> Table:
                 c["support"]["status"],
                 _round(lat.get("median"), 1),
                 _round(c["speedup_vs_reference"], 2),
+                interval(c.get("speedup_ci")),
+                repeats(c.get("repeats")),
                 c["cosine_min"],
                 c["held_out_cosine_min"],
                 c["decision_flips"],
@@ -93,6 +110,8 @@ def candidates(optimized: Mapping[str, Any]) -> Table:
         "on this host",
         "median ms",
         "speedup",
+        "95 % interval",
+        "repeats (cand. / ref.)",
         "cosine min",
         "held-out cosine min",
         "flips",
@@ -265,6 +284,7 @@ def latency(bench: Mapping[str, Any]) -> Table:
                 _round(lat.get("p99"), 1),
                 _round(r["throughput_ips"], 1),
                 _round(r["speedup_vs_reference"], 2),
+                interval(r.get("speedup_ci")),
                 _round(100 * r["cov"], 1),
                 r.get("repeats"),
                 r.get("stable"),
@@ -282,6 +302,7 @@ def latency(bench: Mapping[str, Any]) -> Table:
         "p99 ms",
         "img/s",
         "speedup",
+        "95 % interval",
         "CoV %",
         "repeats",
         "stable",

@@ -184,16 +184,22 @@ def _row(r: CandidateResult, gflop: float | None, batch: int) -> str:
     gf = f"{gflop * batch / (median / 1e3):.0f}" if gflop else "-"
     return (
         f"| {label} | {r.status} | {median:.0f} | {batch / (median / 1e3):.1f} | {gf} "
-        f"| {r.speedup_vs_reference:.2f} | {r.cosine_min:.5f} | {r.held_out_cosine_min:.5f} "
+        f"| {r.speedup_vs_reference:.2f} {_interval(r.speedup_ci)} "
+        f"| {r.cosine_min:.5f} | {r.held_out_cosine_min:.5f} "
         f"| {r.decision_flips} | {r.accuracy_delta:+.3f} "
         f"| {r.first_run_s:.1f} ({_origin(r.info)}) | {_first_cost(r.info['details'])} "
         f"| {second.get('create_s', 0.0):.1f} ({_origin(second.get('info'))}) |"
     )
 
 
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def _table(results: list[CandidateResult], gflop: float | None, batch: int) -> list[str]:
     head = (
-        f"| engine | status | b{batch} median ms | img/s | GFLOP/s | x torch fp32 | cos min "
+        f"| engine | status | b{batch} median ms | img/s | GFLOP/s | x torch fp32 (95 % interval) "
+        "| cos min "
         "| held-out cos min | flips | acc delta | 1st create s (origin) | 1st-run cost s "
         "| 2nd create s (origin) |"
     )

@@ -57,10 +57,16 @@ pytest: setup
 notebooks: setup
 	$(BIN)/python -m pytest -q --nbval-lax notebooks/
 
-# JupyterLab on the notebooks (the `notebooks` extra has it; `make test` does not need it).
+# JupyterLab on the notebooks (the `notebooks` extra has it), on 127.0.0.1 behind its token;
+# it prints the URL with the token. As root (a container, this kind of machine) JupyterLab
+# refuses to start without --allow-root: it is added, and said. LAB_ARGS adds options
+# (LAB_ARGS="--port=8899 --no-browser").
+LAB_ARGS ?=
 lab: setup
-	$(PIP) -e '.[notebooks]'
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(PIP) -e '.[notebooks]'
+	@root=""; if [ "$$(id -u)" = 0 ]; then root="--allow-root"; \
+	  echo "make lab: running as root, so JupyterLab is started with --allow-root"; fi; \
+	exec $(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $$root $(LAB_ARGS)
 
 # CPU comparison: every engine in its own process vs torch eager FP32 (table + reports/bench-*/).
 bench: setup

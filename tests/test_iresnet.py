@@ -199,6 +199,32 @@ def test_seeded_model_is_deterministic_and_fp16_safe() -> None:
     assert torch.isfinite(out).all()
 
 
+def test_a_seeded_model_has_the_same_bytes_whatever_kernels_run(tmp_path: Path) -> None:
+    """seeded:r18's sha256 with torch's kernels at their plainest (ATEN_CPU_CAPABILITY=default)
+    and oneDNN capped at SSE4.1, in a fresh process, is the one computed here: the weights do
+    not depend on the CPU they were made on."""
+    import subprocess
+    import sys
+
+    from arcface_lab.models.source import resolve_model
+
+    here = resolve_model("seeded:r18", cache_dir=tmp_path / "here").sha256()
+    code = (
+        "import sys; from arcface_lab.models.source import resolve_model; "
+        "print(resolve_model('seeded:r18', cache_dir=sys.argv[1]).sha256())"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    plain = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "plain")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout.strip().splitlines()[-1] == here
+
+
 def test_seeded_weights_are_cached_and_verified_before_use(tmp_path, caplog) -> None:
     import torch
 

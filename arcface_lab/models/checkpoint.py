@@ -149,28 +149,46 @@ def _load_strict(
 
 
 def seeded_model(arch: str, seed: int = 0) -> IResNet:
-    """Deterministic untrained weights for ``arch`` (see the module docstring)."""
+    """Deterministic untrained weights for ``arch``: the same bytes on every CPU.
+
+    The weights are drawn by NumPy's seeded generator (``torch.randn`` is not
+    bit-stable across CPUs: its vectorized Box-Muller path depends on the ISA the
+    kernels run as), and the BatchNorm statistics come from one float64 forward pass
+    over synthetic crops, cast to float32 afterwards, so the kernels' summation order
+    (which differs between AVX2 and AVX-512 code) cannot reach the stored float32 bits.
+    """
+    import numpy as np
+
     from arcface_lab.core.preprocess import Preprocess
     from arcface_lab.data.images import synthetic_faces
 
     model = build_iresnet(arch)
-    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def normal(shape: torch.Size, std: float) -> torch.Tensor:
+        return torch.from_numpy(std * rng.standard_normal(tuple(shape)))
+
+    def uniform(shape: torch.Size, low: float, width: float) -> torch.Tensor:
+        return torch.from_numpy(low + width * rng.random(tuple(shape)))
+
+    model.double()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 fan_in = module.weight[0].numel()
                 std = (2.0 / fan_in) ** 0.5 if isinstance(module, nn.Conv2d) else fan_in**-0.5
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                module.weight.copy_(normal(module.weight.shape, std))
                 if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.01)
+                    module.bias.copy_(normal(module.bias.shape, 0.01))
             elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
-                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=gen))
-                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+                module.weight.copy_(uniform(module.weight.shape, 0.5, 1.0))
+                module.bias.copy_(normal(module.bias.shape, 0.1))
             elif isinstance(module, nn.PReLU):
-                module.weight.copy_(0.1 + 0.3 * torch.rand(module.weight.shape, generator=gen))
-        # Calibrate BatchNorm statistics on synthetic crops (one batch: exact batch statistics).
+                module.weight.copy_(uniform(module.weight.shape, 0.1, 0.3))
+        # Calibrate BatchNorm statistics on synthetic crops (one batch: exact batch
+        # statistics), in float64 (see the docstring), then cast the whole model.
         images = synthetic_faces(SEEDED_CALIBRATION_IMAGES, seed=seed)
-        batch = torch.from_numpy(Preprocess()(images))
+        batch = torch.from_numpy(Preprocess()(images)).double()
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
                 module.reset_running_stats()
@@ -180,4 +198,4 @@ def seeded_model(arch: str, seed: int = 0) -> IResNet:
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
                 module.momentum = 0.1
-    return model.eval()
+    return model.float().eval()

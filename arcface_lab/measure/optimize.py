@@ -627,6 +627,8 @@ def _retimed_reference(
         if r.worker is None or key not in r.worker.get("timings", {}):
             continue
         own = ref if r.candidate.key == ref.candidate.key else r
+        if own is ref:  # the reference's own row: the pooled timing, as the reference's
+            r.latency_ms = dict(ref.latency_ms)
         _set_speed(r, pooled, (own.worker or {})["timings"][key])
         records = bench_records(r.worker, r.outputs["images"], ref.worker, ref.outputs["images"])
         for old, new in zip(r.records, records, strict=True):

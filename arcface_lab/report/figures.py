@@ -99,10 +99,12 @@ def frontier_figure(
         ax.axhline(target, color="tab:red", ls=":", lw=1.2)
         ax.annotate(
             f"target >= {target:g}x {target_label}".rstrip(),
-            (0.0, target),
+            (1.0, target),
             xycoords=("axes fraction", "data"),
-            xytext=(4, 4),
+            xytext=(-4, -4),
             textcoords="offset points",
+            ha="right",
+            va="top",
             color="tab:red",
         )
     ax.axhline(1.0, color="black", lw=0.6)

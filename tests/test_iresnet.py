@@ -200,9 +200,9 @@ def test_seeded_model_is_deterministic_and_fp16_safe() -> None:
 
 
 def test_a_seeded_model_has_the_same_bytes_whatever_kernels_run(tmp_path: Path) -> None:
-    """seeded:r18's sha256 with torch's kernels at their plainest (ATEN_CPU_CAPABILITY=default)
-    and oneDNN capped at SSE4.1, in a fresh process, is the one computed here: the weights do
-    not depend on the CPU they were made on."""
+    """seeded:r18's sha256 with torch's kernels at their plainest (ATEN_CPU_CAPABILITY=default),
+    oneDNN capped at SSE4.1 and MKL at AVX2, in a fresh process, is the one computed here: the
+    weights do not depend on the CPU they were made on."""
     import subprocess
     import sys
 
@@ -213,7 +213,12 @@ def test_a_seeded_model_has_the_same_bytes_whatever_kernels_run(tmp_path: Path) 
         "import sys; from arcface_lab.models.source import resolve_model; "
         "print(resolve_model('seeded:r18', cache_dir=sys.argv[1]).sha256())"
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    env = {
+        **os.environ,
+        "ATEN_CPU_CAPABILITY": "default",  # torch's own vector kernels (randn among them)
+        "ONEDNN_MAX_CPU_ISA": "SSE41",  # oneDNN's convolutions
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's dgemm, which float64 convolutions use
+    }
     plain = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "plain")],
         env=env,

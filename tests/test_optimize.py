@@ -196,6 +196,10 @@ def test_optimize_chooses_the_fastest_candidate_that_passes(tmp_path: Path, cach
         assert lo <= c["speedup_vs_reference"] <= hi
         assert c["repeats"]["candidate"] >= 3 and c["repeats"]["reference"] == again["repeats"]
     assert payload["reference"]["latency_ms"]["median"] > 0
+    # the reference's own rows (bench.json) carry the pooled timing the speedups are against
+    [ref_row] = [r for r in result.reference.records if r["batch_size"] == result.batch_size]
+    assert ref_row["latency_ms"]["median"] == payload["reference"]["latency_ms"]["median"]
+    assert ref_row["repeats"] == again["repeats"]
     assert {c["status"] for c in payload["candidates"]} <= {
         "chosen",
         "passed",
@@ -282,3 +286,26 @@ def test_a_model_a_converter_cannot_take_is_an_error_candidate_and_optimize_goes
     payload = json.loads((tmp_path / "opt" / "optimize.json").read_text())
     [row] = [c for c in payload["candidates"] if c["label"] == f"{backend}/fp32"]
     assert row["status"] == "error" and "Hardmax" in row["reason"]
+
+
+def test_a_failed_second_reference_timing_leaves_the_first_standing(tmp_path: Path) -> None:
+    """The reference is timed again after the candidates; if that worker fails (here: its
+    input file is gone), the run keeps every figure against the first timing and says so."""
+    from arcface_lab.core.preprocess import Preprocess
+    from arcface_lab.measure.bench import BenchSpec
+    from arcface_lab.measure.optimize import Candidate, CandidateResult, _Progress
+    from arcface_lab.measure.optimize import _time_reference_again as again
+
+    spec = BenchSpec(
+        model="seeded:r18",
+        backend="torch",
+        precision="fp32",
+        batch_sizes=(4,),
+        images=str(tmp_path / "gone.npy"),
+        preprocess=Preprocess().to_dict(),
+    )
+    worker = {"timings": {"4": {"median_ms": 10.0, "samples_ms": [10.0, 10.0]}}}
+    ref = CandidateResult(Candidate("torch", "fp32"), "passed", worker=worker)
+    record = again(spec, ref, [], 4, _Progress(1, enabled=False))
+    assert "gone.npy" in record["error"]
+    assert ref.worker == worker  # the first timing untouched

@@ -194,7 +194,9 @@ def test_mnn_never_imports_its_python_tools_nor_opens_a_socket(tmp_path: Path) -
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    [line] = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
+    # MNN's C++ banners went to stderr: stdout holds what the program printed, nothing else
+    [line] = run.stdout.strip().splitlines()
+    assert line.startswith("RESULT "), run.stdout
     result = json.loads(line[len("RESULT ") :])
     started = result.pop("started")
     assert result == {"events": [], "tools": False, "shape": [2, TINY_DIM]}

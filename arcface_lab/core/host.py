@@ -486,3 +486,14 @@ def probe() -> Host:
     if injected:
         return Host.for_class(injected, _probe_real())
     return _probe_real()
+
+
+def die_with_parent() -> None:  # pragma: no cover (runs in the child, before exec)
+    """Linux: a child (a bench worker, a model converter) gets SIGKILL when the process
+    that started it dies, even by SIGKILL; pass it as ``preexec_fn``."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

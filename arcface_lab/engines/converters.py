@@ -6,21 +6,26 @@ Each step is small and separate, so the ncnn and MNN backends share them:
   lowered to the one its opsets need: pnnx's bundled ONNX Runtime reads IR <= 13, and
   ``onnx`` 1.23 writes 14, on which pnnx crashes without a word);
 - :func:`run_converter`: the converter in its own process group, with a timeout past
-  which the whole group is killed; its output is kept for the error message;
+  which the whole group is killed, and killed too when the process that started it dies
+  (a bench worker stopped by optimize's budget leaves no converter running); its output
+  is kept for the error message;
 - :class:`~arcface_lab.errors.ConversionError`: what a converter could not take, naming
   the model and the operators.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from arcface_lab.config.fields import Ctx, option, parse_float, parse_int
+from arcface_lab.core.host import die_with_parent
 from arcface_lab.errors import ConversionError
 
 __all__ = [
@@ -83,17 +88,18 @@ def run_converter(
         errors="replace",
         start_new_session=True,
         env=env,
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc.pid)
         proc.communicate()
         raise ConversionError(
             f"{what}: the converter did not finish in {timeout_s:.0f} s and was stopped"
         ) from None
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc.pid)
         proc.wait()
         raise
     if proc.returncode != 0:
@@ -104,6 +110,11 @@ def run_converter(
         )
         raise ConversionError(f"{what}: the converter {how}: ...{out.strip()[-_TAIL:]}")
     return out
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def unsupported(what: str, operators: Sequence[str], converter: str) -> ConversionError:

@@ -41,7 +41,7 @@ from arcface_lab.engines.converters import (
     unsupported,
 )
 from arcface_lab.engines.registry import register_backend
-from arcface_lab.errors import BackendUnavailable, EngineError
+from arcface_lab.errors import BackendUnavailable, ConversionError, EngineError
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -60,12 +60,16 @@ _UNSUPPORTED = re.compile(r"These Op Not Support:\s*(.*)")
 def _stdout_to_stderr() -> Iterator[None]:
     """MNN's C++ code prints banners on file descriptor 1; they go to stderr instead, so
     a command whose stdout is data (``embed -``, JSON) stays clean."""
+    import ctypes
+
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
         yield
     finally:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).fflush(None)  # C stdio's buffer, before fd 1 is stdout again
         os.dup2(saved, 1)
         os.close(saved)
 
@@ -95,7 +99,7 @@ def mnn_from_onnx(onnx_path: Path, dest: Path, timeout_s: float, what: str) -> N
         if ops:
             raise unsupported(what, ops, f"MNN {mnn_version()}")
         if "Converted Success" not in log or not out.is_file():
-            raise EngineError(f"MNN's converter on {what} failed: ...{log.strip()[-600:]}")
+            raise ConversionError(f"MNN's converter on {what} failed: ...{log.strip()[-600:]}")
         os.replace(out, dest)
 
 

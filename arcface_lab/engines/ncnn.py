@@ -53,7 +53,7 @@ from arcface_lab.engines.converters import (
     unsupported,
 )
 from arcface_lab.engines.registry import register_backend
-from arcface_lab.errors import BackendUnavailable, EngineError
+from arcface_lab.errors import BackendUnavailable, ConversionError, EngineError
 
 if TYPE_CHECKING:
     from arcface_lab.core.host import Host
@@ -120,7 +120,7 @@ def ncnn_from_onnx(
         )
         missing = [name for name, path in out.items() if not path.is_file()]
         if missing:
-            raise EngineError(f"pnnx on {what}: wrote no {', '.join(missing)}")
+            raise ConversionError(f"pnnx on {what}: wrote no {', '.join(missing)}")
         layers = param_layer_types(out["model.ncnn.param"].read_text())
         lacking = [kind for kind, _ in layers if ncnn.layer_to_index(kind) < 0]
         if lacking:

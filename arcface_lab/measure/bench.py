@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arcface_lab.core.files import write_json_atomic
-from arcface_lab.core.host import reset_rss_high_water, rss_high_water_mb
+from arcface_lab.core.host import die_with_parent, reset_rss_high_water, rss_high_water_mb
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
@@ -458,15 +458,6 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
 WORKER_PREFIX = "arcface-bench-"
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child, before exec)
-    """Linux: the worker gets SIGKILL when the process that started it dies, even by SIGKILL."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -509,7 +500,7 @@ def start_worker(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
         text=True,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
     with _live_lock:
         _live_workers.add(proc)

@@ -53,9 +53,17 @@ def test_make_lab_starts_prints_its_url_and_lists_the_notebooks(tmp_path: Path) 
         assert url, "".join(lines)[-3000:]
         if os.geteuid() == 0:
             assert any("started with --allow-root" in line for line in lines)
+        # The banner can come a moment before the socket listens: ask again for a while.
         api = f"http://127.0.0.1:{port}/api/contents?token={url}"
-        with urllib.request.urlopen(api, timeout=30) as reply:
-            names = {item["name"] for item in json.load(reply)["content"]}
+        names: set[str] = set()
+        while not names:
+            try:
+                with urllib.request.urlopen(api, timeout=30) as reply:
+                    names = {item["name"] for item in json.load(reply)["content"]}
+            except urllib.error.URLError as exc:
+                if isinstance(exc, urllib.error.HTTPError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         assert "01_build_engines.ipynb" in names and "04_acceptance_report.ipynb" in names
         with pytest.raises(urllib.error.HTTPError):  # the token guards it
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=30)

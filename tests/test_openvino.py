@@ -152,9 +152,14 @@ def test_int8_needs_its_gates(tiny, tmp_path):
 
 
 @needs_nncf
-def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(tiny, tmp_path):
+def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(
+    tiny, tmp_path, monkeypatch
+):
     from arcface_lab.core.host import probe
+    from arcface_lab.core.progress import PROGRESS_ENV
 
+    phase = tmp_path / "phase.txt"  # where a worker says what the search is doing
+    monkeypatch.setenv(PROGRESS_ENV, str(phase))
     store = _store(tmp_path / "store")
     with _int8(tiny, store, int8_cosine_min=0.5, int8_flips_max=20) as engine:
         lenient = engine.info.details["int8"]
@@ -181,6 +186,7 @@ def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(tiny, t
     for stem in islands:  # FP32 island: neither INT8 nor BF16
         assert stem not in report["int8_layer_names"] and stem not in report["kept_float_layers"]
     assert any(r.get("passed") for r in report["rounds"])
+    assert phase.read_text().startswith("int8 search: round ")  # its last phase
     with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20, int8_margin=1.0) as again:
         assert again.info.details["artifacts"][0]["origin"] == "local"
         assert again.info.details["calibration_s"] == 0

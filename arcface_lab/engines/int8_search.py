@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.core.metrics import compare_verification, flip_sum, l2_normalize, mirror
+from arcface_lab.core.progress import report_phase
 from arcface_lab.data.pairs import PairSet
 from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
 from arcface_lab.errors import InputError
@@ -351,6 +352,7 @@ class _Baselines:
 
 
 def _baselines(evaluator: _Evaluator, graph: _Graph, quantized: Any, gates: Gates) -> _Baselines:
+    report_phase("int8: gates of the all-INT8 and the float-only models")
     full = evaluator.gates(quantized, gates)
     d_full = evaluator.last_damage
     base = evaluator.gates(graph.keep_only(()), gates)
@@ -363,9 +365,9 @@ def _sensitivity(
     """Per quantizer alone: its damage above the float-only model's, per face and mean."""
     excess: dict[str, np.ndarray] = {}
     sensitivity: dict[str, float] = {}
-    for name in graph.quantizers:
-        if graph.unit_macs[name] == 0:
-            continue  # quantizes no weighted op: only adds error
+    weighted = [name for name in graph.quantizers if graph.unit_macs[name] > 0]
+    for i, name in enumerate(weighted):  # one that quantizes no weighted op only adds error
+        report_phase(f"int8 sensitivity: quantizer {i + 1} of {len(weighted)} alone")
         damage = evaluator.damage(graph.keep_only((name,)), subset)
         excess[name] = np.maximum(damage - base, 0.0)
         sensitivity[name] = float(excess[name].mean())
@@ -427,6 +429,10 @@ def _search(
             round_["passed"] = False
             break
         candidate = graph.keep_only(keep)
+        report_phase(
+            f"int8 search: round {len(report['rounds'])}, {len(keep)} of "
+            f"{len(graph.quantizers)} quantizers in INT8, checking the gates"
+        )
         result = evaluator.gates(candidate, gates)
         round_.update(result)
         log.info("int8 search: %d quantizers, %s", len(keep), result)
@@ -527,6 +533,7 @@ def quantize_int8(
         core, runtime_config, model, images, preprocess, pairs, flip, settings.batch_size
     )
     x = evaluator.x
+    report_phase(f"int8 calibration on {len(x)} faces")
     quantized, calibration_s = _calibrate(model, x, fp32_layers, settings.overflow_fix)
     graph = _Graph(model, quantized)
     report: dict[str, Any] = {

@@ -35,6 +35,7 @@ import numpy as np
 
 from arcface_lab.core.files import write_json_atomic
 from arcface_lab.core.host import die_with_parent, reset_rss_high_water, rss_high_water_mb
+from arcface_lab.core.progress import PROGRESS_ENV
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
@@ -560,12 +561,13 @@ def stop_workers() -> int:
 
 
 def run_worker(
-    spec: BenchSpec, timeout_s: float = 1800
+    spec: BenchSpec, timeout_s: float = 1800, phase_file: Path | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run :func:`_worker` for ``spec`` in a fresh Python process.
 
     Returns its result and the embeddings: ``"images"`` and one per ``spec.inputs`` name.
-    Thread counts (``spec.threads``) are set in the child's environment before it starts.
+    Thread counts (``spec.threads``) are set in the child's environment before it starts;
+    ``phase_file`` is where it says what it is doing (:mod:`arcface_lab.core.progress`).
     The child dies with this process (a killed run leaves no worker behind), and worker
     folders of killed runs are swept first.
 
@@ -579,6 +581,8 @@ def run_worker(
     if spec.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(spec.threads)
+    if phase_file is not None:
+        env[PROGRESS_ENV] = str(phase_file)
     sweep_worker_folders()
     label = f"bench worker for {spec.backend} ({spec.precision})"
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_PREFIX}{os.getpid()}-") as tmp:

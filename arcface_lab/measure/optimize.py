@@ -445,19 +445,35 @@ class _Progress:
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.bar = None
+        self._phase, self._phase_at = "", 0.0
         self.total, self.started = total, 0
         if enabled:
             self.bar = _bar(total)
         self.enabled = enabled
 
+    #: Plain output prints a phase line at most this often.
+    PHASE_EVERY_S = 20.0
+
     def start(self, label: str) -> None:
+        self._phase, self._phase_at = "", 0.0
         self.started += 1
         if self.bar is None and self.enabled:
             print(f"  [{self.started}/{self.total}] {label} ...", file=sys.stderr, flush=True)
 
-    def running(self, label: str, seconds: float) -> None:
+    def running(self, label: str, seconds: float, phase: str = "") -> None:
+        """``label`` has run ``seconds``; ``phase`` is what its worker said it is doing.
+
+        The bar shows it in place; plain lines (a log, a notebook without widgets) get a
+        line when the phase changes, at most one every :attr:`PHASE_EVERY_S`.
+        """
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{label}: {seconds:.0f} s", refresh=True)
+            now = f"{label}: {phase} ({seconds:.0f} s)" if phase else f"{label}: {seconds:.0f} s"
+            self.bar.set_postfix_str(now, refresh=True)
+            return
+        due = not self._phase or seconds - self._phase_at >= self.PHASE_EVERY_S
+        if self.enabled and phase and phase != self._phase and due:
+            print(f"      {seconds:.0f} s: {phase}", file=sys.stderr, flush=True)
+            self._phase, self._phase_at = phase, seconds
 
     def done(self, line: str) -> None:
         if self.bar is not None:
@@ -495,8 +511,15 @@ def _bar(total: int) -> Any:
     return None
 
 
-def _wait(call: Callable[[], Any], label: str, progress: _Progress) -> Any:
-    """Run ``call`` in a thread, refreshing the progress bar while it runs."""
+def _wait(
+    call: Callable[[], Any], label: str, progress: _Progress, phase: Path | None = None
+) -> Any:
+    """Run ``call`` in a thread, refreshing the progress bar while it runs; ``phase`` is the
+    file its worker reports its phase in (:mod:`arcface_lab.core.progress`)."""
+    from arcface_lab.core.progress import read_phase
+
+    if phase is not None:
+        phase.unlink(missing_ok=True)  # the last candidate's phase is not this one's
     started = time.perf_counter()
     progress.start(label)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -506,7 +529,7 @@ def _wait(call: Callable[[], Any], label: str, progress: _Progress) -> Any:
                 try:
                     return future.result(timeout=1.0)
                 except concurrent.futures.TimeoutError:
-                    progress.running(label, time.perf_counter() - started)
+                    progress.running(label, time.perf_counter() - started, read_phase(phase))
         except BaseException:  # SIGTERM or Ctrl-C here: the thread's worker must not outlive us
             from arcface_lab.measure.bench import stop_workers
 
@@ -801,8 +824,11 @@ def optimize(
                     batch,
                     budget,
                     t0,
-                    lambda c, timeout: run_worker(spec(c, inputs), timeout_s=timeout),
+                    lambda c, timeout: run_worker(
+                        spec(c, inputs), timeout_s=timeout, phase_file=folder / "phase.txt"
+                    ),
                     bar,
+                    folder / "phase.txt",
                 )
                 results.append(result)
                 bar.done(_line(result))
@@ -862,6 +888,7 @@ def _run_candidate(
     t0: float,
     run: Callable[[Candidate, float], tuple[dict[str, Any], dict[str, np.ndarray]]],
     bar: _Progress,
+    phase: Path | None = None,
 ) -> CandidateResult:
     """One candidate: skipped with its reason, or run in its worker and gated."""
     from arcface_lab.errors import EngineError
@@ -882,7 +909,7 @@ def _run_candidate(
             cand, "over_budget", f"not started: the budget of {budget:.0f} s was spent"
         )
     try:
-        raw, out = _wait(lambda: run(cand, left), cand.label, bar)
+        raw, out = _wait(lambda: run(cand, left), cand.label, bar, phase)
     except EngineError as exc:
         if "timed out" in str(exc):
             return CandidateResult(

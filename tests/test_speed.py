@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arcface_lab.core.speed import contains, speedup_interval
+from arcface_lab.core.speed import contains, format_interval, speedup_interval, timing_interval
 
 
 def test_the_interval_holds_the_ratio_of_medians_and_narrows_with_repeats() -> None:
@@ -39,3 +39,11 @@ def test_a_drifting_reference_widens_the_interval() -> None:
     assert alone is not None and pooled is not None
     assert pooled[1] - pooled[0] > 3 * (alone[1] - alone[0])
     assert pooled[0] < 2.05 and pooled[1] > 2.15
+
+
+def test_one_reading_and_one_format_of_an_interval() -> None:
+    ref = {"samples_ms": [10.0, 11.0, 12.0]}
+    cand = {"samples_ms": [5.0, 5.5, 6.5]}
+    assert timing_interval(ref, cand) == speedup_interval([10.0, 11.0, 12.0], [5.0, 5.5, 6.5])
+    assert timing_interval(None, cand) is None and timing_interval(ref, {}) is None
+    assert format_interval((1.954, 2.106)) == "[1.95, 2.11]" and format_interval(None) is None

@@ -11,11 +11,12 @@ reproducible from its samples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LEVEL", "contains", "speedup_interval"]
+__all__ = ["LEVEL", "contains", "format_interval", "speedup_interval", "timing_interval"]
 
 #: The confidence level of every speedup interval.
 LEVEL = 0.95
@@ -44,3 +45,20 @@ def speedup_interval(
 def contains(interval: Sequence[float] | None, value: float) -> bool:
     """Whether ``value`` lies in ``interval`` (False when there is none)."""
     return interval is not None and interval[0] <= value <= interval[1]
+
+
+def timing_interval(
+    reference: Mapping[str, Any] | None, timing: Mapping[str, Any] | None
+) -> tuple[float, float] | None:
+    """:func:`speedup_interval` of two timing records (``samples_ms`` each), None without."""
+    if not reference or not timing:
+        return None
+    return speedup_interval(reference.get("samples_ms") or (), timing.get("samples_ms") or ())
+
+
+def format_interval(interval: Sequence[float] | None) -> str | None:
+    """``[lo, hi]`` to two decimals, as every table and verdict shows it (None: none)."""
+    if not interval:
+        return None
+    lo, hi = interval
+    return f"[{lo:.2f}, {hi:.2f}]"

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from arcface_lab.config.params import Thresholds
+from arcface_lab.core.speed import contains, format_interval
 
 __all__ = [
     "Check",
@@ -181,9 +182,8 @@ def speed_check(
     key, target = found
     note = f"{engine}; target for {key}"
     if interval is not None:
-        lo, hi = interval
-        note += f"; 95 % interval [{lo:.2f}, {hi:.2f}]"
-        if lo <= target.speedup_min <= hi:
+        note += f"; 95 % interval {format_interval(interval)}"
+        if contains(interval, target.speedup_min):
             note += f", which contains the target {target.speedup_min:g}: judged on the median"
     return _check(metric, speedup, ">=", target.speedup_min, note, floor=target.floor)
 

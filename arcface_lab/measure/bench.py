@@ -36,6 +36,7 @@ import numpy as np
 from arcface_lab.core.files import write_json_atomic
 from arcface_lab.core.host import die_with_parent, reset_rss_high_water, rss_high_water_mb
 from arcface_lab.core.progress import PROGRESS_ENV
+from arcface_lab.core.speed import timing_interval
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
@@ -622,7 +623,7 @@ def bench_records(
                 "stable": t["stable"],
                 "repeats": t["repeats"],
                 "speedup_vs_reference": ref_t["median_ms"] / t["median_ms"] if ref_t else None,
-                "speedup_ci": _interval(ref_t, t),
+                "speedup_ci": timing_interval(ref_t, t),
                 "reference_repeats": ref_t["repeats"] if ref_t else None,
                 "cosine_min": float(cos.min()),
                 "peak_memory_mb": result["memory"]["peak_memory_mb"],
@@ -636,16 +637,6 @@ def bench_records(
             }
         )
     return records
-
-
-def _interval(reference: Mapping[str, Any] | None, timing: Mapping[str, Any]) -> Any:
-    """The 95 % interval of ``reference``'s median over ``timing``'s, from their samples."""
-    from arcface_lab.core.speed import speedup_interval
-
-    if not reference:
-        return None
-    found = speedup_interval(reference.get("samples_ms") or (), timing.get("samples_ms") or ())
-    return None if found is None else list(found)
 
 
 if __name__ == "__main__":  # the worker: python -m arcface_lab.measure.bench TMPDIR

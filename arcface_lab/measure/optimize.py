@@ -253,6 +253,8 @@ def chosen_line(payload: Mapping[str, Any]) -> str:
 def candidate_table(payload: Mapping[str, Any]) -> list[str]:
     """``optimize.json``'s candidates as text rows (the CLI, ``make report`` and ``make bench``)."""
 
+    from arcface_lab.core.speed import format_interval
+
     def num(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
@@ -263,8 +265,7 @@ def candidate_table(payload: Mapping[str, Any]) -> list[str]:
     ]
     for c in payload["candidates"]:
         median = (c.get("latency_ms") or {}).get("median")
-        ci = c.get("speedup_ci")
-        interval = "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+        interval = format_interval(c.get("speedup_ci")) or "-"
         rows.append(
             f"{c['label']:<44} {c['status']:<12} {num(median, '.0f'):>9} "
             f"{num(c['speedup_vs_reference'], '.2f'):>8} {interval:>14} "
@@ -602,14 +603,12 @@ def _set_speed(
     result: CandidateResult, ref_timing: Mapping[str, Any] | None, timing: Mapping[str, Any] | None
 ) -> None:
     """The speedup at the comparison batch, its 95 % interval and both repeat counts."""
-    from arcface_lab.core.speed import speedup_interval
+    from arcface_lab.core.speed import timing_interval
 
     if not timing or not ref_timing:
         return
     result.speedup_vs_reference = ref_timing["median_ms"] / timing["median_ms"]
-    result.speedup_ci = speedup_interval(
-        ref_timing.get("samples_ms") or (), timing.get("samples_ms") or ()
-    )
+    result.speedup_ci = timing_interval(ref_timing, timing)
     result.repeats = {"candidate": timing["repeats"], "reference": ref_timing["repeats"]}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from arcface_lab.core.files import write_text_atomic
+from arcface_lab.core.speed import format_interval
 from arcface_lab.report import tables
 from arcface_lab.report.matrix import COLUMNS, MatrixRow, matrix_row, to_markdown
 from arcface_lab.report.run_folder import RunFolder
@@ -483,7 +484,7 @@ def render(run_dir: str | Path) -> Path:
 
 def _ci_text(candidate: Mapping[str, Any]) -> str:
     """`` (95 % interval [lo, hi], n / m repeats)`` for a speedup, or nothing."""
-    ci = tables.interval(candidate.get("speedup_ci"))
+    ci = format_interval(candidate.get("speedup_ci"))
     if ci is None:
         return ""
     counts = tables.repeats(candidate.get("repeats"))

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from arcface_lab.core.speed import format_interval
+
 __all__ = [
     "Table",
     "candidates",
@@ -43,14 +45,6 @@ class Table:
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def interval(ci: Any, digits: int = 2) -> str | None:
-    """A speedup's 95 % interval as ``[lo, hi]`` (None when it was not measured)."""
-    if not ci:
-        return None
-    lo, hi = ci
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def repeats(counts: Mapping[str, Any] | None) -> str | None:
@@ -95,7 +89,7 @@ def candidates(optimized: Mapping[str, Any]) -> Table:
                 c["support"]["status"],
                 _round(lat.get("median"), 1),
                 _round(c["speedup_vs_reference"], 2),
-                interval(c.get("speedup_ci")),
+                format_interval(c.get("speedup_ci")),
                 repeats(c.get("repeats")),
                 c["cosine_min"],
                 c["held_out_cosine_min"],
@@ -284,7 +278,7 @@ def latency(bench: Mapping[str, Any]) -> Table:
                 _round(lat.get("p99"), 1),
                 _round(r["throughput_ips"], 1),
                 _round(r["speedup_vs_reference"], 2),
-                interval(r.get("speedup_ci")),
+                format_interval(r.get("speedup_ci")),
                 _round(100 * r["cov"], 1),
                 r.get("repeats"),
                 r.get("stable"),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arcface_lab.core.files import write_json_atomic, write_text_atomic
+from arcface_lab.core.speed import format_interval
 
 if TYPE_CHECKING:
     from arcface_lab.config.params import Params
@@ -184,16 +185,12 @@ def _row(r: CandidateResult, gflop: float | None, batch: int) -> str:
     gf = f"{gflop * batch / (median / 1e3):.0f}" if gflop else "-"
     return (
         f"| {label} | {r.status} | {median:.0f} | {batch / (median / 1e3):.1f} | {gf} "
-        f"| {r.speedup_vs_reference:.2f} {_interval(r.speedup_ci)} "
+        f"| {r.speedup_vs_reference:.2f} {format_interval(r.speedup_ci) or ''} "
         f"| {r.cosine_min:.5f} | {r.held_out_cosine_min:.5f} "
         f"| {r.decision_flips} | {r.accuracy_delta:+.3f} "
         f"| {r.first_run_s:.1f} ({_origin(r.info)}) | {_first_cost(r.info['details'])} "
         f"| {second.get('create_s', 0.0):.1f} ({_origin(second.get('info'))}) |"
     )
-
-
-def _interval(ci: tuple[float, float] | None) -> str:
-    return "" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _table(results: list[CandidateResult], gflop: float | None, batch: int) -> list[str]:

@@ -729,7 +729,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench=BenchParams(batch_sizes=tuple(sizes), warmup_s=args.warmup_s, budget_s=args.budget_s),
         store=StoreParams(args.local_store, args.store, args.s3_endpoint),
         thresholds=gate_params.thresholds if gate_params else Params().thresholds,
-        optimize=OptimizeParams(emulated=True),  # named explicitly: measured even if emulated
+        optimize=OptimizeParams(emulated=True, prune=False),  # named: measured in full
     )
     plan = []
     for name in names:

@@ -188,6 +188,35 @@ def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+def test_a_runs_face_specs_open_the_finder_once_and_align_each_photo_once(
+    real_cache: Path,
+) -> None:
+    """Validation faces, held-out faces and pairs of one run share photos: each is aligned
+    once, and every spec gets what aligning its own photos alone gives."""
+    from arcface_lab.data.samples import fetch_samples
+    from arcface_lab.models.faces import FaceSpecs, open_face_finder
+
+    specs = [
+        "faces:samples:face-api/sample1.jpg,samples:face-api/sample3.jpg",
+        "faces:samples:face-api/sample2.jpg",
+        "faces:samples:face-api",
+    ]
+    resolver = FaceSpecs(FacesParams(), real_cache)
+    results = [resolver.align(s) for s in specs]
+    assert resolver.align(specs[0]) is results[0]
+    assert (resolver.opened, resolver.aligned) == (1, 6)  # six photos, each once
+
+    photos = fetch_samples("samples:face-api", real_cache)
+    finder = open_face_finder(FacesParams(), real_cache)
+    for result, own in zip(results, [[0, 2], [1], range(6)], strict=True):
+        alone = align_photos([photos[i] for i in own], finder, 24)
+        assert np.array_equal(result.faces, alone.faces)
+        assert result.index() == alone.index()
+        assert [p.to_dict() | {"seconds": 0} for p in result.photos] == [
+            p.to_dict() | {"seconds": 0} for p in alone.photos
+        ]
+
+
 def test_real_photos_give_every_face_aligned_and_the_trained_model_knows_them(
     real_cache: Path,
 ) -> None:

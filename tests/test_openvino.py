@@ -179,7 +179,11 @@ def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(
         assert engine.info.details["calibration_s"] > 0
         if _native_bf16():  # what the plugin runs, read back: the stem stays FP32
             assert engine.info.details["runtime_fp32_layers"] == ["/0/Conv/WithoutBiases"]
-        assert engine.info.details["artifacts"][0]["origin"] == "built"
+        assert _origins(engine)["openvino-int8"] == ["built"]
+        # the calibration and both ends were measured by the lenient search: reused here
+        assert _origins(engine)["openvino-int8-calibration"] == ["local"]
+        assert _origins(engine)["openvino-int8-measure"] == ["local", "built"]  # sensitivity
+    assert report["reused"] == ["calibration", "ends"]
     assert report["passed"] and report["result"]["cosine_min"] >= gate
     assert report["kept_float_layers"], "a gate above full INT8 keeps some layers in BF16"
     assert 0 < report["int8_layers"] < report["int8_layers"] + len(report["kept_float_layers"])
@@ -188,9 +192,29 @@ def test_int8_search_keeps_sensitive_layers_in_float_and_passes_honestly(
     assert any(r.get("passed") for r in report["rounds"])
     assert phase.read_text().startswith("int8 search: round ")  # its last phase
     with _int8(tiny, store, int8_cosine_min=gate, int8_flips_max=20, int8_margin=1.0) as again:
-        assert again.info.details["artifacts"][0]["origin"] == "local"
+        assert _origins(again) == {"openvino-int8": ["local"]}  # nothing else was needed
         assert again.info.details["calibration_s"] == 0
         assert again.info.details["int8"]["kept_float_layers"] == report["kept_float_layers"]
+    # Another margin: a new search, everything gate-free reused; the same selection as a
+    # search from nothing (the stored measurements are the measured ones, bit for bit).
+    tighter = {"int8_cosine_min": gate, "int8_flips_max": 20, "int8_margin": 0.9}
+    with _int8(tiny, store, **tighter) as reused:
+        assert _origins(reused)["openvino-int8"] == ["built"]
+        assert reused.info.details["int8"]["reused"] == ["calibration", "ends", "sensitivity"]
+        kept = reused.info.details["int8"]["kept_float_layers"]
+        most = reused.info.details["int8"]["most_sensitive"]
+    with _int8(tiny, _store(tmp_path / "fresh"), **tighter) as fresh:
+        assert fresh.info.details["int8"]["reused"] == []
+        assert fresh.info.details["int8"]["kept_float_layers"] == kept
+        assert fresh.info.details["int8"]["most_sensitive"] == most
+
+
+def _origins(engine) -> dict[str, list[str]]:
+    """Where each artifact an engine used came from, by kind, in the order it asked."""
+    found: dict[str, list[str]] = {}
+    for art in engine.info.details.get("artifacts", []):
+        found.setdefault(art["kind"], []).append(art["origin"])
+    return found
 
 
 @needs_nncf
@@ -201,7 +225,7 @@ def test_int8_that_fails_its_gates_is_not_offered_but_can_be_measured(tiny, tmp_
     with _int8(tiny, store, int8_cosine_min=1.0, int8_flips_max=0, int8_enforce_gates=False) as e:
         report = e.info.details["int8"]
         assert e.info.artifact["origin"] == "built"  # the same INT8 artifact, compiled now
-        assert e.info.details["artifacts"][0]["origin"] == "local"
+        assert _origins(e)["openvino-int8"] == ["local"]
         assert any("fails its gates" in w for w in e.info.warnings)
         assert e.embed(tiny_faces()).shape == (4, 32)
     assert not report["passed"]

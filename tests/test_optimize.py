@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from arcface_lab.config.params import Params, load_params
@@ -208,7 +211,18 @@ def test_optimize_chooses_the_fastest_candidate_that_passes(tmp_path: Path, cach
         "unavailable",
         "error",
         "over_budget",
+        "cannot_win",
     }
+    # Where the run's seconds went: per candidate that ran, per phase, and for the run.
+    for c in (c for c in payload["candidates"] if c["latency_ms"] and c["label"] != "torch/fp32"):
+        assert {"start", "prepare", "build", "embed", "time", "gate"} <= set(c["phases_s"])
+        assert all(v >= 0 for v in c["phases_s"].values())
+    int8_phases = by["openvino/int8 (int8_search=False)"].phases_s
+    assert int8_phases.get("calibrate", 0) > 0 or int8.info["artifact"]["origin"] != "built"
+    run = payload["phases_s"]
+    assert set(run) == {"inputs", "reference", "candidates", "reference_again"}
+    assert sum(run.values()) <= payload["wall_s"] + 1e-6
+    assert run["candidates"] >= sum(c.seconds for c in result.candidates) - 1e-6
 
 
 def test_a_spent_budget_stops_the_running_candidate_and_skips_the_rest(tmp_path: Path) -> None:
@@ -309,3 +323,82 @@ def test_a_failed_second_reference_timing_leaves_the_first_standing(tmp_path: Pa
     record = again(spec, ref, [], 4, _Progress(1, enabled=False))
     assert "gone.npy" in record["error"]
     assert ref.worker == worker  # the first timing untouched
+
+
+def _one_candidate(tmp_path: Path, label: str, done: list, run=None):
+    """``label`` of ``_tiny``'s plan through ``_run_candidate`` after ``done``, its worker
+    real (``run``: instead of the worker)."""
+    from arcface_lab.data.images import synthetic_faces
+    from arcface_lab.measure.bench import run_worker, saved_inputs, spec_from_params
+    from arcface_lab.measure.optimize import Candidate, CandidateResult, _Progress, _run_candidate
+
+    params = _tiny(tmp_path)
+    [cand] = [c for c in candidates(params, Host.for_class("cpu-avx2")) if c.label == label]
+    ref = CandidateResult(Candidate("torch", "fp32"), "passed", latency_ms={"median": 100.0})
+    with saved_inputs({"images": synthetic_faces(4, seed=1)}, tmp_path) as inputs:
+
+        def worker(c, timeout: float, give_up_ms: float):
+            spec = spec_from_params(params, c.backend, c.precision, inputs, model="seeded:r18")
+            return run_worker(dataclasses.replace(spec, give_up_ms=give_up_ms), timeout)
+
+        return _run_candidate(
+            cand, ref, ref.candidate, params, np.zeros(0, dtype=bool), 4, 600.0,
+            time.perf_counter(), run or worker, _Progress(1, enabled=False), None, done,
+        )  # fmt: skip
+
+
+def _passed(label: str, speedup: float, interval: tuple[float, float], **options: object):
+    from arcface_lab.measure.optimize import Candidate, CandidateResult
+
+    backend, precision = label.split("/")
+    return CandidateResult(
+        Candidate(backend, precision, tuple(options.items())),
+        "passed",
+        latency_ms={"median": 100.0 / speedup},
+        speedup_vs_reference=speedup,
+        speedup_ci=interval,
+    )
+
+
+def test_a_candidate_whose_probe_cannot_reach_the_best_passing_one_stops_there(
+    tmp_path: Path,
+) -> None:
+    """Its worker builds it, times a few batches and stops: no engine reaches 1000x."""
+    best = _passed("openvino/bf16", 1000.0, (900.0, 1100.0))
+    result = _one_candidate(tmp_path, "onnxruntime/fp32", [best])
+    assert result.status == "cannot_win" and not result.ran and result.outputs == {}
+    assert "below openvino/bf16's 1000.00x [900.00, 1100.00]" in result.reason
+    figures = result.best_case
+    assert figures is not None and 0 < figures["speedup"] < 900.0
+    assert "fastest of 3 batches of 4" in figures["source"]
+    assert {"start", "prepare", "build", "probe"} <= set(result.phases_s)
+    assert "embed" not in result.phases_s  # nothing was embedded after the probe
+    # A latency the engine beats: the worker goes on to embed and time, as without a probe.
+    from arcface_lab.data.images import synthetic_faces
+    from arcface_lab.measure.bench import run_worker, saved_inputs, spec_from_params
+
+    with saved_inputs({"images": synthetic_faces(4, seed=1)}, tmp_path) as inputs:
+        spec = spec_from_params(_tiny(tmp_path), "onnxruntime", "fp32", inputs, give_up_ms=1e9)
+        raw, out = run_worker(dataclasses.replace(spec, model="seeded:r18"))
+    assert "cannot_win" not in raw and out["images"].shape == (4, 512)
+    assert list(raw["phases_s"]) == ["prepare", "build", "probe", "embed", "time"]
+
+
+def test_the_int8_search_is_not_run_when_int8_on_every_layer_cannot_win(tmp_path: Path) -> None:
+    """The search only moves layers back to floating point: INT8 on every layer, measured
+    in this run, is its best case; below the best passing one's interval, nothing runs."""
+
+    def never(*args: object):
+        raise AssertionError("the search must not run")
+
+    full = _passed("openvino/int8", 2.0, (1.9, 2.1), int8_search=False)
+    full.status = "failed_gate"
+    best = _passed("openvino/bf16", 3.0, (2.8, 3.2))
+    result = _one_candidate(tmp_path, "openvino/int8", [full, best], run=never)
+    assert result.status == "cannot_win"
+    assert result.best_case is not None and result.best_case["speedup"] == 2.1
+    assert "openvino/int8 (int8_search=False), measured in this run" in result.reason
+    # within the interval it may still win: it runs (here: the stand-in says so)
+    best = _passed("openvino/bf16", 2.2, (2.05, 2.35))
+    with pytest.raises(AssertionError, match="must not run"):
+        _one_candidate(tmp_path, "openvino/int8", [full, best], run=never)

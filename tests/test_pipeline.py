@@ -47,6 +47,7 @@ def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypat
             "speedup_batch": 4,
             "speed_targets": {"cpu-avx2": {"speedup_min": 0.01, "floor": "test floor"}},
         },
+        optimize={"prune": False},  # every candidate timed: this test reads their rows
     )
     result = run(params, reports_root=tmp_path)
     assert result.passed, result.summary_text()
@@ -78,6 +79,16 @@ def test_run_writes_a_complete_folder(tmp_path: Path, cache_dir: Path, monkeypat
     page = render(result.run_dir).read_text()
     assert "Verdict" in page and "<h2>Engines</h2>" in page and "Optimize on cpu-avx2" in page
     assert "fp32 on CPUExecutionProvider" in page  # what the ONNX Runtime engine ran on
+    # where the run's minutes went: a row per step that cost time, the run's wall last
+    from arcface_lab.report import tables
+
+    spent = tables.minutes(json.loads((result.run_dir / "optimize.json").read_text()))
+    steps = [r[0] for r in spent.rows]
+    assert steps[:2] == ["inputs", "torch/fp32 (reference)"] and steps[-1] == "run (wall)"
+    assert "torch_fast/fp32" in steps and "torch/fp32" not in steps  # measured once
+    assert "<h2>Where the run&#x27;s minutes went</h2>" in page
+    total = spent.header.index("total s")
+    assert sum(r[total] for r in spent.rows[:-1]) <= spent.rows[-1][total] + 0.2
     _check_first_screen(result.run_dir, page, env)
     _check_matrix(result.run_dir, tmp_path)
     drift = json.loads((result.run_dir / "drift.json").read_text())

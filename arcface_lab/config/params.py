@@ -257,17 +257,22 @@ class OptimizeParams:
     ``budget_s``: wall seconds for all candidates (the reference excluded); a candidate
     not started, or stopped, when it is spent is ``over_budget``. ``emulated``: also try
     precisions this host only emulates (off: they are listed as ``not_native``).
+    ``prune``: a candidate whose best case cannot reach the lower end of the fastest
+    passing one's speedup interval is not timed (``cannot_win``); off, every candidate is
+    timed in full (``make bench`` compares them all).
     """
 
     budget_s: float = 1800.0
     emulated: bool = False
+    prune: bool = True
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> OptimizeParams:
-        m = parse_mapping(raw, ctx, ("budget_s", "emulated"))
+        m = parse_mapping(raw, ctx, ("budget_s", "emulated", "prune"))
         return cls(
             budget_s=parse_float(m.get("budget_s", cls.budget_s), ctx.child("budget_s"), 1.0),
             emulated=parse_bool(m.get("emulated", cls.emulated), ctx.child("emulated")),
+            prune=parse_bool(m.get("prune", cls.prune), ctx.child("prune")),
         )
 
 

@@ -38,6 +38,11 @@ own error is most of a 0.999 cosine budget; and on seeded r50 with two cores it
 had not finished after 20 minutes. Steps 2-4 are therefore written here, with
 NNCF doing the calibration.
 
+Steps 1 and 2, and the gate metrics of the two ends (every quantizer kept, none), do
+not depend on the gates: a :class:`SearchMemo` keeps them (the engine store, in
+:mod:`arcface_lab.engines.openvino_int8`), so a search under other gates, or after the
+``int8_search: false`` candidate of the same run, repeats only steps 3 and 4.
+
 Thresholds are never defaulted here: callers pass :class:`Gates` from params
 (``thresholds.cosine_min.int8`` and ``thresholds.decision_flips_max``).
 """
@@ -59,7 +64,7 @@ from arcface_lab.data.pairs import PairSet
 from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
 from arcface_lab.errors import InputError
 
-__all__ = ["Gates", "Int8Search", "SearchSettings", "quantize_int8"]
+__all__ = ["Gates", "Int8Search", "SearchMemo", "SearchSettings", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +200,26 @@ class _Evaluator:
                 views += [mirror(pairs.images_a), mirror(pairs.images_b)]
             self.pair_inputs = [preprocess(v) for v in views]
         self.same = pairs.same if pairs is not None else np.zeros(0, dtype=bool)
-        ref_config = {**self.config, "INFERENCE_PRECISION_HINT": "f32"}
-        request = core.compile_model(reference_model, "CPU", ref_config).create_infer_request()
-        self.reference = self._run(request, self.x)
-        self.ref_pairs = self._pairs(request)
+        self._reference_model = reference_model
+        self._reference: tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None] | None = None
+
+    def _references(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """The FP32 model's embeddings of the faces and pairs, made on first use: a search
+        whose measurements all come from the store never compiles the reference."""
+        if self._reference is None:
+            config = {**self.config, "INFERENCE_PRECISION_HINT": "f32"}
+            compiled = self.core.compile_model(self._reference_model, "CPU", config)
+            request = compiled.create_infer_request()
+            self._reference = self._run(request, self.x), self._pairs(request)
+        return self._reference
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self._references()[0]
+
+    @property
+    def ref_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._references()[1]
 
     def _run(self, request: Any, x: np.ndarray) -> np.ndarray:
         out = [
@@ -249,6 +270,35 @@ class _Evaluator:
             passed = passed and ver["decision_flips"] <= gates.decision_flips_max
         result["passed"] = bool(passed)
         return result
+
+
+def passes(result: Mapping[str, Any], gates: Gates) -> bool:
+    """Whether measured gate metrics (:meth:`_Evaluator.gates`) meet ``gates``."""
+    flips = result.get("decision_flips")
+    ok = result["cosine_min"] >= gates.cosine_min
+    return bool(ok and (flips is None or flips <= gates.decision_flips_max))
+
+
+class SearchMemo:
+    """Where the search keeps what it measures that no gate decides, for the next search.
+
+    The calibrated model, the two ends (every quantizer kept, none) and the per-quantizer
+    sensitivity depend on the model, the faces, the pairs and the runtime, never on the
+    gates or the margin: a search under other gates (or the same model's
+    ``int8_search: false`` candidate, which calibrates and measures the ends too) can
+    reuse them. This base keeps nothing; :mod:`arcface_lab.engines.openvino_int8` keeps
+    them in the engine store, verified by sha256 like every artifact.
+    """
+
+    def calibrated(self, make: Callable[[], Any]) -> tuple[Any, bool]:
+        """The quantized model ``make()`` gives, and whether it was reused."""
+        return make(), False
+
+    def measured(
+        self, name: str, make: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """The JSON-able measurement ``name`` that ``make()`` gives, and whether it was reused."""
+        return make(), False
 
 
 # --------------------------------------------------------------------------- the search
@@ -351,27 +401,50 @@ class _Baselines:
     d_base: np.ndarray
 
 
-def _baselines(evaluator: _Evaluator, graph: _Graph, quantized: Any, gates: Gates) -> _Baselines:
-    report_phase("int8: gates of the all-INT8 and the float-only models")
-    full = evaluator.gates(quantized, gates)
-    d_full = evaluator.last_damage
-    base = evaluator.gates(graph.keep_only(()), gates)
-    return _Baselines(full, d_full, base, evaluator.last_damage)
+def _baselines(
+    evaluator: _Evaluator, graph: _Graph, quantized: Any, gates: Gates, memo: SearchMemo
+) -> tuple[_Baselines, bool]:
+    """Both ends, measured or from ``memo``; whether each passes is judged by ``gates``."""
+
+    def measure() -> dict[str, Any]:
+        report_phase("int8: gates of the all-INT8 and the float-only models")
+        full = evaluator.gates(quantized, gates)
+        d_full = evaluator.last_damage
+        base = evaluator.gates(graph.keep_only(()), gates)
+        return {
+            "full": full,
+            "d_full": d_full.tolist(),
+            "float_only": base,
+            "d_base": evaluator.last_damage.tolist(),
+        }
+
+    ends, reused = memo.measured("ends", measure)
+    full = {**ends["full"], "passed": passes(ends["full"], gates)}
+    base = {**ends["float_only"], "passed": passes(ends["float_only"], gates)}
+    d_full = np.asarray(ends["d_full"], dtype=np.float32)
+    return _Baselines(full, d_full, base, np.asarray(ends["d_base"], dtype=np.float32)), reused
 
 
 def _sensitivity(
-    evaluator: _Evaluator, graph: _Graph, subset: np.ndarray, base: np.ndarray
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Per quantizer alone: its damage above the float-only model's, per face and mean."""
-    excess: dict[str, np.ndarray] = {}
-    sensitivity: dict[str, float] = {}
-    weighted = [name for name in graph.quantizers if graph.unit_macs[name] > 0]
-    for i, name in enumerate(weighted):  # one that quantizes no weighted op only adds error
-        report_phase(f"int8 sensitivity: quantizer {i + 1} of {len(weighted)} alone")
-        damage = evaluator.damage(graph.keep_only((name,)), subset)
-        excess[name] = np.maximum(damage - base, 0.0)
-        sensitivity[name] = float(excess[name].mean())
-    return excess, sensitivity
+    evaluator: _Evaluator, graph: _Graph, subset: np.ndarray, base: np.ndarray, memo: SearchMemo
+) -> tuple[dict[str, np.ndarray], dict[str, float], bool]:
+    """Per quantizer alone: its damage above the float-only model's, per face and mean
+    (measured, or from ``memo``); and whether it was reused."""
+
+    def measure() -> dict[str, Any]:
+        excess: dict[str, list[float]] = {}
+        weighted = [name for name in graph.quantizers if graph.unit_macs[name] > 0]
+        for i, name in enumerate(weighted):  # one quantizing no weighted op only adds error
+            report_phase(f"int8 sensitivity: quantizer {i + 1} of {len(weighted)} alone")
+            damage = evaluator.damage(graph.keep_only((name,)), subset)
+            excess[name] = np.maximum(damage - base, 0.0).tolist()
+        return {"subset": subset.tolist(), "excess": excess}
+
+    measured, reused = memo.measured("sensitivity", measure)
+    if measured["subset"] != subset.tolist() or not set(measured["excess"]) <= set(graph.layers):
+        raise InputError("int8 search: the stored sensitivity is not of this model's faces")
+    excess = {k: np.asarray(v, dtype=np.float32) for k, v in measured["excess"].items()}
+    return excess, {k: float(v.mean()) for k, v in excess.items()}, reused
 
 
 @dataclass
@@ -391,6 +464,7 @@ def _search(
     settings: SearchSettings,
     start: _Choice,
     report: dict[str, Any],
+    memo: SearchMemo,
 ) -> tuple[_Choice, dict[str, float]]:
     """Rank the quantizers by damage per MAC and keep the cheapest under a growing budget.
 
@@ -408,8 +482,10 @@ def _search(
     base = ends.d_base[subset]
     headroom = (1.0 - gates.cosine_min) - float(base.max())
     t1 = time.perf_counter()
-    excess, sensitivity = _sensitivity(evaluator, graph, subset, base)
+    excess, sensitivity, reused = _sensitivity(evaluator, graph, subset, base, memo)
     report["timings_sensitivity_s"] = time.perf_counter() - t1
+    if reused:
+        report["reused"].append("sensitivity")
     order = sorted(excess, key=lambda n: sensitivity[n] / graph.unit_macs[n])
     choice, fraction = start, settings.margin
     failures, grows = 0, 0
@@ -498,6 +574,7 @@ def quantize_int8(
     settings: SearchSettings | None = None,
     fp32_layers: Sequence[str] = (),
     core: Any = None,
+    memo: SearchMemo | None = None,
 ) -> Int8Search:
     """Quantize an OpenVINO FP32 ``model`` to INT8, keeping the layers the gates need.
 
@@ -515,6 +592,8 @@ def quantize_int8(
         fp32_layers: weighted layers that run in FP32 whatever the hint (FP32 islands,
             see :mod:`arcface_lab.engines.ov_fp32`); never quantized.
         core: an ``openvino.Core`` to reuse.
+        memo: where the calibration and the gate-free measurements are kept and found
+            (:class:`SearchMemo`; default: nowhere, everything is measured).
 
     Returns:
         The selected model (or, when no selection passes, the fully quantized model,
@@ -525,6 +604,7 @@ def quantize_int8(
 
     nncf = importlib.import_module("nncf")  # untyped: used through Any
     settings = settings or SearchSettings()
+    memo = memo or SearchMemo()
     core = core or ov.Core()
     started = time.perf_counter()
     fp32_layers = list(fp32_layers)
@@ -533,8 +613,14 @@ def quantize_int8(
         core, runtime_config, model, images, preprocess, pairs, flip, settings.batch_size
     )
     x = evaluator.x
-    report_phase(f"int8 calibration on {len(x)} faces")
-    quantized, calibration_s = _calibrate(model, x, fp32_layers, settings.overflow_fix)
+    t0 = time.perf_counter()
+
+    def calibrate() -> Any:
+        report_phase(f"int8 calibration on {len(x)} faces")
+        return _calibrate(model, x, fp32_layers, settings.overflow_fix)[0]
+
+    quantized, calibration_reused = memo.calibrated(calibrate)
+    calibration_s = time.perf_counter() - t0
     graph = _Graph(model, quantized)
     report: dict[str, Any] = {
         "method": "nncf.quantize (default ranges, per-channel weights, no bias correction) + "
@@ -549,10 +635,13 @@ def quantize_int8(
         "search": settings.search,
         "quantizers": len(graph.quantizers),
         "rounds": [],
+        "reused": ["calibration"] if calibration_reused else [],
     }
 
     t0 = time.perf_counter()
-    ends = _baselines(evaluator, graph, quantized, gates)
+    ends, ends_reused = _baselines(evaluator, graph, quantized, gates, memo)
+    if ends_reused:
+        report["reused"].append("ends")
     report["full_int8"] = ends.full
     report["float_only"] = ends.float_only
     sensitivity: dict[str, float] = {}
@@ -561,7 +650,9 @@ def quantize_int8(
     else:
         choice = _Choice([], None, quantized)
         if settings.search and ends.float_only["passed"]:
-            choice, sensitivity = _search(evaluator, graph, gates, ends, settings, choice, report)
+            choice, sensitivity = _search(
+                evaluator, graph, gates, ends, settings, choice, report, memo
+            )
     search_s = time.perf_counter() - t0
 
     _summary(graph, ends, choice, sensitivity, fp32_layers, settings.search, report)

@@ -23,10 +23,11 @@ Artifacts go through the engine store, so a second creation skips the work:
         ``Core.import_model``.
 
 ``info.details`` keeps first-run costs apart from steady-state latency: ``build_s``
-(reading and converting the ONNX or stored IR), ``calibration_s`` (INT8 calibration and
-precision search), ``compile_s``, ``import_s`` (loading a stored compiled model) and
-``load_s`` (the whole creation). A step the store let this creation skip reads 0.0;
-``int8.timings`` keeps what the INT8 build cost when it ran.
+(reading and converting the ONNX or stored IR), ``calibration_s`` (INT8 calibration),
+``search_s`` (the INT8 precision search: sensitivity and verification), ``compile_s``,
+``import_s`` (loading a stored compiled model) and ``load_s`` (the whole creation). A
+step the store let this creation skip reads 0.0; ``int8.timings`` keeps what the INT8
+build cost when it ran.
 
 Options (``backends.options.openvino`` in a params file):
     threads: ``INFERENCE_NUM_THREADS`` (0, the default: OpenVINO's choice, every core).
@@ -276,7 +277,13 @@ class OpenVinoEngine(Engine):
                 f"{', '.join(capabilities)}); OpenVINO would run FP32"
             )
         config = self._config(native_bf16)
-        times = {"build_s": 0.0, "calibration_s": 0.0, "compile_s": 0.0, "import_s": 0.0}
+        times = {
+            "build_s": 0.0,
+            "calibration_s": 0.0,
+            "search_s": 0.0,
+            "compile_s": 0.0,
+            "import_s": 0.0,
+        }
         self.info.versions = {"openvino": ov.get_version()}
         # FP32 islands matter only where the hint is not f32 already.
         fp32: str | list[str] = "none"

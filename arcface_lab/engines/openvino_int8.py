@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.core.files import read_tar_members, write_tar
-from arcface_lab.engines.int8_search import Gates, SearchSettings, quantize_int8
+from arcface_lab.engines.int8_search import Gates, SearchMemo, SearchSettings, quantize_int8
 from arcface_lab.engines.ov_fp32 import FP32_OPTION
 from arcface_lab.errors import BackendUnavailable, EngineError
 
@@ -144,6 +144,30 @@ def int8_model(
     flip, search, margin = engine.opts.flip, engine.opts.int8_search, engine.opts.int8_margin
     overflow_fix = "disable" if probe().cpu.vnni else "first_layer_only"
     onnx = engine.model.onnx_path()
+    settings = SearchSettings(
+        search=search,
+        margin=float(margin),
+        batch_size=engine.batch_size,
+        overflow_fix=overflow_fix,
+    )
+    # What the calibration depends on; the measurements add the pairs and the runtime.
+    calibration = {
+        "onnx_sha256": file_sha256(onnx),
+        "recipe": INT8_RECIPE,
+        "calibration": images_id,
+        "fp32_layers": fp32,
+        "overflow_fix": overflow_fix,
+        "library": {"openvino": ov.get_version(), "nncf": nncf.__version__},
+        "device": device_fingerprint(),
+    }
+    measurements = {
+        **calibration,
+        "pairs": pairs_id,
+        "flip": flip,
+        "inference_precision": config["INFERENCE_PRECISION_HINT"],
+        "batch_size": settings.batch_size,
+        "ranking_size": settings.ranking_size,
+    }
 
     def build(tmp: Path) -> dict[str, Any]:
         from arcface_lab.engines.ov_fp32 import resolve_fp32_layers
@@ -161,40 +185,86 @@ def int8_model(
             config,
             pairs=pairs,
             flip=flip,
-            settings=SearchSettings(
-                search=search,
-                margin=float(margin),
-                batch_size=engine.batch_size,
-                overflow_fix=overflow_fix,
-            ),
+            settings=settings,
             fp32_layers=fp32_names,
             core=core,
+            memo=StoreMemo(engine, core, calibration, measurements),
         )
-        times["calibration_s"] = seconds(t0)
+        spent = result.report["timings"]
+        times["calibration_s"] = round(spent["calibration_s"], 4)
+        times["search_s"] = round(seconds(t0) - spent["calibration_s"], 4)
         write_int8_artifact(result.model, result.report, tmp)
         return {"passed": result.passed, "timings": result.report["timings"]}
 
     inputs = {
-        "onnx_sha256": file_sha256(onnx),
+        **calibration,
         "precision": "int8",
-        "recipe": INT8_RECIPE,
         "gates": gates.to_dict(),
-        "calibration": images_id,
         "pairs": pairs_id,
         "flip": flip,
         "search": search,
         "margin": float(margin),
-        "fp32_layers": fp32,
-        "overflow_fix": overflow_fix,
         "inference_precision": config["INFERENCE_PRECISION_HINT"],
-        "library": {"openvino": ov.get_version(), "nncf": nncf.__version__},
-        "device": device_fingerprint(),
     }
     path = engine._artifact("openvino-int8", inputs, build, main=False)
     xml, weights, report = read_int8_artifact(path)
     record_int8(engine, report)
     sha = engine.info.details["artifacts"][-1]["sha256"]
     return sha, lambda: core.read_model(xml, weights)
+
+
+class StoreMemo(SearchMemo):
+    """The INT8 search's gate-free steps kept in the engine's store.
+
+    ``openvino-int8-calibration``: the calibrated model (a tar of its IR), keyed by
+    ``calibration`` (the ONNX's sha256, the calibration faces' fingerprint, the recipe,
+    FP32 islands, overflow fix, library versions, device). ``openvino-int8-measure``: the
+    two ends' gate metrics and per-face damage, and the per-quantizer sensitivity (JSON),
+    keyed by ``measurements`` (that, and the pairs, flip, inference precision and ranking
+    settings). Each is verified by sha256 before it is read, like every artifact; JSON is
+    parsed, never unpickled.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        core: Any,
+        calibration: dict[str, Any],
+        measurements: dict[str, Any],
+    ) -> None:
+        self.engine, self.core = engine, core
+        self.calibration, self.measurements = calibration, measurements
+
+    def calibrated(self, make: Callable[[], Any]) -> tuple[Any, bool]:
+        def build(tmp: Path) -> None:
+            write_int8_artifact(make(), {"calibration": self.calibration}, tmp)
+
+        path = self.engine._artifact(
+            "openvino-int8-calibration", self.calibration, build, main=False
+        )
+        xml, weights, _ = read_int8_artifact(path)  # the same IR whether built now or not
+        return self.core.read_model(xml, weights), self._reused()
+
+    def measured(
+        self, name: str, make: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        def build(tmp: Path) -> None:
+            tmp.write_bytes(json.dumps(make()).encode())
+
+        inputs = {**self.measurements, "measure": name}
+        path = self.engine._artifact("openvino-int8-measure", inputs, build, main=False)
+        try:
+            value = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise EngineError(
+                f"openvino int8: {path}: not a readable measurement ({exc})"
+            ) from None
+        if not isinstance(value, dict):
+            raise EngineError(f"openvino int8: {path}: expected a JSON object")
+        return value, self._reused()
+
+    def _reused(self) -> bool:
+        return bool(self.engine.info.details["artifacts"][-1]["origin"] != "built")
 
 
 def record_int8(engine: Any, report: dict[str, Any]) -> None:
@@ -217,6 +287,7 @@ def record_int8(engine: Any, report: dict[str, Any]) -> None:
         "float_only": report.get("float_only"),
         "rounds": report.get("rounds"),
         "timings": report.get("timings"),
+        "reused": report.get("reused", []),
         "failure": report.get("failure"),
     }
     if report.get("passed"):

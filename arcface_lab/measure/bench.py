@@ -206,6 +206,10 @@ class BenchSpec:
     #: timed repeats, so the speedup's interval is narrow enough to judge by.
     speed_batch: int = 0
     speed_repeats: int = 0
+    #: Above 0: before embedding anything, time :data:`PROBE_RUNS` batches at
+    #: ``speed_batch`` (after one warm-up) and stop there when even the fastest took
+    #: longer than this: the engine cannot win (``result["cannot_win"]``).
+    give_up_ms: float = 0.0
 
 
 def comparison_batch(params: Params) -> int:
@@ -418,10 +422,29 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         import torch
 
         torch.cuda.reset_peak_memory_stats(torch.device(engine.info.device))
+    phases = {"prepare": prepare_s, **build_phases(engine.info.details, setup_s)}
     with engine:
+        if spec.give_up_ms > 0:
+            t0 = time.perf_counter()
+            probe = _probe(engine, images, spec.speed_batch or max(spec.batch_sizes))
+            phases["probe"] = time.perf_counter() - t0
+            if probe["best_ms"] > spec.give_up_ms:
+                probe["give_up_ms"] = spec.give_up_ms
+                stopped = {
+                    "info": engine.info.to_dict(),
+                    "prepare_s": prepare_s,
+                    "setup_s": setup_s,
+                    "phases_s": phases,
+                    "cannot_win": probe,
+                }
+                write_json_atomic(out_dir / "result.json", stopped, default=str)
+                return
+        t0 = time.perf_counter()
         np.save(out_dir / "images.npy", engine.embed(images))
         for name, path in spec.inputs.items():
             np.save(out_dir / f"{name}.npy", engine.embed(np.load(path, allow_pickle=False)))
+        embed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         sync = None
         if engine.info.device.startswith("cuda"):
             import torch
@@ -442,10 +465,12 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
                 target_cov=spec.target_cov,
                 sync=sync,
             ).to_dict()
+        phases.update(embed=embed_s, time=time.perf_counter() - t0)
         result: dict[str, Any] = {
             "info": engine.info.to_dict(),
             "prepare_s": prepare_s,
             "setup_s": setup_s,
+            "phases_s": phases,
             "timings": timings,
             "memory": _peak_memory(engine.info.device, rss_high_water_mb() if reset else None),
         }
@@ -454,6 +479,42 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         with again:
             result["second"] = {"create_s": create_s, "info": again.info.to_dict()}
     write_json_atomic(out_dir / "result.json", result, default=str)
+
+
+#: Timed batches of :attr:`BenchSpec.give_up_ms`'s probe (after one warm-up batch).
+PROBE_RUNS = 3
+
+
+def _probe(engine: Any, images: np.ndarray, size: int) -> dict[str, Any]:
+    """The fastest of :data:`PROBE_RUNS` batches of ``size`` faces: the engine's best case."""
+    batch = np.resize(images, (size, *images.shape[1:]))
+    engine.embed(batch, batch_size=size)  # warm-up
+    runs = []
+    for _ in range(PROBE_RUNS):
+        t0 = time.perf_counter()
+        engine.embed(batch, batch_size=size)
+        runs.append((time.perf_counter() - t0) * 1e3)
+    return {"batch": size, "best_ms": min(runs), "runs_ms": runs}
+
+
+#: A worker's phases, in order (seconds each, in ``result["phases_s"]``): the model read
+#: or made, the engine's creation split into what its details say it spent converting
+#: (``convert_s``: ncnn, MNN), calibrating and searching INT8 (``calibration_s``,
+#: ``search_s``: OpenVINO, zero when the store had the artifact) and the rest of the build,
+#: the probe of a candidate that may not win (:attr:`BenchSpec.give_up_ms`), then
+#: embedding every input and timing every batch size.
+PHASES = ("prepare", "convert", "calibrate", "search", "build", "probe", "embed", "time")
+
+
+def build_phases(details: Mapping[str, Any], setup_s: float) -> dict[str, float]:
+    """An engine creation's ``setup_s`` split by the parts its ``details`` report."""
+    parts = {
+        "convert": float(details.get("convert_s") or 0.0),
+        "calibrate": float(details.get("calibration_s") or 0.0),
+        "search": float(details.get("search_s") or 0.0),
+    }
+    parts = {k: v for k, v in parts.items() if v > 0}
+    return {**parts, "build": max(setup_s - sum(parts.values()), 0.0)}
 
 
 #: Worker folders are ``<tmp>/arcface-bench-<parent pid>-<random>``.
@@ -566,7 +627,8 @@ def run_worker(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run :func:`_worker` for ``spec`` in a fresh Python process.
 
-    Returns its result and the embeddings: ``"images"`` and one per ``spec.inputs`` name.
+    Returns its result and the embeddings: ``"images"`` and one per ``spec.inputs`` name
+    (none when its probe found it cannot win: ``result["cannot_win"]``).
     Thread counts (``spec.threads``) are set in the child's environment before it starts;
     ``phase_file`` is where it says what it is doing (:mod:`arcface_lab.core.progress`).
     The child dies with this process (a killed run leaves no worker behind), and worker
@@ -597,6 +659,8 @@ def run_worker(
             tail = "\n".join(stderr.strip().splitlines()[-5:])
             raise EngineError(f"{label} failed:\n{tail}")
         result = json.loads((Path(tmp) / "result.json").read_text())
+        if "cannot_win" in result:
+            return result, {}  # stopped after its probe: nothing embedded
         names = ["images", *spec.inputs]
         return result, {n: np.load(Path(tmp) / f"{n}.npy", allow_pickle=False) for n in names}
 

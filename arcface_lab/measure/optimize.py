@@ -73,6 +73,7 @@ STATUSES = (
     "not_native",  # this host only emulates the precision (not run unless optimize.emulated)
     "unavailable",  # the backend cannot run it here (missing library, device, option)
     "error",  # the worker failed
+    "cannot_win",  # even its best case is below the best passing one's interval: not timed
     "over_budget",  # not started, or stopped, when optimize.budget_s was spent
 )
 #: Seed of the held-out faces drawn as ``synthetic:N`` (never the validation faces' seed).
@@ -136,6 +137,16 @@ class CandidateResult:
     verification: dict[str, Any] | None = None
     worker: dict[str, Any] | None = None  # the worker's raw result (timings, memory, second)
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Seconds per phase: the worker's (:data:`arcface_lab.measure.bench.PHASES`), ``start``
+    #: (its interpreter and imports) and ``gate`` (the comparison with the reference).
+    phases_s: dict[str, float] = field(default_factory=dict)
+    #: ``cannot_win``: its best case, where it comes from, and what it had to beat.
+    best_case: dict[str, Any] | None = None
+
+    @property
+    def seconds(self) -> float:
+        """What this candidate cost the run (the sum of its phases)."""
+        return sum(self.phases_s.values())
 
     @property
     def ran(self) -> bool:
@@ -162,6 +173,8 @@ class CandidateResult:
             "first_run_s": self.first_run_s,
             "artifact": {k: art[k] for k in ("kind", "key", "origin") if k in art} or None,
             "peak_memory": (self.worker or {}).get("memory"),
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
+            "best_case": self.best_case,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -184,6 +197,9 @@ class OptimizeResult:
     reference_again: dict[str, Any] = field(default_factory=dict)
     #: The validation faces (uint8 crops), for the report's thumbnails of real faces.
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 112, 112, 3)), repr=False)
+    #: Where the run's seconds went: ``inputs`` (faces, pairs), ``reference``,
+    #: ``candidates``, ``reference_again``.
+    phases_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def chosen(self) -> CandidateResult | None:
@@ -200,6 +216,7 @@ class OptimizeResult:
             "batch_size": self.batch_size,
             "budget_s": self.budget_s,
             "wall_s": self.wall_s,
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "data": self.data,
             "reference": self.reference.to_dict(),
             "reference_again": self.reference_again,
@@ -359,12 +376,18 @@ def int8_gate_options(params: Params) -> dict[str, Any]:
 # --------------------------------------------------------------------------- running
 
 
-def held_out_images(spec: str, size: tuple[int, int], params: Params | None = None) -> np.ndarray:
-    """The held-out faces: ``synthetic:N`` with their own seed, ``faces:...``, or a path."""
+def held_out_images(
+    spec: str, size: tuple[int, int], params: Params | None = None, faces: Any = None
+) -> np.ndarray:
+    """The held-out faces: ``synthetic:N`` with their own seed, ``faces:...``, or a path.
+
+    ``faces`` is the run's :class:`~arcface_lab.models.faces.FaceSpecs` (photos shared
+    with other specs are aligned once); without it, one is opened for this spec.
+    """
     from arcface_lab.data.images import images_from_spec
 
     if spec.startswith(FACES_PREFIX):
-        return _real_faces(spec, size, params)[0]
+        return _real_faces(spec, size, faces or _face_specs(params)).faces
     return images_from_spec(spec, size, seed=HELD_OUT_SEED)[0]
 
 
@@ -372,17 +395,20 @@ def held_out_images(spec: str, size: tuple[int, int], params: Params | None = No
 FACES_PREFIX = "faces:"
 
 
-def _real_faces(spec: str, size: tuple[int, int], params: Params | None) -> tuple[Any, Any]:
-    """``faces:SOURCE,...``: the aligned crops of those photos and their AlignResult."""
+def _face_specs(params: Params | None) -> Any:
+    """A resolver for one run's ``faces:`` specs: the finder opened once, photos aligned once."""
     from arcface_lab.config.params import FacesParams
     from arcface_lab.core.files import default_cache_root
-    from arcface_lab.models.faces import align_spec
+    from arcface_lab.models.faces import FaceSpecs
 
+    return FaceSpecs(params.faces if params is not None else FacesParams(), default_cache_root())
+
+
+def _real_faces(spec: str, size: tuple[int, int], faces: Any) -> Any:
+    """``faces:SOURCE,...``: the AlignResult of those photos, through the run's resolver."""
     if tuple(size) != (112, 112):
         raise InputError(f"{spec}: aligned faces are 112x112; the model takes {size}")
-    faces = params.faces if params is not None else FacesParams()
-    result = align_spec(spec, faces, default_cache_root())
-    return result.faces, result
+    return faces.align(spec)
 
 
 def _real_faces_as_files(params: Params, images: np.ndarray, pairs: Any, folder: Path) -> Params:
@@ -411,18 +437,18 @@ def _inputs(
 
     size = model.preprocess.size
     d = params.data
+    faces = _face_specs(params)  # validation, held-out faces and pairs: one finder, once
     if d.pairs.startswith(FACES_PREFIX):
-        aligned = _real_faces(d.pairs, size, params)[1]
-        pairs = real_pairs(aligned, params.faces.shift_px, d.pairs)
+        pairs = real_pairs(_real_faces(d.pairs, size, faces), params.faces.shift_px, d.pairs)
     else:
         pairs = load_pairs(d.pairs, size)
     if d.images.startswith(FACES_PREFIX):
-        images, kind = _real_faces(d.images, size, params)[0], "real faces"
+        images, kind = _real_faces(d.images, size, faces).faces, "real faces"
     else:
         images, kind = images_from_spec(d.images, size)
     arrays = {
         "images": images,
-        "held_out": held_out_images(d.held_out, size, params),
+        "held_out": held_out_images(d.held_out, size, params, faces),
         **pair_arrays(pairs, d.flip),
     }
     data = {
@@ -623,7 +649,7 @@ def _time_reference_again(
     from arcface_lab.measure.bench import run_worker
 
     label = f"{ref.candidate.label} again"
-    spec = dataclasses.replace(ref_spec, batch_sizes=(batch,), inputs={})
+    spec = dataclasses.replace(ref_spec, batch_sizes=(batch,), inputs={}, give_up_ms=0.0)
     try:
         again, _ = _wait(lambda: run_worker(spec), label, bar)
     except ArcfaceLabError as exc:
@@ -762,7 +788,9 @@ def optimize(
         raise InputError(f"budget_s: expected seconds > 0, got {budget}")
     batch = comparison_batch(params)
     plan = candidates(params, host, model) if plan is None else plan
+    started = time.perf_counter()
     arrays, pairs, data = _inputs(params, model)
+    phases = {"inputs": time.perf_counter() - started}
     store = dict(store) if store is not None else params.store.settings()
     if threads is None:
         threads = host.cpu.threads if host.device == "cpu" else 0
@@ -793,7 +821,6 @@ def optimize(
             device=device,
         )
 
-    started = time.perf_counter()
     bar = _Progress(len(plan) + 2, progress)
     results: list[CandidateResult] = []
     reference_again: dict[str, Any] = {}
@@ -805,8 +832,12 @@ def optimize(
         ):
             run_params = _real_faces_as_files(params, arrays["images"], pairs, Path(real))
             ref_spec = spec(ref_cand, inputs)
+            t0 = time.perf_counter()
             raw, outs = _wait(lambda: run_worker(ref_spec), ref_cand.label, bar)
+            worker_s = time.perf_counter() - t0
             ref = _measured(ref_cand, raw, outs, None, pairs.same, params, batch)
+            ref.phases_s = _phases(raw, worker_s, time.perf_counter() - t0 - worker_s)
+            phases["reference"] = ref.seconds
             ref.reason = "the reference every candidate is compared with"
             bar.done(
                 f"  reference {ref_cand.label}: "
@@ -823,16 +854,22 @@ def optimize(
                     batch,
                     budget,
                     t0,
-                    lambda c, timeout: run_worker(
-                        spec(c, inputs), timeout_s=timeout, phase_file=folder / "phase.txt"
+                    lambda c, timeout, give_up: run_worker(
+                        dataclasses.replace(spec(c, inputs), give_up_ms=give_up),
+                        timeout_s=timeout,
+                        phase_file=folder / "phase.txt",
                     ),
                     bar,
                     folder / "phase.txt",
+                    results,
                 )
                 results.append(result)
                 bar.done(_line(result))
+            phases["candidates"] = time.perf_counter() - t0
             if any(r.ran and r.candidate.key != ref_cand.key for r in results):
+                t0 = time.perf_counter()
                 reference_again = _time_reference_again(ref_spec, ref, results, batch, bar)
+                phases["reference_again"] = time.perf_counter() - t0
     finally:
         bar.close()
     passed = [r for r in results if r.passed and r.latency_ms is not None]
@@ -860,6 +897,7 @@ def optimize(
         same=pairs.same,
         images=arrays["images"],
         reference_again=reference_again,
+        phases_s=phases,
     )
     if out is not None:
         outcome.write(out)
@@ -885,11 +923,19 @@ def _run_candidate(
     batch: int,
     budget: float,
     t0: float,
-    run: Callable[[Candidate, float], tuple[dict[str, Any], dict[str, np.ndarray]]],
+    run: Callable[[Candidate, float, float], tuple[dict[str, Any], dict[str, np.ndarray]]],
     bar: _Progress,
     phase: Path | None = None,
+    done: list[CandidateResult] | None = None,
 ) -> CandidateResult:
-    """One candidate: skipped with its reason, or run in its worker and gated."""
+    """One candidate: skipped with its reason, or run in its worker and gated.
+
+    ``done`` are the candidates measured before it: when one passed (and
+    ``optimize.prune`` is on), a candidate whose best case cannot reach the lower end of
+    the fastest passing one's interval is ``cannot_win``: before its worker starts when
+    a measured candidate bounds it (:func:`_best_case_bound`), else after its worker's
+    probe (:attr:`~arcface_lab.measure.bench.BenchSpec.give_up_ms`).
+    """
     from arcface_lab.errors import EngineError
 
     if cand.support.status == "unavailable":
@@ -907,8 +953,21 @@ def _run_candidate(
         return CandidateResult(
             cand, "over_budget", f"not started: the budget of {budget:.0f} s was spent"
         )
+    to_beat = _fastest_passed(done or []) if params.optimize.prune else None
+    give_up_ms = 0.0
+    if to_beat is not None:
+        needed = _interval(to_beat)[0]
+        bound = _best_case_bound(cand, done or [])
+        if bound is not None:
+            best = _interval(bound)[1]
+            if best < needed:
+                source = f"{bound.candidate.label}, measured in this run, bounds it"
+                return _cannot_win(cand, to_beat, best, source)
+        elif ref.latency_ms:
+            give_up_ms = ref.latency_ms["median"] / needed
+    t_start = time.perf_counter()
     try:
-        raw, out = _wait(lambda: run(cand, left), cand.label, bar, phase)
+        raw, out = _wait(lambda: run(cand, left, give_up_ms), cand.label, bar, phase)
     except EngineError as exc:
         if "timed out" in str(exc):
             return CandidateResult(
@@ -921,7 +980,86 @@ def _run_candidate(
         raise  # bad params or data: the user must fix them, not optimize around them
     except ArcfaceLabError as exc:
         return CandidateResult(cand, "error", _one_line(exc))
-    return _measured(cand, raw, out, ref, same, params, batch)
+    worker_s = time.perf_counter() - t_start
+    if "cannot_win" in raw:
+        probe = raw["cannot_win"]
+        assert to_beat is not None and ref.latency_ms is not None
+        best = ref.latency_ms["median"] / probe["best_ms"]
+        source = (
+            f"its fastest of {len(probe['runs_ms'])} batches of {probe['batch']}: "
+            f"{probe['best_ms']:.0f} ms"
+        )
+        result = _cannot_win(cand, to_beat, best, source)
+        result.first_run_s, result.info, result.worker = float(raw["setup_s"]), raw["info"], raw
+        result.phases_s = _phases(raw, worker_s, 0.0)
+        return result
+    t0 = time.perf_counter()
+    result = _measured(cand, raw, out, ref, same, params, batch)
+    result.phases_s = _phases(raw, worker_s, time.perf_counter() - t0)
+    return result
+
+
+def _phases(raw: Mapping[str, Any], worker_s: float, gate_s: float) -> dict[str, float]:
+    """A worker's phases, its start-up (the rest of its wall time) and the gating after it."""
+    phases = {k: float(v) for k, v in (raw.get("phases_s") or {}).items()}
+    phases = {"start": max(worker_s - sum(phases.values()), 0.0), **phases}
+    if gate_s:
+        phases["gate"] = gate_s
+    return phases
+
+
+def _interval(r: CandidateResult) -> tuple[float, float]:
+    """A measured speedup's 95 % interval (the speedup itself at both ends when it has none)."""
+    assert r.speedup_vs_reference is not None
+    if r.speedup_ci is None:
+        return r.speedup_vs_reference, r.speedup_vs_reference
+    return float(r.speedup_ci[0]), float(r.speedup_ci[1])
+
+
+def _fastest_passed(done: list[CandidateResult]) -> CandidateResult | None:
+    """The passing candidate with the highest speedup so far (None: none passed yet)."""
+    passed = [r for r in done if r.passed and r.speedup_vs_reference is not None]
+    return max(passed, key=lambda r: r.speedup_vs_reference or 0.0, default=None)
+
+
+def _best_case_bound(cand: Candidate, done: list[CandidateResult]) -> CandidateResult | None:
+    """A measured candidate that is ``cand`` at its fastest: for an INT8 precision search,
+    the same backend and precision with the search off (INT8 on every layer; the search
+    only moves layers back to floating point). None: only a probe can tell."""
+    if dict(cand.options).get("int8_search", True) is False:
+        return None
+    for r in done:
+        c = r.candidate
+        if (
+            (c.backend, c.precision) == (cand.backend, cand.precision)
+            and dict(c.options).get("int8_search") is False
+            and r.speedup_vs_reference is not None
+        ):
+            return r
+    return None
+
+
+def _cannot_win(
+    cand: Candidate, to_beat: CandidateResult, best: float, source: str
+) -> CandidateResult:
+    """``cand`` is not timed: ``best``, its best-case speedup, is below ``to_beat``'s interval."""
+    from arcface_lab.core.speed import format_interval
+
+    low, high = _interval(to_beat)
+    assert to_beat.speedup_vs_reference is not None
+    reason = (
+        f"cannot win: at best {best:.2f}x ({source}), below "
+        f"{to_beat.candidate.label}'s {to_beat.speedup_vs_reference:.2f}x "
+        f"{format_interval((low, high))}"
+    )
+    figures = {
+        "speedup": best,
+        "source": source,
+        "to_beat": to_beat.candidate.label,
+        "to_beat_speedup": to_beat.speedup_vs_reference,
+        "to_beat_interval": [low, high],
+    }
+    return CandidateResult(cand, "cannot_win", reason, best_case=figures)
 
 
 def _one_line(exc: BaseException) -> str:

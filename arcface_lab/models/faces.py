@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ __all__ = [
     "Detection",
     "FaceDetector",
     "FaceRecord",
+    "FaceSpecs",
     "OnnxFaceFinder",
     "PhotoRecord",
     "align_photos",
@@ -362,16 +363,74 @@ def align_spec(spec: str, faces: FacesParams, cache_dir: Path) -> AlignResult:
     Raises:
         InputError: a source names nothing, or no face was aligned at all.
     """
-    from arcface_lab.data.align import list_photos
+    return FaceSpecs(faces, cache_dir).align(spec)
 
-    sources = [s.strip() for s in spec.removeprefix(FACES_PREFIX).split(",") if s.strip()]
-    if not sources:
-        raise InputError(f"{spec}: expected faces:SOURCE[,SOURCE...]")
-    photos = [p for s in sources for p in list_photos(s, cache_dir)]
-    result = align_photos(photos, open_face_finder(faces, cache_dir), faces.min_face_px)
-    if not len(result.faces):
-        raise InputError(f"{spec}: no face aligned in {len(photos)} photo(s)")
-    return result
+
+class FaceSpecs:
+    """The ``faces:`` specs of one run, resolved together.
+
+    The face finder is opened once, on the first photo, and each photo is found and
+    aligned once, however many specs name it (a run's validation faces, held-out faces
+    and pairs often come from the same photos). Photos are aligned one by one, so a
+    spec's result is the same as :func:`align_photos` over its photos alone.
+    """
+
+    def __init__(
+        self, faces: FacesParams, cache_dir: Path, finder: FaceDetector | None = None
+    ) -> None:
+        self.faces, self.cache_dir = faces, cache_dir
+        self._finder = finder
+        self._photos: dict[str, AlignResult] = {}
+        self._specs: dict[str, AlignResult] = {}
+        #: Times the face finder was opened (0 or 1) and photos aligned, for the record.
+        self.opened, self.aligned = 0, 0
+
+    def align(self, spec: str) -> AlignResult:
+        """``spec``'s faces, every photo of it aligned at most once per resolver.
+
+        Raises:
+            InputError: a source names nothing, or no face was aligned at all.
+        """
+        from arcface_lab.data.align import list_photos
+
+        if spec in self._specs:
+            return self._specs[spec]
+        sources = [s.strip() for s in spec.removeprefix(FACES_PREFIX).split(",") if s.strip()]
+        if not sources:
+            raise InputError(f"{spec}: expected faces:SOURCE[,SOURCE...]")
+        photos = [p for s in sources for p in list_photos(s, self.cache_dir)]
+        result = _joined([self._photo(p) for p in photos], self.faces.min_face_px)
+        if not len(result.faces):
+            raise InputError(f"{spec}: no face aligned in {len(photos)} photo(s)")
+        self._specs[spec] = result
+        return result
+
+    def _photo(self, path: Path) -> AlignResult:
+        key = str(path)
+        if key not in self._photos:
+            if self._finder is None:
+                self._finder = open_face_finder(self.faces, self.cache_dir)
+                self.opened += 1
+            self._photos[key] = align_photos([path], self._finder, self.faces.min_face_px)
+            self.aligned += 1
+        return self._photos[key]
+
+
+def _joined(parts: Sequence[AlignResult], min_face_px: int) -> AlignResult:
+    """One result of per-photo results, face rows renumbered in order."""
+    crops: list[np.ndarray] = []
+    records: list[PhotoRecord] = []
+    for part in parts:
+        offset = sum(len(c) for c in crops)
+        for record in part.photos:
+            faces = tuple(
+                f if f.index is None else replace(f, index=f.index + offset) for f in record.faces
+            )
+            records.append(replace(record, faces=faces))
+        crops.append(part.faces)
+    array = np.concatenate(crops) if crops else np.zeros((0, *ARCFACE_SIZE, 3), dtype=np.uint8)
+    detector = parts[0].detector if parts else ""
+    return AlignResult(array, records, detector, min_face_px)
 
 
 def real_pairs(result: AlignResult, shift_px: int, source: str) -> Any:

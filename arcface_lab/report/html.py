@@ -307,9 +307,17 @@ def _optimize(optimized: Mapping[str, Any] | None) -> str:
     else:
         what = '<span class="fail">No candidate passed every gate.</span>'
     injected = " (injected)" if host.get("injected") else ""
-    return f"<h2>Optimize on {html.escape(host['class'])}{injected}</h2><p>{what}</p>" + _table(
-        tables.candidates(optimized)
+    spent = _section(
+        "Where the run's minutes went",
+        tables.minutes(optimized),
+        "Seconds per candidate and phase: start (the worker's interpreter), prepare (the "
+        "model), convert, calibrate and search (INT8), build (the rest of the engine's "
+        "creation), probe (a candidate that may not win), embed (every face and pair), time, "
+        "gate. A cell is empty where the phase did not happen; the store's cached artifacts "
+        "leave convert, calibrate and search empty.",
     )
+    head = f"<h2>Optimize on {html.escape(host['class'])}{injected}</h2><p>{what}</p>"
+    return head + _table(tables.candidates(optimized)) + spent
 
 
 def _section(title: str, table: Table, intro: str = "") -> str:

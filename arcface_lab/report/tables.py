@@ -22,6 +22,7 @@ __all__ = [
     "environment",
     "latency",
     "lowest_far",
+    "minutes",
     "precision_summary",
     "score_distributions",
     "verification",
@@ -113,6 +114,50 @@ def candidates(optimized: Mapping[str, Any]) -> Table:
         "reason",
     )
     return Table(header, rows)
+
+
+#: The phases of a candidate's seconds, in the order they happen (``optimize.json``'s
+#: ``phases_s``: the worker's start-up, its phases, then the gating after it).
+PHASE_COLUMNS = (
+    "start",
+    "prepare",
+    "convert",
+    "calibrate",
+    "search",
+    "build",
+    "probe",
+    "embed",
+    "time",
+    "gate",
+)
+
+
+def minutes(optimized: Mapping[str, Any]) -> Table:
+    """Where the run's seconds went, per step and phase.
+
+    The inputs (faces and pairs, read or aligned), the reference, one row per candidate
+    that cost time (the reference's own row reuses its run), the reference timed again;
+    the last row is the run's wall time.
+    """
+    run = optimized.get("phases_s") or {}
+
+    def row(label: str, status: str, phases: Mapping[str, float]) -> list[Any]:
+        cells = [_round(phases[k], 1) if k in phases else None for k in PHASE_COLUMNS]
+        return [label, status, *cells, _round(sum(phases.values()), 1)]
+
+    rows = [row("inputs", "", {"prepare": run["inputs"]})] if "inputs" in run else []
+    ref = optimized["reference"]
+    if ref.get("phases_s"):
+        rows.append(row(f"{ref['label']} (reference)", "", ref["phases_s"]))
+    for c in optimized["candidates"]:
+        if c.get("phases_s"):
+            rows.append(row(c["label"], c["status"], c["phases_s"]))
+    if "reference_again" in run:
+        rows.append(row(f"{ref['label']} again", "", {"time": run["reference_again"]}))
+    if rows:
+        total = [None] * len(PHASE_COLUMNS)
+        rows.append(["run (wall)", "", *total, _round(optimized.get("wall_s"), 1)])
+    return Table(("step", "status", *PHASE_COLUMNS, "total s"), rows)
 
 
 def checks(verdict: Mapping[str, Any]) -> Table:

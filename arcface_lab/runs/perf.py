@@ -164,7 +164,7 @@ def _floor_lines(
 def _first_cost(details: dict[str, Any]) -> str:
     parts = [
         f"{key[:-2]} {details[key]:.1f}"
-        for key in ("build_s", "calibration_s", "compile_s", "import_s")
+        for key in ("build_s", "calibration_s", "search_s", "compile_s", "import_s")
         if isinstance(details.get(key), int | float) and details[key] > 0.05
     ]
     return ", ".join(parts) or "-"
@@ -263,10 +263,11 @@ def _run_optimize(
         f"on {host.describe()}, store {store}",
         flush=True,
     )
+    every = dataclasses.replace(params.optimize, prune=False)  # a comparison of all of them
     try:
         return optimize(
             model,
-            params,
+            dataclasses.replace(params, optimize=every),
             budget_s=args.budget_s,
             host=host,
             recreate=True,

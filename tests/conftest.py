@@ -14,7 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def tiny_params(**overrides: object) -> dict[str, object]:
-    """A whole run's params small enough for a test: seeded r18, 8 faces, 20 pairs, 0.2 s timing.
+    """A whole run's params small enough for a test: seeded r18, 8 faces (and 8 held-out),
+    20 pairs, 0.2 s timing.
 
     ``overrides`` replace top-level sections (``backends=...``, ``data=...``).
     """
@@ -26,7 +27,12 @@ def tiny_params(**overrides: object) -> dict[str, object]:
             "reference": "torch",
             "precisions": ["fp32"],
         },
-        "data": {"images": "synthetic:8", "pairs": "synthetic:20", "flip": True},
+        "data": {
+            "images": "synthetic:8",
+            "held_out": "synthetic:8",  # not the default 64: every engine embeds them
+            "pairs": "synthetic:20",
+            "flip": True,
+        },
         "bench": {"batch_sizes": [4], "warmup_s": 0.0, "budget_s": 0.2, "min_repeats": 2},
         "thresholds": {"cosine_min": {"fp32": 0.99999}, "decision_flips_max": 0},
     }

@@ -349,7 +349,7 @@ def test_build_openvino_int8_takes_its_gates_from_params(env, tmp_path: Path) ->
     pytest.importorskip("nncf")
     gates = tmp_path / "int8.yaml"
     gates.write_text(
-        "data: {images: synthetic:16, pairs: synthetic:20}\n"
+        "data: {images: synthetic:16, held_out: synthetic:8, pairs: synthetic:20}\n"
         "thresholds:\n  cosine_min: {int8: 0.995}\n  decision_flips_max: 0\n"
     )
     args = ["--model", "seeded:r18", "--precision", "int8", "--backend", "openvino", "--strict"]

@@ -219,7 +219,7 @@ def test_sigterm_of_a_run_leaves_a_failed_folder_and_no_partial(tmp_path: Path) 
     params.write_text(
         "model: {spec: seeded:r18}\n"
         "backends: {chain: [torch], reference: torch, precisions: [fp32], batch_size: 4}\n"
-        "data: {images: synthetic:8, pairs: synthetic:20}\n"
+        "data: {images: synthetic:8, held_out: synthetic:8, pairs: synthetic:20}\n"
         "bench: {batch_sizes: [4], warmup_s: 600, budget_s: 600, min_repeats: 3}\n"
     )
     out = tmp_path / "run"

@@ -26,7 +26,12 @@ SCRIPT = ROOT / "scripts" / "gpu_acceptance.sh"
 TINY = tiny_params(
     name="gpu-script-cpu",
     backends={"chain": ["torch_fast", "torch"], "reference": "torch", "precisions": ["fp32"]},
-    data={"images": "synthetic:8", "pairs": "synthetic:20", "flip": False},
+    data={
+        "images": "synthetic:8",
+        "held_out": "synthetic:8",
+        "pairs": "synthetic:20",
+        "flip": False,
+    },
     thresholds={"cosine_min": {"fp32": 0.9999}, "decision_flips_max": 0},
 )
 

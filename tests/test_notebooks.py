@@ -25,6 +25,7 @@ from arcface_lab.runs import pipeline
 from arcface_lab.runs.session import (
     PARAMETERS,
     check_verdict,
+    measured_run_folder,
     notebook_run,
     open_run,
     resolve_path,
@@ -370,7 +371,10 @@ def test_overrides_are_measured_once_and_shared(
     assert "measuring" in capsys.readouterr().out
     assert open_run("", "params/ci.yaml", **chosen) == first  # shared: not measured twice
     assert "measuring" not in capsys.readouterr().out
-    assert open_run("", "params/ci.yaml", **{**chosen, "batch_sizes": "1"}) != first
+    # other inputs, another folder (where open_run would measure them; not measured here)
+    assert measured_run_folder("params/ci.yaml", **chosen) == first
+    other = measured_run_folder("params/ci.yaml", **{**chosen, "batch_sizes": "1"})
+    assert other != first and other.parent == first.parent
     with pytest.raises(ParamsError) as err:
         open_run("", "params/ci.yaml", precisions="fp33")
     assert str(err.value).startswith(

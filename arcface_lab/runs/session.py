@@ -24,7 +24,15 @@ from arcface_lab.core.version import REPO_ROOT
 from arcface_lab.errors import InputError, VerdictFailed
 from arcface_lab.report.notebooks import read_run
 
-__all__ = ["PARAMETERS", "check_verdict", "notebook_run", "open_run", "read_run", "resolve_path"]
+__all__ = [
+    "PARAMETERS",
+    "check_verdict",
+    "measured_run_folder",
+    "notebook_run",
+    "open_run",
+    "read_run",
+    "resolve_path",
+]
 
 #: Each override parameter and the params key it sets (a list: comma-separated text).
 OVERRIDES = {
@@ -156,6 +164,30 @@ def _overrides(values: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def measured_run_folder(params_file: str, **chosen: str) -> Path:
+    """The folder :func:`open_run` measures ``params_file`` with ``chosen`` overrides into
+    (whether or not it was measured yet): named by the file's bytes, the overrides and the
+    parent process, so the same inputs share one measurement and others get their own.
+
+    Raises:
+        InputError: no such params file, or an override that is not valid.
+    """
+    path = resolve_path(params_file, "params_file")
+    return _measured_run(path, _overrides({k: chosen.get(k, "") for k in OVERRIDES}))[1]
+
+
+def _measured_run(params_path: Path, overrides: dict[str, Any]) -> tuple[Any, Path]:
+    """``params_path`` loaded with ``overrides``, and the folder their run is measured in."""
+    from arcface_lab.config.params import load_params
+
+    params = load_params(params_path, overrides)
+    inputs = params_path.read_bytes() + json.dumps(overrides, sort_keys=True).encode()
+    digest = hashlib.sha256(inputs).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / "arcface_lab-notebook-runs"
+    root.mkdir(exist_ok=True)
+    return params, root / f"{params.name}-{digest}-{os.getppid()}"
+
+
 def open_run(
     run_dir: str = "",
     params_file: str = "",
@@ -208,16 +240,10 @@ def open_run(
         raise InputError("run_dir and params_file are both empty: give one of them")
     from filelock import FileLock
 
-    from arcface_lab.config.params import load_params
     from arcface_lab.runs.pipeline import run
 
     params_path = resolve_path(params_file, "params_file")
-    params = load_params(params_path, overrides)
-    inputs = params_path.read_bytes() + json.dumps(overrides, sort_keys=True).encode()
-    digest = hashlib.sha256(inputs).hexdigest()[:12]
-    root = Path(tempfile.gettempdir()) / "arcface_lab-notebook-runs"
-    root.mkdir(exist_ok=True)
-    out = root / f"{params.name}-{digest}-{os.getppid()}"
+    params, out = _measured_run(params_path, overrides)
     with FileLock(str(out) + ".lock"):
         if not (out / "verdict.json").is_file():
             print(f"run_dir is empty: measuring {params_path} into {out} (about a minute)")

@@ -17,12 +17,15 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arcface_lab import __version__
 from arcface_lab.errors import ArcfaceLabError, InputError, NotebookError
+
+if TYPE_CHECKING:
+    from arcface_lab.config.params import Params
 
 __all__ = ["main"]
 
@@ -798,11 +801,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run_params(args: argparse.Namespace) -> Params:
+    """``run``'s params file, with ``optimize.prune`` off under ``--time-all``."""
     from arcface_lab.config.params import load_params
+
+    return load_params(args.params, {"optimize.prune": False} if args.time_all else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from arcface_lab.runs.pipeline import run
 
-    params = load_params(args.params)
+    params = run_params(args)
     result = run(
         params,
         out_dir=args.out,
@@ -1024,6 +1033,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure and write JSON (and index.html) only: no papermill/nbconvert needed",
     )
     p.add_argument("--notebooks-dir", type=Path, help="notebooks to execute (default notebooks/)")
+    p.add_argument(
+        "--time-all",
+        action="store_true",
+        help="time every candidate in full (optimize.prune: false), none cannot_win: the "
+        "whole frontier, as make reference publishes it",
+    )
     p.set_defaults(func=cmd_run)
     return parser
 

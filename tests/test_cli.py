@@ -512,3 +512,15 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(
     proc = cli(env, *common, "--backend", "torch", "--cache-dir", str(cache), "--out", str(out))
     assert_one_line_error(proc, 1, f"{cache}", ": no room to write ", "--cache-dir")
     assert not out.exists() and not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_run_time_all_times_every_candidate_as_make_reference_publishes() -> None:
+    """``make report`` prunes the candidates that cannot win; ``--time-all`` does not."""
+    from arcface_lab.cli import build_parser, run_params
+
+    default = ROOT / "params" / "default.yaml"
+    pruned = run_params(build_parser().parse_args(["run", str(default)]))
+    every = run_params(build_parser().parse_args(["run", str(default), "--time-all"]))
+    assert pruned.optimize.prune and not every.optimize.prune
+    assert every.source.endswith("(with optimize.prune overridden)")
+    assert "--time-all" in (ROOT / "Makefile").read_text().split("\nreference:")[1]

@@ -364,10 +364,10 @@ def test_a_candidate_whose_probe_cannot_reach_the_best_passing_one_stops_there(
     tmp_path: Path,
 ) -> None:
     """Its worker builds it, times a few batches and stops: no engine reaches 1000x."""
-    best = _passed("openvino/bf16", 1000.0, (900.0, 1100.0))
+    best = _passed("openvino/fp32", 1000.0, (900.0, 1100.0))
     result = _one_candidate(tmp_path, "onnxruntime/fp32", [best])
     assert result.status == "cannot_win" and not result.ran and result.outputs == {}
-    assert "below openvino/bf16's 1000.00x [900.00, 1100.00]" in result.reason
+    assert "below openvino/fp32's 1000.00x [900.00, 1100.00]" in result.reason
     figures = result.best_case
     assert figures is not None and 0 < figures["speedup"] < 900.0
     assert "fastest of 3 batches of 4" in figures["source"]
@@ -402,3 +402,44 @@ def test_the_int8_search_is_not_run_when_int8_on_every_layer_cannot_win(tmp_path
     best = _passed("openvino/bf16", 2.2, (2.05, 2.35))
     with pytest.raises(AssertionError, match="must not run"):
         _one_candidate(tmp_path, "openvino/int8", [full, best], run=never)
+
+
+def test_the_first_candidate_of_a_precision_is_measured_whatever_passed_before(
+    tmp_path: Path,
+) -> None:
+    """The verdict judges each precision on an engine of its own: the first of a precision
+    gets no probe (give_up_ms 0), however fast the best passing one of another is."""
+    from arcface_lab.errors import EngineError
+
+    asked: list[float] = []
+
+    def worker(c, timeout: float, give_up_ms: float):
+        asked.append(give_up_ms)
+        raise EngineError("stand-in worker")
+
+    best = _passed("openvino/bf16", 1000.0, (900.0, 1100.0))
+    result = _one_candidate(tmp_path, "onnxruntime/fp32", [best], run=worker)
+    assert asked == [0.0] and result.status == "error"
+    assert set(result.phases_s) == {"start"}  # a failed worker's seconds still count
+    # once an fp32 engine was measured, the next fp32 one is probed against the best
+    fp32 = _passed("openvino/fp32", 2.0, (1.9, 2.1))
+    fp32.status = "failed_gate"
+    _one_candidate(tmp_path, "onnxruntime/fp32", [best, fp32], run=worker)
+    assert asked[1] == pytest.approx(100.0 / 900.0)  # the reference's 100 ms over 900x
+
+
+def test_a_precision_whose_passing_hope_was_not_timed_is_not_judged() -> None:
+    """INT8 on every layer failed its gate and the gated search could not win: the
+    verdict says int8 was not judged, and why, instead of failing it on the one measured."""
+    from arcface_lab.measure.optimize import Candidate, CandidateResult, OptimizeResult
+    from arcface_lab.runs.pipeline import _per_precision
+
+    full = _passed("openvino/int8", 12.0, (11.8, 12.2), int8_search=False)
+    full.status, full.reason = "failed_gate", "cosine min 0.96763 (gate >= 0.999)"
+    search = CandidateResult(Candidate("openvino", "int8"), "cannot_win", "cannot win: at best")
+    ref = CandidateResult(Candidate("torch", "fp32"), "passed")
+    opt = OptimizeResult(Host.for_class("cpu-amx"), {}, 32, ref, [full, search], 1.0)
+    params = Params.from_mapping(tiny_params(backends={"precisions": ["int8"]}), "t.yaml")
+    why = _per_precision(params, opt)["int8"]["not_applicable"]
+    assert why.startswith("not judged: openvino/int8 not timed (cannot win: at best)")
+    assert "openvino/int8 (int8_search=False), the one measured, failed_gate" in why

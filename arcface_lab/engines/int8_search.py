@@ -62,7 +62,7 @@ from arcface_lab.core.metrics import compare_verification, flip_sum, l2_normaliz
 from arcface_lab.core.progress import report_phase
 from arcface_lab.data.pairs import PairSet
 from arcface_lab.engines.ov_fp32 import WEIGHTED_OPS, activation_source, keep_fp32, layer_macs
-from arcface_lab.errors import InputError
+from arcface_lab.errors import EngineError, InputError
 
 __all__ = ["Gates", "Int8Search", "SearchMemo", "SearchSettings", "quantize_int8"]
 
@@ -295,9 +295,13 @@ class SearchMemo:
         return make(), False
 
     def measured(
-        self, name: str, make: Callable[[], dict[str, Any]]
+        self, name: str, make: Callable[[], dict[str, Any]], on: Any = None
     ) -> tuple[dict[str, Any], bool]:
-        """The JSON-able measurement ``name`` that ``make()`` gives, and whether it was reused."""
+        """The JSON-able measurement ``name`` that ``make()`` gives, and whether it was reused.
+
+        ``on``: what else it depends on (JSON-able, part of where it is kept), beyond the
+        calibrated model and the faces.
+        """
         return make(), False
 
 
@@ -440,9 +444,10 @@ def _sensitivity(
             excess[name] = np.maximum(damage - base, 0.0).tolist()
         return {"subset": subset.tolist(), "excess": excess}
 
-    measured, reused = memo.measured("sensitivity", measure)
-    if measured["subset"] != subset.tolist() or not set(measured["excess"]) <= set(graph.layers):
-        raise InputError("int8 search: the stored sensitivity is not of this model's faces")
+    on = {"subset": subset.tolist(), "base": base.tolist()}
+    measured, reused = memo.measured("sensitivity", measure, on)
+    if measured["subset"] != on["subset"] or not set(measured["excess"]) <= set(graph.layers):
+        raise EngineError("int8 search: the stored sensitivity is not of this model's faces")
     excess = {k: np.asarray(v, dtype=np.float32) for k, v in measured["excess"].items()}
     return excess, {k: float(v.mean()) for k, v in excess.items()}, reused
 

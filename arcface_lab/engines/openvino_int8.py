@@ -221,8 +221,9 @@ class StoreMemo(SearchMemo):
     FP32 islands, overflow fix, library versions, device). ``openvino-int8-measure``: the
     two ends' gate metrics and per-face damage, and the per-quantizer sensitivity (JSON),
     keyed by ``measurements`` (that, and the pairs, flip, inference precision and ranking
-    settings). Each is verified by sha256 before it is read, like every artifact; JSON is
-    parsed, never unpickled.
+    settings), the calibrated model's sha256 and what the measurement was made on (the
+    sensitivity: its faces and the float-only damage). Each is verified by sha256 before it
+    is read, like every artifact; JSON is parsed, never unpickled.
     """
 
     def __init__(
@@ -234,6 +235,7 @@ class StoreMemo(SearchMemo):
     ) -> None:
         self.engine, self.core = engine, core
         self.calibration, self.measurements = calibration, measurements
+        self.calibrated_sha256 = ""
 
     def calibrated(self, make: Callable[[], Any]) -> tuple[Any, bool]:
         def build(tmp: Path) -> None:
@@ -242,16 +244,24 @@ class StoreMemo(SearchMemo):
         path = self.engine._artifact(
             "openvino-int8-calibration", self.calibration, build, main=False
         )
+        reused = self._reused()
+        self.calibrated_sha256 = self.engine.info.details["artifacts"][-1]["sha256"]
         xml, weights, _ = read_int8_artifact(path)  # the same IR whether built now or not
-        return self.core.read_model(xml, weights), self._reused()
+        return self.core.read_model(xml, weights), reused
 
     def measured(
-        self, name: str, make: Callable[[], dict[str, Any]]
+        self, name: str, make: Callable[[], dict[str, Any]], on: Any = None
     ) -> tuple[dict[str, Any], bool]:
         def build(tmp: Path) -> None:
             tmp.write_bytes(json.dumps(make()).encode())
 
-        inputs = {**self.measurements, "measure": name}
+        # of this calibrated model (a rebuilt calibration is measured again) and of ``on``
+        inputs = {
+            **self.measurements,
+            "calibrated_sha256": self.calibrated_sha256,
+            "measure": name,
+            "on": on,
+        }
         path = self.engine._artifact("openvino-int8-measure", inputs, build, main=False)
         try:
             value = json.loads(path.read_bytes())

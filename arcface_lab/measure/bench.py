@@ -499,8 +499,9 @@ def _probe(engine: Any, images: np.ndarray, size: int) -> dict[str, Any]:
 
 #: A worker's phases, in order (seconds each, in ``result["phases_s"]``): the model read
 #: or made, the engine's creation split into what its details say it spent converting
-#: (``convert_s``: ncnn, MNN), calibrating and searching INT8 (``calibration_s``,
-#: ``search_s``: OpenVINO, zero when the store had the artifact) and the rest of the build,
+#: (``convert_s``: ncnn, MNN), calibrating INT8 and what follows it (``calibration_s``,
+#: ``search_s``: OpenVINO's gates of both ends, sensitivity and selection; zero when the
+#: store had the artifact) and the rest of the build,
 #: the probe of a candidate that may not win (:attr:`BenchSpec.give_up_ms`), then
 #: embedding every input and timing every batch size.
 PHASES = ("prepare", "convert", "calibrate", "search", "build", "probe", "embed", "time")

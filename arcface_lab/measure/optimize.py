@@ -138,7 +138,8 @@ class CandidateResult:
     worker: dict[str, Any] | None = None  # the worker's raw result (timings, memory, second)
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     #: Seconds per phase: the worker's (:data:`arcface_lab.measure.bench.PHASES`), ``start``
-    #: (its interpreter and imports) and ``gate`` (the comparison with the reference).
+    #: (the rest of its wall time: interpreter, imports, a second creation under
+    #: ``recreate``) and ``gate`` (the comparison with the reference).
     phases_s: dict[str, float] = field(default_factory=dict)
     #: ``cannot_win``: its best case, where it comes from, and what it had to beat.
     best_case: dict[str, Any] | None = None
@@ -934,7 +935,9 @@ def _run_candidate(
     ``optimize.prune`` is on), a candidate whose best case cannot reach the lower end of
     the fastest passing one's interval is ``cannot_win``: before its worker starts when
     a measured candidate bounds it (:func:`_best_case_bound`), else after its worker's
-    probe (:attr:`~arcface_lab.measure.bench.BenchSpec.give_up_ms`).
+    probe (:attr:`~arcface_lab.measure.bench.BenchSpec.give_up_ms`). The first candidate
+    of each precision is always measured, so the verdict judges every precision on an
+    engine of its own.
     """
     from arcface_lab.errors import EngineError
 
@@ -953,11 +956,18 @@ def _run_candidate(
         return CandidateResult(
             cand, "over_budget", f"not started: the budget of {budget:.0f} s was spent"
         )
-    to_beat = _fastest_passed(done or []) if params.optimize.prune else None
+    done = done or []
+    # Pruned only where its precision already has a measured engine (not the reference's
+    # own row), so every precision the verdict judges was measured on a real candidate.
+    measured = any(
+        r.ran and r.candidate.precision == cand.precision and r.candidate.key != ref_cand.key
+        for r in done
+    )
+    to_beat = _fastest_passed(done) if params.optimize.prune and measured else None
     give_up_ms = 0.0
     if to_beat is not None:
         needed = _interval(to_beat)[0]
-        bound = _best_case_bound(cand, done or [])
+        bound = _best_case_bound(cand, done)
         if bound is not None:
             best = _interval(bound)[1]
             if best < needed:
@@ -966,20 +976,25 @@ def _run_candidate(
         elif ref.latency_ms:
             give_up_ms = ref.latency_ms["median"] / needed
     t_start = time.perf_counter()
+
+    def failed(status: str, reason: str) -> CandidateResult:  # its seconds still count
+        spent = {"start": time.perf_counter() - t_start}
+        return CandidateResult(cand, status, reason, phases_s=spent)
+
     try:
         raw, out = _wait(lambda: run(cand, left, give_up_ms), cand.label, bar, phase)
     except EngineError as exc:
         if "timed out" in str(exc):
-            return CandidateResult(
-                cand, "over_budget", f"stopped after {left:.0f} s: the budget of {budget:.0f} s"
+            return failed(
+                "over_budget", f"stopped after {left:.0f} s: the budget of {budget:.0f} s"
             )
-        return CandidateResult(cand, "error", _one_line(exc))
+        return failed("error", _one_line(exc))
     except BackendUnavailable as exc:
-        return CandidateResult(cand, "unavailable", _one_line(exc))
+        return failed("unavailable", _one_line(exc))
     except InputError:
         raise  # bad params or data: the user must fix them, not optimize around them
     except ArcfaceLabError as exc:
-        return CandidateResult(cand, "error", _one_line(exc))
+        return failed("error", _one_line(exc))
     worker_s = time.perf_counter() - t_start
     if "cannot_win" in raw:
         probe = raw["cannot_win"]
@@ -1024,19 +1039,26 @@ def _fastest_passed(done: list[CandidateResult]) -> CandidateResult | None:
 
 def _best_case_bound(cand: Candidate, done: list[CandidateResult]) -> CandidateResult | None:
     """A measured candidate that is ``cand`` at its fastest: for an INT8 precision search,
-    the same backend and precision with the search off (INT8 on every layer; the search
-    only moves layers back to floating point). None: only a probe can tell."""
-    if dict(cand.options).get("int8_search", True) is False:
+    the same backend, precision and options with the search off (INT8 on every layer; the
+    search only moves layers back to floating point). None: only a probe can tell."""
+    mine = dict(cand.options)
+    if mine.get("int8_search", True) is False:
         return None
+    same = {k: v for k, v in mine.items() if k not in SEARCH_ONLY_OPTIONS}
     for r in done:
-        c = r.candidate
+        c, theirs = r.candidate, dict(r.candidate.options)
         if (
             (c.backend, c.precision) == (cand.backend, cand.precision)
-            and dict(c.options).get("int8_search") is False
+            and theirs.get("int8_search") is False
+            and {k: v for k, v in theirs.items() if k not in SEARCH_ONLY_OPTIONS} == same
             and r.speedup_vs_reference is not None
         ):
             return r
     return None
+
+
+#: Options that change only how the INT8 search selects, never the all-INT8 engine.
+SEARCH_ONLY_OPTIONS = frozenset({"int8_search", "int8_margin", "int8_enforce_gates"})
 
 
 def _cannot_win(

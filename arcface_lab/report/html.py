@@ -49,7 +49,9 @@ figure{display:inline-block;margin:.3rem;font-size:.75rem;vertical-align:top;max
 _STATUS_CLASS = {
     **dict.fromkeys(("pass", "PASS", "passed", "chosen", "True"), "pass"),
     **dict.fromkeys(("FAIL", "fail", "failed_gate", "error", "missing", "False"), "fail"),
-    **dict.fromkeys(("n/a", "not_native", "unavailable", "over_budget", "emulated"), "na"),
+    **dict.fromkeys(
+        ("n/a", "not_native", "unavailable", "over_budget", "emulated", "cannot_win"), "na"
+    ),
 }
 #: Columns whose cells are a status (coloured by :data:`_STATUS_CLASS`).
 _STATUS_COLUMNS = frozenset({"status", "verdict", "stable", "on this host"})
@@ -310,11 +312,12 @@ def _optimize(optimized: Mapping[str, Any] | None) -> str:
     spent = _section(
         "Where the run's minutes went",
         tables.minutes(optimized),
-        "Seconds per candidate and phase: start (the worker's interpreter), prepare (the "
-        "model), convert, calibrate and search (INT8), build (the rest of the engine's "
-        "creation), probe (a candidate that may not win), embed (every face and pair), time, "
-        "gate. A cell is empty where the phase did not happen; the store's cached artifacts "
-        "leave convert, calibrate and search empty.",
+        "Seconds per candidate and phase: start (the worker's interpreter and imports, and "
+        "what follows its own phases), prepare (the model), convert (ncnn, MNN), calibrate "
+        "and search (INT8: calibration; the gates of both ends, the sensitivity and the "
+        "selection), build (the rest of the engine's creation), probe (a candidate that may "
+        "not win), embed (every face and pair), time, gate. A cell is empty where the phase "
+        "did not happen; the store's artifacts leave convert, calibrate and search empty.",
     )
     head = f"<h2>Optimize on {html.escape(host['class'])}{injected}</h2><p>{what}</p>"
     return head + _table(tables.candidates(optimized)) + spent

@@ -145,14 +145,16 @@ def minutes(optimized: Mapping[str, Any]) -> Table:
         cells = [_round(phases[k], 1) if k in phases else None for k in PHASE_COLUMNS]
         return [label, status, *cells, _round(sum(phases.values()), 1)]
 
-    rows = [row("inputs", "", {"prepare": run["inputs"]})] if "inputs" in run else []
+    rows = []
+    if "inputs" in run:  # read or aligned in this process: no phase of a worker's
+        rows.append(["inputs", "", *[None] * len(PHASE_COLUMNS), _round(run["inputs"], 1)])
     ref = optimized["reference"]
     if ref.get("phases_s"):
         rows.append(row(f"{ref['label']} (reference)", "", ref["phases_s"]))
     for c in optimized["candidates"]:
         if c.get("phases_s"):
             rows.append(row(c["label"], c["status"], c["phases_s"]))
-    if "reference_again" in run:
+    if "reference_again" in run:  # a worker timing one batch size
         rows.append(row(f"{ref['label']} again", "", {"time": run["reference_again"]}))
     if rows:
         total = [None] * len(PHASE_COLUMNS)

@@ -127,13 +127,31 @@ def _representative(precision: str, ran: list[Any]) -> Any | None:
 
 
 def _per_precision(params: Params, opt: Any) -> dict[str, dict[str, Any]]:
-    """What :func:`arcface_lab.measure.acceptance.evaluate` judges, one per params precision."""
+    """What :func:`arcface_lab.measure.acceptance.evaluate` judges, one per params precision.
+
+    optimize measures the first candidate of each precision in full; a precision whose
+    measured candidates all missed a gate while another of its candidates was
+    ``cannot_win`` (not timed: it could not be the fastest) is not judged, and says so.
+    """
     from arcface_lab.engines.registry import get_backend
 
     results: dict[str, dict[str, Any]] = {}
     ran = opt.ran()
     for precision in params.backends.precisions:
         rep = _representative(precision, ran)
+        pruned = [
+            c
+            for c in opt.candidates
+            if c.candidate.precision == precision and c.status == "cannot_win"
+        ]
+        if rep is not None and not rep.passed and pruned:
+            # what could have passed was not timed: it could not be the fastest anyway
+            skipped = "; ".join(f"{c.candidate.label} not timed ({c.reason})" for c in pruned)
+            results[precision] = {
+                "not_applicable": f"not judged: {skipped}; {rep.candidate.label}, the one "
+                f"measured, {rep.status} ({rep.reason}). --time-all measures every candidate"
+            }
+            continue
         if rep is not None:
             memory = (rep.worker or {}).get("memory") or {}
             results[precision] = {

@@ -443,3 +443,26 @@ def test_a_precision_whose_passing_hope_was_not_timed_is_not_judged() -> None:
     why = _per_precision(params, opt)["int8"]["not_applicable"]
     assert why.startswith("not judged: openvino/int8 not timed (cannot win: at best)")
     assert "openvino/int8 (int8_search=False), the one measured, failed_gate" in why
+
+
+def test_the_references_embeddings_come_from_the_store_the_second_time(tmp_path: Path) -> None:
+    """Same model, faces and runtime: the same embeddings, read back (verified) instead of
+    embedded again; the timing is measured anew each time."""
+    from arcface_lab.data.images import synthetic_faces
+    from arcface_lab.measure.bench import run_worker, saved_inputs, spec_from_params
+
+    params = _tiny(tmp_path)
+    faces = {"images": synthetic_faces(4, seed=1), "held_out": synthetic_faces(4, seed=2)}
+    with saved_inputs(faces, tmp_path) as inputs:
+        spec = spec_from_params(params, "torch", "fp32", inputs, model="seeded:r18")
+        spec = dataclasses.replace(spec, store={"local": str(tmp_path / "store")})
+        fresh, fresh_out = run_worker(spec)
+        first, first_out = run_worker(dataclasses.replace(spec, reuse_embeddings=True))
+        again, again_out = run_worker(dataclasses.replace(spec, reuse_embeddings=True))
+    assert "embeddings" not in fresh or fresh["embeddings"] == {}
+    assert first["embeddings"] == {"images": "built", "held_out": "built"}
+    assert again["embeddings"] == {"images": "local", "held_out": "local"}
+    for name in faces:
+        assert np.array_equal(first_out[name], again_out[name])
+        assert np.allclose(fresh_out[name], again_out[name], atol=1e-6)
+    assert again["timings"]["4"]["repeats"] >= 2  # timed in this run all the same

@@ -210,6 +210,12 @@ class BenchSpec:
     #: ``speed_batch`` (after one warm-up) and stop there when even the fastest took
     #: longer than this: the engine cannot win (``result["cannot_win"]``).
     give_up_ms: float = 0.0
+    #: Embeddings through the engine store (optimize's reference: the same model, faces
+    #: and runtime give the same embeddings, and only its timing must be of this run).
+    #: Keyed by the model's sha256, backend, precision, options, versions, threads,
+    #: preprocessing, device and each input's sha256; ``result["embeddings"]`` says
+    #: which were stored before.
+    reuse_embeddings: bool = False
 
 
 def comparison_batch(params: Params) -> int:
@@ -440,9 +446,17 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
                 write_json_atomic(out_dir / "result.json", stopped, default=str)
                 return
         t0 = time.perf_counter()
-        np.save(out_dir / "images.npy", engine.embed(images))
+        origins: dict[str, str] = {}
+
+        def embed(name: str, faces: np.ndarray) -> np.ndarray:
+            if not spec.reuse_embeddings:
+                return np.asarray(engine.embed(faces))
+            emb, origins[name] = _stored_embeddings(engine, store, spec, model.sha256(), faces)
+            return emb
+
+        np.save(out_dir / "images.npy", embed("images", images))
         for name, path in spec.inputs.items():
-            np.save(out_dir / f"{name}.npy", engine.embed(np.load(path, allow_pickle=False)))
+            np.save(out_dir / f"{name}.npy", embed(name, np.load(path, allow_pickle=False)))
         embed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         sync = None
@@ -471,6 +485,7 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
             "prepare_s": prepare_s,
             "setup_s": setup_s,
             "phases_s": phases,
+            "embeddings": origins,
             "timings": timings,
             "memory": _peak_memory(engine.info.device, rss_high_water_mb() if reset else None),
         }
@@ -479,6 +494,42 @@ def _worker(spec: BenchSpec, out_dir: Path) -> None:
         with again:
             result["second"] = {"create_s": create_s, "info": again.info.to_dict()}
     write_json_atomic(out_dir / "result.json", result, default=str)
+
+
+def _stored_embeddings(
+    engine: Any, store: Any, spec: BenchSpec, model_sha256: str, faces: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """``engine.embed(faces)`` through ``store`` (:attr:`BenchSpec.reuse_embeddings`), and
+    where it came from (``built``, ``local``, ``remote``); verified by sha256 before use."""
+    import hashlib
+
+    from arcface_lab.store import device_fingerprint
+
+    digest = hashlib.sha256(str((faces.dtype.str, faces.shape)).encode())
+    digest.update(np.ascontiguousarray(faces).tobytes())
+    inputs = {
+        "artifact": "embeddings",
+        "model_sha256": model_sha256,
+        "backend": engine.info.backend,
+        "precision": spec.precision,
+        "options": spec.options,
+        "versions": engine.info.versions,
+        "threads": spec.threads,
+        "batch_size": engine.batch_size,
+        "preprocess": spec.preprocess,
+        "device": device_fingerprint(),
+        "faces_sha256": digest.hexdigest(),
+    }
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a handle: np.save would add .npy to the path
+            np.save(f, np.asarray(engine.embed(faces), dtype=np.float32))
+
+    art = store.fetch_or_build(inputs, build)
+    emb = np.load(art.path, allow_pickle=False)
+    if emb.ndim != 2 or emb.shape[0] != len(faces):
+        raise EngineError(f"{art.path}: stored embeddings of shape {emb.shape}, {len(faces)} faces")
+    return emb, art.origin
 
 
 #: Timed batches of :attr:`BenchSpec.give_up_ms`'s probe (after one warm-up batch).

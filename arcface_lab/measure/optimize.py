@@ -174,6 +174,7 @@ class CandidateResult:
             "first_run_s": self.first_run_s,
             "artifact": {k: art[k] for k in ("kind", "key", "origin") if k in art} or None,
             "peak_memory": (self.worker or {}).get("memory"),
+            "embeddings": (self.worker or {}).get("embeddings") or None,
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "best_case": self.best_case,
             "checks": [c.to_dict() for c in self.checks],
@@ -832,7 +833,8 @@ def optimize(
             tempfile.TemporaryDirectory(prefix="arcface-real-faces-") as real,
         ):
             run_params = _real_faces_as_files(params, arrays["images"], pairs, Path(real))
-            ref_spec = spec(ref_cand, inputs)
+            # its embeddings through the store: the same for the same model and faces
+            ref_spec = dataclasses.replace(spec(ref_cand, inputs), reuse_embeddings=True)
             t0 = time.perf_counter()
             raw, outs = _wait(lambda: run_worker(ref_spec), ref_cand.label, bar)
             worker_s = time.perf_counter() - t0

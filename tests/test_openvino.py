@@ -293,3 +293,29 @@ def test_fp32_islands_by_name_and_bad_names(r18, tmp_path):
         create_engine("openvino", r18, precision="bf16", store=store, fp32_layers=["/nope"])
     with pytest.raises(InputError, match="fp32_layers: expected 'input', 'none' or a list"):
         create_engine("openvino", r18, precision="bf16", store=store, fp32_layers=3)
+
+
+def test_a_stored_int8_measurement_that_is_not_a_json_object_is_an_engine_error(tmp_path):
+    """Verified bytes that do not parse, or parse to something else, are refused by name."""
+    from types import SimpleNamespace
+
+    from arcface_lab.engines.openvino_int8 import StoreMemo
+    from arcface_lab.errors import EngineError
+
+    stored = tmp_path / "measure.json"
+
+    class Stored:  # an engine whose store hands back ``stored`` as the artifact
+        info = SimpleNamespace(details={"artifacts": [{"origin": "local", "sha256": "x"}]})
+
+        def _artifact(self, kind, inputs, build, main):
+            return stored
+
+    memo = StoreMemo(Stored(), None, {}, {})
+    stored.write_bytes(b"\x80 not json")
+    with pytest.raises(EngineError, match=r"measure.json: not a readable measurement"):
+        memo.measured("ends", dict)
+    stored.write_text("[1, 2]")
+    with pytest.raises(EngineError, match=r"measure.json: expected a JSON object"):
+        memo.measured("ends", dict)
+    stored.write_text('{"full": {}}')
+    assert memo.measured("ends", dict) == ({"full": {}}, True)

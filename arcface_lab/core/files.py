@@ -38,6 +38,7 @@ __all__ = [
     "PARTIAL_SUFFIX",
     "QUARANTINE_KEEP",
     "Digest",
+    "array_sha256",
     "atomic_path",
     "cached",
     "default_cache_root",
@@ -86,6 +87,17 @@ def file_digest(path: str | os.PathLike[str]) -> Digest:
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The hex sha256 of a file's bytes."""
     return file_digest(path).sha256
+
+
+def array_sha256(*arrays: Any) -> str:
+    """The hex sha256 of numpy arrays: each one's dtype, shape and C-ordered bytes."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
 
 
 def default_cache_root() -> Path:

@@ -12,7 +12,6 @@ keyed by everything that decides the result. The report goes into ``info.details
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab.core.files import read_tar_members, write_tar
+from arcface_lab.core.files import array_sha256, read_tar_members, write_tar
 from arcface_lab.engines.int8_search import Gates, SearchMemo, SearchSettings, quantize_int8
 from arcface_lab.engines.ov_fp32 import FP32_OPTION
 from arcface_lab.errors import BackendUnavailable, EngineError
@@ -52,14 +51,6 @@ _TAR_MEMBERS = ("model.xml", "model.bin", "report.json")
 
 def seconds(t0: float) -> float:
     return round(time.perf_counter() - t0, 4)
-
-
-def array_id(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        digest.update(str((a.dtype.str, a.shape)).encode())
-        digest.update(np.ascontiguousarray(a).tobytes())
-    return digest.hexdigest()
 
 
 def read_int8_artifact(path: Path) -> tuple[bytes, bytes, dict[str, Any]]:
@@ -102,12 +93,12 @@ def calibration_images(engine: Any) -> tuple[np.ndarray, dict[str, Any]]:
     size = engine.model.preprocess.size
     if isinstance(spec, np.ndarray):
         check_images(spec, size, source="openvino calibration")
-        return spec, {"array_sha256": array_id(spec)}
+        return spec, {"array_sha256": array_sha256(spec)}
     text = str(spec)
     images, kind = images_from_spec(text, size, RUN_IMAGE_SEED)
     if kind == "synthetic":  # same spec, same images: the spec identifies them
         return images, {"spec": f"synthetic:{len(images)}", "seed": RUN_IMAGE_SEED}
-    return images, {"spec": text, "sha256": array_id(images)}
+    return images, {"spec": text, "sha256": array_sha256(images)}
 
 
 def gate_pairs(engine: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -117,7 +108,7 @@ def gate_pairs(engine: Any) -> tuple[Any, dict[str, Any] | None]:
     if spec is None:
         return None, None
     pairs = load_pairs(spec, engine.model.preprocess.size)
-    digest = array_id(pairs.images_a, pairs.images_b, pairs.same)
+    digest = array_sha256(pairs.images_a, pairs.images_b, pairs.same)
     return pairs, {"spec": str(spec), "sha256": digest}
 
 

@@ -501,12 +501,9 @@ def _stored_embeddings(
 ) -> tuple[np.ndarray, str]:
     """``engine.embed(faces)`` through ``store`` (:attr:`BenchSpec.reuse_embeddings`), and
     where it came from (``built``, ``local``, ``remote``); verified by sha256 before use."""
-    import hashlib
-
+    from arcface_lab.core.files import array_sha256
     from arcface_lab.store import device_fingerprint
 
-    digest = hashlib.sha256(str((faces.dtype.str, faces.shape)).encode())
-    digest.update(np.ascontiguousarray(faces).tobytes())
     inputs = {
         "artifact": "embeddings",
         "model_sha256": model_sha256,
@@ -518,7 +515,7 @@ def _stored_embeddings(
         "batch_size": engine.batch_size,
         "preprocess": spec.preprocess,
         "device": device_fingerprint(),
-        "faces_sha256": digest.hexdigest(),
+        "faces_sha256": array_sha256(faces),
     }
 
     def build(tmp: Path) -> None:

@@ -329,7 +329,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         pre = e.preprocess
         what = f"{e.embedding_dim}-d" if e.kind == "embedding" else f"face {e.kind}"
         print(f"zoo:{e.name}  {e.architecture}, {what}  license {e.license}")
-        print(f"    source npm {e.npm} ({e.member}), sha256 {e.sha256}")
+        print(f"    source {e.registry} {e.package} ({e.member}), sha256 {e.sha256}")
         print(
             f"    input {pre.size[0]}x{pre.size[1]} {pre.layout} {'BGR' if pre.bgr else 'RGB'}, "
             f"(x - {pre.mean:g}) / {pre.std:g}"
@@ -513,8 +513,9 @@ def _embed_photos(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, Any
     return result.embeddings, result.aligned, result.engine
 
 
-def _align(args: argparse.Namespace) -> Any:
-    """Detect and align the faces of ``args.photos`` (an AlignResult); the faces params."""
+def _align(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Detect and align the faces of ``args.photos`` (an AlignResult), the faces params,
+    and with ``--check`` the re-alignment check through ``--model`` on ``--backend``."""
     from arcface_lab.config.params import FacesParams, load_params
     from arcface_lab.core.files import default_cache_root
     from arcface_lab.data.align import list_photos
@@ -523,34 +524,75 @@ def _align(args: argparse.Namespace) -> Any:
     faces = load_params(args.params).faces if args.params else FacesParams()
     cache = Path(args.cache_dir or default_cache_root())
     photos = list_photos(args.photos, cache)
-    finder = open_face_finder(faces, cache)
-    return align_photos(photos, finder, faces.min_face_px), faces
+    if not args.check:
+        finder = open_face_finder(faces, cache)
+        aligned = align_photos(photos, finder, faces.min_face_px, refine_steps=faces.refine_steps)
+        return aligned, faces, None
+    from arcface_lab.runs.faces import FacePipeline, alignment_check
+
+    with FacePipeline(args.model, args.backend, faces=faces, cache_dir=cache, strict=True) as pipe:
+        result = pipe.align(photos)
+        check = alignment_check(
+            result.faces, pipe.detector, pipe.engine, faces.realign, result.landmarks()
+        )
+        check["model"] = args.model
+        check["engine"] = pipe.engine.info.to_dict()
+    return result, faces, check
+
+
+def _print_realign(check: dict[str, Any]) -> None:
+    """The re-alignment check in a few lines (``align --check``)."""
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    t = check["targets"]
+    print(
+        f"re-alignment ({check['detector']}, {check['faces']} crops aligned again): "
+        f"{check['lost']} lost (target 0); landmarks against {check['against']}: median "
+        f"{fmt(check['px_median'], '.2f')} px (<= {t['px_median']:g}), max "
+        f"{fmt(check['px_max'], '.2f')} px (<= {t['px_max']:g}); embedding cosine through "
+        f"{check['model']} ({check['engine'].get('backend', '?')}): median "
+        f"{fmt(check['cosine_median'], '.4f')}, min {fmt(check['cosine_min'], '.4f')} "
+        f"(>= {t['cosine_min']:g}): {'PASS' if check['passed'] else 'FAIL'}"
+        + (f" ({'; '.join(check['misses'])})" if check["misses"] else "")
+    )
 
 
 def cmd_align(args: argparse.Namespace) -> int:
     from arcface_lab.core.files import atomic_path
 
-    if args.out.suffix.lower() != ".npy":
+    if args.out is None and not args.check:
+        raise InputError("--out FILE.npy is required (or --check alone)", argument="out")
+    if args.out is not None and args.out.suffix.lower() != ".npy":
         raise InputError(f"--out {args.out}: expected a .npy path (the index goes beside it)")
-    result, _ = _align(args)
-    index = args.out.with_suffix(".json")
+    result, _, check = _align(args)
     payload = result.to_dict()
-    with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, result.faces)
-    _write_json(index, payload)
+    if check is not None:
+        payload["realign"] = check
+    if args.out is not None:
+        index = args.out.with_suffix(".json")
+        with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, result.faces)
+        _write_json(index, payload)
     if args.report:
         from arcface_lab.report.faces import write_align_report
 
         write_align_report(result, args.report)
     counts = ", ".join(f"{n} {s}" for s, n in payload["photos"].items() if n)
+    where = f"wrote {args.out}: " if args.out is not None else ""
     print(
-        f"wrote {args.out}: {result.faces.shape[0]} aligned faces (uint8 112x112 RGB) from "
-        f"{len(result.photos)} photo(s) ({counts}); index {index}"
+        f"{where}{result.faces.shape[0]} aligned faces (uint8 112x112 RGB) from "
+        f"{len(result.photos)} photo(s) ({counts})"
+        + (f"; index {args.out.with_suffix('.json')}" if args.out is not None else "")
         + (f"; report {args.report / 'index.html'}" if args.report else "")
     )
     for record in result.photos:
         if record.status != "ok":
             print(f"  {record.photo}: {record.status}: {record.message}", file=sys.stderr)
+    if check is not None:
+        _print_realign(check)
+        return EXIT_OK if check["passed"] else EXIT_THRESHOLD
     return EXIT_OK
 
 
@@ -932,7 +974,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("align", help="detect, landmark and align every face of photos (112x112)")
     p.add_argument("photos", help="a photo, a folder of photos, or samples:face-api")
-    p.add_argument("--out", required=True, type=_out_file, help="uint8 (N, 112, 112, 3) .npy")
+    p.add_argument("--out", type=_out_file, help="uint8 (N, 112, 112, 3) .npy")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="align every crop again and measure the drift (landmarks to the template in px, "
+        "crops lost, embedding cosine through --model); exit 3 when faces.realign's targets "
+        "are missed",
+    )
+    p.add_argument(
+        "--model",
+        default="zoo:faceplugin-mbf",
+        help="--check: the embedder (default zoo:faceplugin-mbf)",
+    )
+    p.add_argument(
+        "--backend", default="onnxruntime", help="--check: its backend (default onnxruntime)"
+    )
     p.add_argument("--report", type=_out_dir, help="folder for an HTML contact sheet")
     p.add_argument("--params", type=Path, help="params file whose faces: block is used")
     p.add_argument("--cache-dir", type=Path, help="where the face models are cached")

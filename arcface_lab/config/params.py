@@ -30,14 +30,17 @@ from arcface_lab.core.version import REPO_ROOT
 from arcface_lab.errors import ParamsError
 
 __all__ = [
+    "BUILTIN_DETECTORS",
     "PRECISIONS",
     "BackendParams",
     "BenchParams",
     "DataParams",
     "FacesParams",
     "ModelParams",
+    "MtcnnParams",
     "OptimizeParams",
     "Params",
+    "RealignParams",
     "SpeedTarget",
     "StoreParams",
     "Thresholds",
@@ -169,21 +172,94 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class FacesParams:
-    """Finding faces in photos: the detector and landmark models, and what counts as a face.
+class MtcnnParams:
+    """MTCNN's search (``faces.detector: mtcnn``): the smallest face it looks for in pixels
+    (``min_size``), the image pyramid's scale step (``factor``), and the score P-Net and
+    R-Net candidates need to go on (``thresholds``; O-Net's is ``faces.score_min``),
+    Zhang et al.'s values by default; ``average_views``: each face's landmarks are O-Net's
+    mean over ten views of it (shifted and mirrored crops) rather than one crop's."""
 
-    ``score_min``: a detection below it is not a face; ``nms_iou``: two boxes overlapping
-    more are one face; ``min_face_px``: a face whose box is smaller on its short side is
-    recorded as ``too_small`` and not aligned (an upscaled face is not one the model saw).
-    ``shift_px``: the shift of the genuine pairs made from real faces (``faces:`` data).
+    min_size: int = 20
+    factor: float = 0.709
+    thresholds: tuple[float, float] = (0.6, 0.7)
+    average_views: bool = True
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: Ctx) -> MtcnnParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        steps = parse_list(m.get("thresholds", list(cls.thresholds)), ctx.child("thresholds"))
+        if len(steps) != 2:
+            raise ctx.child("thresholds").error("two scores: [P-Net, R-Net]", steps)
+        pnet, rnet = (
+            parse_float(v, ctx.child("thresholds").child(str(i)), 0.0, 1.0)
+            for i, v in enumerate(steps)
+        )
+        return cls(
+            min_size=parse_int(m.get("min_size", cls.min_size), ctx.child("min_size"), 12),
+            factor=parse_float(m.get("factor", cls.factor), ctx.child("factor"), 0.1, 0.95),
+            thresholds=(pnet, rnet),
+            average_views=parse_bool(
+                m.get("average_views", cls.average_views), ctx.child("average_views")
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RealignParams:
+    """How steady alignment must be (``arcface-lab align --check``, the real-faces run):
+    an aligned crop, aligned again, must put its five landmarks within ``px_median``
+    (median over crops) and ``px_max`` (every crop) pixels of the template, on average
+    over the five, and its embedding must keep cosine at least ``cosine_min`` against the
+    first alignment's; no crop may be lost."""
+
+    px_median: float = 1.5
+    px_max: float = 3.0
+    cosine_min: float = 0.98
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: Ctx) -> RealignParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+        return cls(
+            px_median=parse_float(m.get("px_median", cls.px_median), ctx.child("px_median"), 0.0),
+            px_max=parse_float(m.get("px_max", cls.px_max), ctx.child("px_max"), 0.0),
+            cosine_min=parse_float(
+                m.get("cosine_min", cls.cosine_min), ctx.child("cosine_min"), 0.0, 1.0
+            ),
+        )
+
+
+#: The face detectors that are not ONNX files: MTCNN (``zoo:mtcnn-*``).
+BUILTIN_DETECTORS = ("mtcnn",)
+
+
+@dataclass(frozen=True)
+class FacesParams:
+    """Finding faces in photos: the detector, and what counts as a face.
+
+    ``detector``: ``mtcnn`` (five landmarks of its own, the ArcFace template's convention;
+    searched as ``mtcnn`` says), or an ONNX box detector (``zoo:NAME`` or ``.onnx``)
+    followed by the 68-point ``landmarks`` model (reduced to five; used only then).
+    ``score_min``: a detection below it is not a face (MTCNN: O-Net's score);
+    ``nms_iou``: two boxes overlapping more are one face (ONNX detector; MTCNN's own
+    suppression is part of its algorithm); ``min_face_px``: a face whose box is smaller
+    on its short side is recorded as ``too_small`` and not aligned (an upscaled face is
+    not one the model saw). ``refine_steps``: times each face's landmarks are found again
+    on its own aligned crop and mapped back to the photo before the final crop (the
+    detector sees the face upright and at the template's scale, where it is steadiest;
+    0: the photo's landmarks as found); a face not found again on its own crop is
+    ``unsteady`` and not aligned. ``shift_px``: the shift of the genuine pairs made from
+    real faces (``faces:`` data). ``realign``: the targets of the re-alignment check.
     """
 
-    detector: str = "zoo:faceplugin-detect"
+    detector: str = "mtcnn"
     landmarks: str = "zoo:faceplugin-landmarks"
-    score_min: float = 0.65
+    score_min: float = 0.7
     nms_iou: float = 0.4
     min_face_px: int = 24
+    refine_steps: int = 3
     shift_px: int = 3
+    mtcnn: MtcnnParams = field(default_factory=MtcnnParams)
+    realign: RealignParams = field(default_factory=RealignParams)
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> FacesParams:
@@ -198,7 +274,12 @@ class FacesParams:
             min_face_px=parse_int(
                 m.get("min_face_px", cls.min_face_px), ctx.child("min_face_px"), 1
             ),
+            refine_steps=parse_int(
+                m.get("refine_steps", cls.refine_steps), ctx.child("refine_steps"), 0
+            ),
             shift_px=parse_int(m.get("shift_px", cls.shift_px), ctx.child("shift_px"), 1),
+            mtcnn=MtcnnParams.parse(m.get("mtcnn"), ctx.child("mtcnn")),
+            realign=RealignParams.parse(m.get("realign"), ctx.child("realign")),
         )
 
 

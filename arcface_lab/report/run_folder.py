@@ -28,8 +28,9 @@ __all__ = ["MEASURED", "OPTIONAL", "RunFolder"]
 #: The files every measured run has, in the order the run writes them.
 MEASURED = ("environment", "optimize", "drift", "verification", "bench", "verdict")
 #: Files a run may have: the failure record, the notebooks' status, the run's seconds,
-#: the scale section (params ``scale.faces``).
-OPTIONAL = ("error", "notebooks", "timing", "scale")
+#: the scale section (params ``scale.faces``), the re-alignment check of real faces
+#: (``faces:`` data).
+OPTIONAL = ("error", "notebooks", "timing", "scale", "alignment")
 _NAMES = MEASURED + OPTIONAL
 
 

@@ -453,3 +453,30 @@ def scale_identification(scale: Mapping[str, Any]) -> Table:
             ]
         )
     return Table(("1:N", "reference", "engine", "flips"), rows)
+
+
+def realignment(alignment: Mapping[str, Any]) -> Table:
+    """The re-alignment check of a run's real faces: each figure against its target."""
+    check = alignment.get("realign") or {}
+    t = check.get("targets") or {}
+    engine = (check.get("engine") or {}).get("backend", "the reference")
+    rows = [
+        ["crops aligned again", check.get("faces"), None, check.get("detector")],
+        ["crops lost (no face found again)", check.get("lost"), t.get("lost"), "must be 0"],
+        [
+            "landmarks to the template, median px",
+            _round(check.get("px_median"), 3),
+            t.get("px_median"),
+            "mean of the five points per crop",
+        ],
+        ["landmarks to the template, max px", _round(check.get("px_max"), 3), t.get("px_max"), ""],
+        ["worst single point px", _round(check.get("point_px_max"), 3), None, ""],
+        [
+            "embedding cosine, median",
+            _round(check.get("cosine_median"), 5),
+            None,
+            f"re-aligned crop against the first, {engine} FP32",
+        ],
+        ["embedding cosine, min", _round(check.get("cosine_min"), 5), t.get("cosine_min"), ""],
+    ]
+    return Table(("re-alignment", "measured", "target", "note"), rows)

@@ -14,6 +14,7 @@ Example::
     result.embeddings      # (N, 512) float32, L2-normalized, one row per aligned face
     result.aligned.index() # which photo and box each row came from
     result.engine          # backend, precision, device, fallbacks
+    pipe.check_alignment("photos/")  # how steady the crops are (align, align again)
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from arcface_lab.config.params import FacesParams
+from arcface_lab.config.params import FacesParams, RealignParams
 from arcface_lab.core.files import default_cache_root
 from arcface_lab.data.align import ARCFACE_SIZE, list_photos
 from arcface_lab.engines.registry import create_engine
 from arcface_lab.errors import InputError
-from arcface_lab.models.faces import AlignResult, FaceDetector, align_photos, open_face_finder
+from arcface_lab.models.faces import (
+    AlignResult,
+    FaceDetector,
+    align_photos,
+    open_face_finder,
+    realign,
+)
 from arcface_lab.models.source import ModelSource, resolve_model
 
-__all__ = ["FaceEmbeddings", "FacePipeline"]
+__all__ = ["FaceEmbeddings", "FacePipeline", "alignment_check"]
 
 
 @dataclass
@@ -115,7 +122,9 @@ class FacePipeline:
             if isinstance(photos, (str, Path))
             else [Path(p) for p in photos]
         )
-        return align_photos(paths, self.detector, self.faces.min_face_px)
+        return align_photos(
+            paths, self.detector, self.faces.min_face_px, refine_steps=self.faces.refine_steps
+        )
 
     def embed_photos(
         self, photos: str | Path | Sequence[str | Path], normalize: bool = True
@@ -128,3 +137,44 @@ class FacePipeline:
             dim = self.model.onnx_info().embedding_dim or 0
             emb = np.zeros((0, dim), dtype=np.float32)
         return FaceEmbeddings(emb, aligned, self.engine.info.to_dict())
+
+    def check_alignment(self, photos: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+        """Align ``photos``, align every crop again, and measure the drift: landmarks to
+        the template in px, crops lost, and the embedding's cosine through this engine
+        (:func:`alignment_check`), judged by ``faces.realign``."""
+        aligned = self.align(photos)
+        check = alignment_check(
+            aligned.faces, self.detector, self.engine, self.faces.realign, aligned.landmarks()
+        )
+        check["engine"] = self.engine.info.to_dict()
+        check["photos"] = aligned.counts()
+        return check
+
+
+def alignment_check(
+    crops: np.ndarray,
+    detector: FaceDetector,
+    engine: Any,
+    targets: RealignParams,
+    landmarks: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Re-alignment drift of aligned ``crops``: each found and aligned again by
+    ``detector``, the landmarks' distance to where the first alignment put them (its
+    ``landmarks`` in the photos; without them, the template), and each re-aligned crop's
+    embedding (``engine``) against the first one's; judged by ``targets``.
+
+    Raises:
+        InputError: ``crops`` are not aligned 112x112 RGB crops.
+    """
+    again = realign(crops, detector, landmarks)
+    kept = np.setdiff1d(np.arange(len(crops)), again.lost)
+    cosine = None
+    if kept.size:
+        first = engine.embed(crops[kept], normalize=True).astype(np.float64)
+        second = engine.embed(again.crops[kept], normalize=True).astype(np.float64)
+        cosine = np.sum(first * second, axis=1)
+    summary = again.summary(targets, cosine)
+    if cosine is not None:
+        for row, value in zip(kept.tolist(), cosine.tolist(), strict=True):
+            summary["per_face"][row]["cosine"] = round(float(value), 6)
+    return summary

@@ -291,6 +291,41 @@ def _verdict_json(
     return verdict, checks
 
 
+def _face_specs(params: Params) -> Any:
+    """The run's resolver of ``faces:`` data (None when it has none): optimize aligns the
+    photos through it, and the alignment check reads them back from it."""
+    from arcface_lab.core.files import default_cache_root
+    from arcface_lab.models.faces import FACES_PREFIX, FaceSpecs
+
+    d = params.data
+    if not any(s.startswith(FACES_PREFIX) for s in (d.images, d.held_out, d.pairs)):
+        return None
+    return FaceSpecs(params.faces, default_cache_root())
+
+
+def _alignment_json(params: Params, model: Any, faces: Any) -> dict[str, Any]:
+    """``alignment.json``: how steady the run's real faces are. Every photo's faces,
+    aligned again by the same detector, their landmarks against the template and their
+    embeddings through the reference (FP32) against the first alignment's."""
+    from arcface_lab.engines.registry import create_engine
+    from arcface_lab.measure.optimize import reference_backend
+    from arcface_lab.runs.faces import alignment_check
+
+    aligned = faces.everything()
+    backend = reference_backend(model, params.backends.reference)
+    t0 = time.perf_counter()
+    with create_engine(
+        backend, model, precision="fp32", strict=True, batch_size=params.backends.batch_size
+    ) as engine:
+        check = alignment_check(
+            aligned.faces, faces.finder, engine, params.faces.realign, aligned.landmarks()
+        )
+        check["engine"] = engine.info.to_dict()
+    check["seconds"] = round(time.perf_counter() - t0, 2)
+    per_photo = {p.photo: sum(f.index is not None for f in p.faces) for p in aligned.photos}
+    return {"realign": check, "faces_per_photo": per_photo, "aligned": aligned.to_dict()}
+
+
 def _measure(params: Params, folder: RunFolder) -> RunResult:
     """Optimize, then write the run files in the order of ``run_folder.MEASURED``."""
     from arcface_lab.measure.optimize import optimize
@@ -300,7 +335,8 @@ def _measure(params: Params, folder: RunFolder) -> RunResult:
     model = resolve_model(m.spec, arch=m.arch, preprocess=m.overrides(), seed=m.seed)
     env = environment(params, model)
     folder.write("environment", env, default=json_default)
-    opt = optimize(model, params, workdir=folder.path)
+    faces = _face_specs(params)
+    opt = optimize(model, params, workdir=folder.path, faces=faces)
     dims = {a.shape[-1] for a in opt.reference.outputs.values() if getattr(a, "ndim", 0) == 2}
     if len(dims) == 1:  # what the reference embedded, for the report's headline
         env["model"]["embedding_dim"] = int(dims.pop())
@@ -309,6 +345,9 @@ def _measure(params: Params, folder: RunFolder) -> RunResult:
     folder.write("drift", _drift_json(opt), default=json_default)
     folder.write("verification", _verification_json(params, opt), default=json_default)
     folder.write("bench", _bench_json(opt), default=json_default)
+    if faces is not None and faces.aligned:
+        print("  alignment: every real face aligned again ...", file=sys.stderr, flush=True)
+        folder.write("alignment", _alignment_json(params, model, faces), default=json_default)
     scale = None
     if params.scale.faces:
         from arcface_lab.runs.at_scale import scale_json

@@ -46,3 +46,24 @@ def test_a_failed_check_is_never_rounded_onto_its_target() -> None:
     assert _one_sentence(check) == "speedup: measured 3.749, target >= 4 (openvino/int8)."
     check = {"metric": "flips", "measured": 2, "target": "<= 0"}
     assert _one_sentence(check) == "flips: measured 2, target <= 0."
+
+
+def test_a_copy_has_every_measured_file_and_no_pages(tmp_path: Path) -> None:
+    """``render --out`` renders a copy: the scale section and the alignment check go with
+    it, the notebooks' status does not (the copy's notebooks have not run)."""
+    source = RunFolder(tmp_path / "run")
+    source.path.mkdir()
+    for name in ("environment", "verdict", "scale", "alignment", "timing", "notebooks"):
+        source.write(name, {"name": name})
+    (source.path / "index.html").write_text("<html></html>")
+    copy = source.copy_to(tmp_path / "copy")
+    assert sorted(p.name for p in copy.path.iterdir()) == [
+        "alignment.json",
+        "environment.json",
+        "scale.json",
+        "timing.json",
+        "verdict.json",
+    ]
+    assert copy.read("alignment") == {"name": "alignment"}
+    with pytest.raises(InputError, match="already exists"):
+        source.copy_to(tmp_path / "copy")

@@ -432,7 +432,8 @@ def _alignment_line(alignment: Mapping[str, Any] | None) -> tuple[str, str] | No
         f"{'steady' if c.get('passed') else 'NOT steady'}: {c.get('faces')} crops aligned "
         f"again by {c.get('detector')}, {c.get('lost')} lost, landmarks "
         f"{fmt(c.get('px_median'), '.2f')} px median / {fmt(c.get('px_max'), '.2f')} px max "
-        f"from the template, embedding cosine min {fmt(c.get('cosine_min'), '.4f')}",
+        f"from where the first alignment put them, embedding cosine min "
+        f"{fmt(c.get('cosine_min'), '.4f')}",
     )
 
 

@@ -85,7 +85,8 @@ class RunFolder:
         return self.file("notebooks").is_file()
 
     def copy_to(self, dest: Path) -> RunFolder:
-        """A new run folder ``dest`` with this one's measured files (not its pages).
+        """A new run folder ``dest`` with this one's measured files, every one of them but
+        the notebooks' status (not its pages).
 
         Raises:
             InputError: ``dest`` exists (a run folder is never overwritten).
@@ -95,7 +96,7 @@ class RunFolder:
             raise InputError(f"out_dir {dest}: already exists; runs are never overwritten")
         dest.mkdir(parents=True)
         copy = RunFolder(dest)
-        for name in (*MEASURED, "error", "timing"):
+        for name in (n for n in _NAMES if n != "notebooks"):
             payload = self.read(name, required=name == "environment")
             if payload is not None:
                 copy.write(name, payload)

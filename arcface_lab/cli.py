@@ -631,7 +631,9 @@ def _rates(text: str) -> tuple[float, ...]:
 
 
 def cmd_lowfar(args: argparse.Namespace) -> int:
-    """All-pairs TAR@FAR and 1:N on labelled embeddings; reference vs candidate."""
+    """All-pairs TAR@FAR and 1:N on labelled embeddings; reference vs candidate, and the
+    mixed case (the reference's gallery, the candidate's probes) with its re-enrolment
+    verdict."""
     from arcface_lab.core import lowfar
     from arcface_lab.data.labels import load_labels
     from arcface_lab.data.shards import open_embeddings
@@ -653,6 +655,15 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
         pairs = lowfar.all_pairs_verification(ref, labels, args.fars, block=args.block).to_dict()
         ident = lowfar.identification(ref, labels, args.fpirs, block=args.block).to_dict()
     payload["all_pairs"], payload["identification"] = pairs, ident
+    if args.candidate:
+        from arcface_lab.config.params import Params, load_params
+        from arcface_lab.measure.acceptance import reenrolment
+
+        limits = (load_params(args.params) if args.params else Params()).reenrolment
+        payload["mixed"] = {**pairs.pop("mixed"), "identification": ident.pop("mixed")}
+        payload["reenrolment"] = reenrolment(
+            payload["mixed"], payload["mixed"]["identification"], limits
+        )
     _write_json(args.out, payload)
     rows = pairs.get("points", [])
     print(f"{payload['faces']} faces, {payload['identities']} identities")
@@ -668,6 +679,15 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
         else:
             print(f"  FAR {p['far']:g}: TAR {p['tar']:.5f} ({p['impostors_at_threshold']} "
                   "impostor pairs at the threshold)")  # fmt: skip
+    for t in (payload.get("mixed") or {}).get("threshold_transfer", []):
+        if t["supported"]:
+            print(
+                f"  mixed at the reference's FAR {t['far_target']:g} threshold: FAR "
+                f"{t['far_measured']:.2g}, TAR {t['tar_measured']:.5f} (reference "
+                f"{t['tar_reference']:.5f}), {t['decision_flips']} decision flip(s)"
+            )
+    if "reenrolment" in payload:
+        print(f"  {payload['reenrolment']['reason']}")
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -1019,6 +1039,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fars", type=_rates, default="1e-1,1e-2,1e-3,1e-4,1e-5,1e-6")
     p.add_argument("--fpirs", type=_rates, default="1e-1,1e-2,1e-3")
     p.add_argument("--block", type=_positive_int, default=2048, help="rows per block (memory)")
+    p.add_argument(
+        "--params",
+        type=Path,
+        help="params file whose reenrolment: block judges the mixed case (default: defaults)",
+    )
     p.add_argument("--out", required=True, type=_out_file, help="low-FAR JSON")
     p.set_defaults(func=cmd_lowfar)
 

@@ -223,6 +223,146 @@ def test_compare_identification_lists_the_probes_that_flip() -> None:
             assert len(point["probes"]) == min(20, point["decision_flips"])
 
 
+# -- the mixed case: a gallery enrolled with the reference, probes from the candidate ---
+
+
+def _rotated(emb: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
+    """``emb`` turned by ``degrees`` in every plane of a random orthonormal basis:
+    cosines within the set are kept, cosines across the two sets are not."""
+    rng = np.random.default_rng(seed)
+    dim = emb.shape[1]
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    a = np.deg2rad(degrees)
+    turn = np.eye(dim)
+    for k in range(0, dim - 1, 2):
+        turn[k : k + 2, k : k + 2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    return (emb @ (basis @ turn @ basis.T)).astype(np.float32)
+
+
+def test_mixed_pairs_of_an_identical_candidate_are_the_references() -> None:
+    emb, labels = _faces(240, 50, seed=5)
+    out = compare_all_pairs(emb, emb.copy(), labels, fars=FARS)
+    for own, ref in zip(out["mixed"]["tar_at_far"], out["reference"]["points"], strict=True):
+        assert own == ref
+    for t in out["mixed"]["threshold_transfer"]:
+        if t["supported"]:
+            assert t["far_measured"] == t["far_reference"]
+            assert t["tar_measured"] == t["tar_reference"] and t["decision_flips"] == 0
+
+
+def test_mixed_threshold_transfer_equals_a_brute_force_count() -> None:
+    """A candidate near the reference (noise): the mixed scores, the reference's threshold
+    applied to them, counted over the full matrix."""
+    emb, labels = _faces(211, 40, seed=6)
+    rng = np.random.default_rng(3)
+    cand = emb + 0.25 * rng.normal(size=emb.shape).astype(np.float32)
+    out = compare_all_pairs(emb, cand, labels, fars=FARS, block=29)
+    i, j = np.triu_indices(len(emb), 1)
+    mixed = (_unit(emb) @ _unit(cand).T)[i, j]
+    ref_scores, genuine, _, _ = _brute_pairs(emb, labels)
+    checked = 0
+    for t in out["mixed"]["threshold_transfer"]:
+        if not t["supported"]:
+            continue
+        thr = t["threshold"]
+        assert t["far_measured"] == pytest.approx(np.mean(mixed[~genuine] > thr), abs=1e-12)
+        assert t["tar_measured"] == pytest.approx(np.mean(mixed[genuine] > thr), abs=1e-12)
+        flips = (ref_scores > thr) != (mixed > thr)
+        # float32 products in blocks may differ from the full matrix in the last bit
+        assert abs(t["decision_flips"] - int(flips.sum())) <= 2
+        lost = int((flips & genuine & (ref_scores > thr)).sum())
+        assert abs(t["genuine_lost"] - lost) <= 2
+        checked += 1
+    assert checked >= 2
+    imp = np.sort(mixed[~genuine])[::-1]
+    for p in out["mixed"]["tar_at_far"]:
+        if p["supported"]:
+            k = int(np.floor(p["far"] * imp.size + 1e-9))
+            assert p["threshold"] == pytest.approx(float(imp[k - 1]), abs=1e-6)
+            assert p["tar"] == pytest.approx(np.mean(mixed[genuine] > p["threshold"]), abs=1e-3)
+
+
+def test_a_rotated_embedding_space_keeps_its_own_figures_and_breaks_the_mixed_ones() -> None:
+    """Each engine alone is as good as the other (the rotation keeps every cosine within
+    a set); a gallery of one searched with the other's probes is not."""
+    emb, labels = _faces(300, 60, dim=32, spread=0.6, seed=7)
+    cand = _rotated(emb, 60.0)
+    pairs = compare_all_pairs(emb, cand, labels, fars=FARS)
+    for p in pairs["points"]:
+        if p["supported"]:
+            assert p["tar_delta"] == pytest.approx(0.0, abs=0.01)
+    for t in pairs["mixed"]["threshold_transfer"]:
+        if t["supported"] and t["far_target"] <= 1e-2:
+            assert t["tar_reference"] > 0.5 and t["tar_measured"] < 0.5 * t["tar_reference"]
+            assert t["decision_flips"] > 0 and t["genuine_lost"] > 0
+    ident = compare_identification(emb, cand, labels, fpirs=(1e-1,))
+    assert ident["rank_delta"]["1"] == pytest.approx(0.0, abs=0.02)
+    assert ident["mixed"]["rank"]["1"] < ident["reference"]["rank"]["1"] - 0.3
+    [t] = ident["mixed"]["threshold_transfer"]
+    assert t["fnir_measured"] > t["fnir_reference"] + 0.3 and t["decision_flips"] > 0
+
+
+def test_mixed_identification_equals_a_brute_force_search() -> None:
+    emb, labels = _faces(400, 90, spread=1.1, seed=8)
+    rng = np.random.default_rng(4)
+    cand = emb + 0.3 * rng.normal(size=emb.shape).astype(np.float32)
+    out = compare_identification(emb, cand, labels, fpirs=(1e-1, 1e-2), block=31)
+    gallery, probes = split_gallery(labels, 0.5)
+    s = _unit(cand)[probes] @ _unit(emb)[gallery].T
+    g_labels = labels[gallery]
+    mated = np.isin(labels[probes], g_labels)
+    own = np.array(
+        [row[g_labels == labels[p]][0] for row, p in zip(s[mated], probes[mated], strict=True)]
+    )
+    rank1 = np.array([np.count_nonzero(row > o) == 0 for row, o in zip(s[mated], own, strict=True)])
+    assert out["mixed"]["rank"]["1"] == pytest.approx(rank1.mean())
+    top = s[~mated].max(axis=1)
+    for t in out["mixed"]["threshold_transfer"]:
+        if not t["supported"]:
+            continue
+        thr = t["threshold"]
+        assert t["fpir_measured"] == pytest.approx(np.mean(top > thr))
+        assert t["fnir_measured"] == pytest.approx(1 - np.mean(rank1 & (own > thr)))
+
+
+def test_the_reenrolment_verdict_on_planted_engines() -> None:
+    """Identical engine: not required. A rotated embedding space (each engine alone as
+    good as the other): required, the reason naming the worst point. Operating points the
+    set cannot measure: not judged."""
+    from arcface_lab.config.params import ReenrolmentParams
+    from arcface_lab.measure.acceptance import reenrolment
+
+    emb, labels = _faces(300, 60, dim=32, spread=0.6, seed=7)
+    limits = ReenrolmentParams(fars=(1e-2, 1e-3), fpirs=(1e-1,))
+
+    def verdict(cand: np.ndarray, lim: ReenrolmentParams = limits) -> dict:
+        pairs = compare_all_pairs(emb, cand, labels, fars=FARS)
+        ident = compare_identification(emb, cand, labels, fpirs=(1e-1, 1e-2))
+        return reenrolment(pairs["mixed"], ident["mixed"], lim)
+
+    same = verdict(emb.copy())
+    assert same["required"] is False and same["reason"].startswith("No re-enrolment needed")
+    assert [p["holds"] for p in same["points"]] == [True, True, True]
+    assert all(p["decision_flips"] == 0 for p in same["points"])
+    turned = verdict(_rotated(emb, 60.0))
+    assert turned["required"] is True and turned["reason"].startswith("Re-enrol the gallery")
+    worst = max(turned["points"], key=lambda p: p["excess"])
+    rate = "FAR" if worst["mode"] == "1:1" else "FPIR"
+    assert f"{worst['mode']} at {rate} " in turned["reason"]
+    assert not any(p["holds"] for p in turned["points"])
+    far = next(p for p in turned["points"] if p["mode"] == "1:1" and p["far"] == 1e-3)
+    assert far["tar_loss"] == pytest.approx(far["tar_reference"] - far["tar_mixed"])
+    # a small, harmless perturbation holds under loose limits, fails under strict ones
+    rng = np.random.default_rng(9)
+    noisy = emb + 0.05 * rng.normal(size=emb.shape).astype(np.float32)
+    loose = ReenrolmentParams(fars=(1e-2,), fpirs=(), tar_loss_max=0.2, far_inflation_max=5.0)
+    assert verdict(noisy, loose)["required"] is False
+    unmeasurable = ReenrolmentParams(fars=(1e-9,), fpirs=(1e-9,))
+    nothing = verdict(emb.copy(), unmeasurable)
+    assert nothing["required"] is None and nothing["reason"].startswith("not judged")
+    assert [p["judged"] for p in nothing["points"]] == [False, False]
+
+
 def test_bad_inputs_are_named() -> None:
     emb, labels = _faces(50, 10)
     bad = emb.copy()
@@ -274,6 +414,20 @@ def test_the_command_reads_npy_shards_and_csv_labels(tmp_path, capsys) -> None:
     assert (got["faces"], got["identities"]) == (300, len(np.unique(labels)))
     out = capsys.readouterr().out
     assert "FAR 1e-06: n/a (" in out and "impostor pairs at the threshold" in out
+    # the mixed case and its verdict, judged by the params' reenrolment: block
+    mixed = json.loads(json.dumps(expected["mixed"]))
+    assert got["mixed"]["threshold_transfer"] == mixed["threshold_transfer"]
+    assert got["mixed"]["tar_at_far"] == mixed["tar_at_far"]
+    assert set(got["mixed"]["identification"]) >= {"rank", "threshold_transfer"}
+    assert "mixed" not in got["all_pairs"] and "mixed" not in got["identification"]
+    assert got["reenrolment"]["limits"]["fars"] == [1e-3, 1e-4]
+    assert "mixed at the reference's FAR 0.1 threshold: FAR " in out
+    assert got["reenrolment"]["reason"] in out
+    (tmp_path / "p.yaml").write_text("reenrolment: {fars: [0.1], fpirs: [0.1]}\n")
+    assert main([*argv[:-2], "--params", str(tmp_path / "p.yaml"), *argv[-2:]]) == 0
+    judged = json.loads((tmp_path / "l.json").read_text())["reenrolment"]
+    assert [(p["mode"], p["judged"]) for p in judged["points"]] == [("1:1", True), ("1:N", True)]
+    capsys.readouterr()
 
     (tmp_path / "short.txt").write_text("a\nb\n")
     argv[argv.index(str(tmp_path / "labels.csv"))] = str(tmp_path / "short.txt")

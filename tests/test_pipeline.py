@@ -362,6 +362,7 @@ def test_the_scale_section_embeds_a_labelled_set_and_gates_the_tar_delta(
             "fpirs": [0.2],
             "gate_far": 0.1,
         },
+        reenrolment={"fars": [0.1, 0.01], "fpirs": [0.2]},
         thresholds={
             "cosine_min": {"fp32": 0.99999},
             "decision_flips_max": 0,
@@ -392,3 +393,16 @@ def test_the_scale_section_embeds_a_labelled_set_and_gates_the_tar_delta(
     page = (result.run_dir / "index.html").read_text()
     assert "At scale: all-pairs verification (TAR at FAR)" in page
     assert "48 faces, 12 identities" in page
+    # an FP32 engine that passed at 0.99999: the reference's gallery still serves it
+    block = scale["reenrolment"]
+    assert block["required"] is False, block["reason"]
+    assert [(p["mode"], p["judged"]) for p in block["points"]] == [
+        ("1:1", True),
+        ("1:1", True),
+        ("1:N", True),
+    ]
+    transfer = scale["all_pairs"]["mixed"]["threshold_transfer"]
+    assert [t["far_target"] for t in transfer] == [0.1, 0.01]
+    assert "Switching from the reference to this engine" in page
+    assert "gallery re-enrolment</th><td>not required: No re-enrolment needed" in page
+    assert '<figure class="switching">' in page

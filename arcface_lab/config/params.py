@@ -41,6 +41,7 @@ __all__ = [
     "OptimizeParams",
     "Params",
     "RealignParams",
+    "ReenrolmentParams",
     "SpeedTarget",
     "StoreParams",
     "Thresholds",
@@ -280,6 +281,53 @@ class FacesParams:
             shift_px=parse_int(m.get("shift_px", cls.shift_px), ctx.child("shift_px"), 1),
             mtcnn=MtcnnParams.parse(m.get("mtcnn"), ctx.child("mtcnn")),
             realign=RealignParams.parse(m.get("realign"), ctx.child("realign")),
+        )
+
+
+@dataclass(frozen=True)
+class ReenrolmentParams:
+    """When switching engines needs the gallery enrolled again (the scale section's
+    ``reenrolment`` block): a gallery enrolled with the reference, probes embedded by the
+    chosen engine, judged at the reference's own operating thresholds.
+
+    At each of ``fars`` (1:1), re-enrolment is required when the mixed TAR falls more
+    than ``tar_loss_max`` below the reference's, or the FAR it really gives exceeds
+    ``far_inflation_max`` times the target; at each of ``fpirs`` (1:N), when the mixed
+    FNIR rises more than ``fnir_rise_max`` or the FPIR exceeds ``far_inflation_max``
+    times its target.
+    """
+
+    fars: tuple[float, ...] = (1e-3, 1e-4)
+    fpirs: tuple[float, ...] = (1e-2,)
+    tar_loss_max: float = 0.01
+    fnir_rise_max: float = 0.01
+    far_inflation_max: float = 2.0
+
+    @classmethod
+    def parse(cls, raw: Any, ctx: Ctx) -> ReenrolmentParams:
+        m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
+
+        def rates(key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+            values = parse_list(m[key], ctx.child(key)) if key in m else list(default)
+            return tuple(
+                parse_float(v, ctx.child(key).child(str(i)), 0.0, 1.0, open_lo=True)
+                for i, v in enumerate(values)
+            )
+
+        return cls(
+            fars=rates("fars", cls.fars),
+            fpirs=rates("fpirs", cls.fpirs),
+            tar_loss_max=parse_float(
+                m.get("tar_loss_max", cls.tar_loss_max), ctx.child("tar_loss_max"), 0.0, 1.0
+            ),
+            fnir_rise_max=parse_float(
+                m.get("fnir_rise_max", cls.fnir_rise_max), ctx.child("fnir_rise_max"), 0.0, 1.0
+            ),
+            far_inflation_max=parse_float(
+                m.get("far_inflation_max", cls.far_inflation_max),
+                ctx.child("far_inflation_max"),
+                1.0,
+            ),
         )
 
 
@@ -533,6 +581,7 @@ class Params:
     optimize: OptimizeParams = field(default_factory=OptimizeParams)
     faces: FacesParams = field(default_factory=FacesParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
+    reenrolment: ReenrolmentParams = field(default_factory=ReenrolmentParams)
     source: str = "<defaults>"
 
     @classmethod
@@ -549,6 +598,7 @@ class Params:
             "optimize",
             "faces",
             "scale",
+            "reenrolment",
         )
         m = parse_mapping(raw, ctx, keys)
         return cls(
@@ -562,6 +612,7 @@ class Params:
             optimize=OptimizeParams.parse(m.get("optimize"), ctx.child("optimize")),
             faces=FacesParams.parse(m.get("faces"), ctx.child("faces")),
             scale=ScaleParams.parse(m.get("scale"), ctx.child("scale")),
+            reenrolment=ReenrolmentParams.parse(m.get("reenrolment"), ctx.child("reenrolment")),
             source=source,
         )
 

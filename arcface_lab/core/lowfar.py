@@ -28,7 +28,14 @@ Conventions (the same in every function here):
   (NIST FRVT's identification mode, candidate list of one);
 * **reference vs candidate**: each result on its own, their difference, and the
   decisions that flip when both are judged at the *reference's* thresholds, the
-  pairs or probes listed (at most ``max_listed`` per operating point).
+  pairs or probes listed (at most ``max_listed`` per operating point);
+* **mixed** (a gallery enrolled with the reference, probes embedded by the candidate):
+  pair ``i < j`` scores the reference's ``i`` against the candidate's ``j``, and 1:N
+  searches the candidate's probes in the reference's gallery. Beside its own TAR (FNIR)
+  at each target, **threshold transfer** applies the reference's operating threshold to
+  the mixed scores: the FAR (FPIR) and TAR (FNIR) it really gives there, and the
+  decisions that differ from the reference's own. This is what a deployment that
+  switches engines without re-enrolling its gallery sees.
 """
 
 from __future__ import annotations
@@ -144,9 +151,16 @@ class _Block:
 
 
 def _pair_blocks(
-    sets: Sequence[np.ndarray], names: Sequence[str], codes: np.ndarray, block: int
+    sets: Sequence[np.ndarray],
+    names: Sequence[str],
+    codes: np.ndarray,
+    block: int,
+    scored: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[_Block]:
-    """Every unordered pair ``i < j`` once, a block at a time, scored in every set."""
+    """Every unordered pair ``i < j`` once, a block at a time, scored once per entry of
+    ``scored``: ``(a, b)`` scores row ``i`` of set ``a`` against row ``j`` of set ``b``
+    (default: each set against itself)."""
+    scored = scored or [(k, k) for k in range(len(sets))]
     spans = _spans(int(codes.size), block)
     for bi, (i0, i1) in enumerate(spans):
         rows = [_unit(e, i0, i1, n) for e, n in zip(sets, names, strict=True)]
@@ -156,7 +170,7 @@ def _pair_blocks(
                 if j0 == i0
                 else [_unit(e, j0, j1, n) for e, n in zip(sets, names, strict=True)]
             )
-            scores = tuple(r @ c.T for r, c in zip(rows, cols, strict=True))
+            scores = tuple(rows[a] @ cols[b].T for a, b in scored)
             same = codes[i0:i1, None] == codes[None, j0:j1]
             if j0 == i0:
                 index = np.flatnonzero(np.triu(np.ones(same.shape, dtype=bool), k=1))
@@ -300,7 +314,10 @@ def _all_pairs(
     labels: object,
     fars: Sequence[float],
     block: int,
+    scored: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[_Thresholds], np.ndarray, int]:
+    """Passes 1 and 2 over every pair, one state per entry of ``scored`` (see
+    :func:`_pair_blocks`)."""
     arrays = [_embeddings(e, n) for e, n in zip(sets, names, strict=True)]
     _same_shapes(arrays, names)
     codes = _codes(labels, arrays[0].shape[0])
@@ -308,14 +325,15 @@ def _all_pairs(
     n_gen, n_imp = _pair_counts(codes)
     if n_imp == 0:
         raise ValidationError("labels: every face has the same identity; no impostor pairs")
-    states = [_Thresholds(n_imp, targets) for _ in arrays]
+    scored = scored or [(k, k) for k in range(len(arrays))]
+    states = [_Thresholds(n_imp, targets) for _ in scored]
     size = _block_size(block)
-    for blk in _pair_blocks(arrays, names, codes, size):
+    for blk in _pair_blocks(arrays, names, codes, size, scored):
         for state, s in zip(states, blk.scores, strict=True):
             state.count(s.reshape(-1)[blk.index], blk.genuine)
     for state in states:
         state.bracket()
-    for blk in _pair_blocks(arrays, names, codes, size):
+    for blk in _pair_blocks(arrays, names, codes, size, scored):
         for state, s in zip(states, blk.scores, strict=True):
             state.keep(s.reshape(-1)[blk.index], blk.genuine)
     return states, codes, n_gen
@@ -336,6 +354,53 @@ def all_pairs_verification(
     return states[0].result(int(codes.size), int(codes.max()) + 1, n_gen)
 
 
+def _flip_record() -> dict[str, Any]:
+    return {
+        "genuine_lost": 0,
+        "genuine_gained": 0,
+        "impostor_accepted": 0,
+        "impostor_rejected": 0,
+        "pairs": [],
+    }
+
+
+def _count_flips(
+    rec: dict[str, Any], blk: _Block, r: np.ndarray, c: np.ndarray, t: float, max_listed: int
+) -> None:
+    """Add to ``rec`` the pairs of ``blk`` judged differently at ``t`` by scores ``r``
+    (the reference's) and ``c``."""
+    changed = np.flatnonzero((r > t) != (c > t))
+    if not changed.size:
+        return
+    gen = blk.genuine[changed]
+    lost = r[changed] > t
+    rec["genuine_lost"] += int(np.count_nonzero(gen & lost))
+    rec["genuine_gained"] += int(np.count_nonzero(gen & ~lost))
+    rec["impostor_accepted"] += int(np.count_nonzero(~gen & ~lost))
+    rec["impostor_rejected"] += int(np.count_nonzero(~gen & lost))
+    cols = blk.j[1] - blk.j[0]
+    for p in changed[: max(0, max_listed - len(rec["pairs"]))]:
+        flat = int(blk.index[p])
+        rec["pairs"].append(
+            [
+                blk.i[0] + flat // cols,
+                blk.j[0] + flat % cols,
+                float(r[p]),
+                float(c[p]),
+                bool(blk.genuine[p]),
+            ]
+        )
+
+
+def _flips(rec: dict[str, Any]) -> int:
+    return int(
+        rec["genuine_lost"]
+        + rec["genuine_gained"]
+        + rec["impostor_accepted"]
+        + rec["impostor_rejected"]
+    )
+
+
 def compare_all_pairs(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -343,6 +408,7 @@ def compare_all_pairs(
     fars: Sequence[float] = DEFAULT_FARS,
     block: int = 2048,
     max_listed: int = 20,
+    mixed: bool = True,
 ) -> dict[str, Any]:
     """All-pairs verification of reference and candidate embeddings of the same faces.
 
@@ -350,51 +416,33 @@ def compare_all_pairs(
     the pairs whose decision flips at the reference's threshold (genuine pairs the
     candidate rejects, impostors it accepts, and the reverse), counted, the first
     ``max_listed`` listed as ``[i, j, reference score, candidate score, genuine]``.
+
+    With ``mixed``, also the mixed comparisons (the reference's face ``i`` against the
+    candidate's face ``j``): ``mixed.tar_at_far`` (their TAR at their own thresholds)
+    and ``mixed.threshold_transfer`` (the reference's threshold applied to them: the
+    FAR and TAR measured, and the pairs judged differently from the reference's own).
     """
-    states, codes, n_gen = _all_pairs(
-        [reference, candidate], ["reference", "candidate"], labels, fars, block
-    )
+    sets, names = [reference, candidate], ["reference", "candidate"]
+    scored = [(0, 0), (1, 1), (0, 1)] if mixed else [(0, 0), (1, 1)]
+    states, codes, n_gen = _all_pairs(sets, names, labels, fars, block, scored)
     faces, ids = int(codes.size), int(codes.max()) + 1
-    ref = states[0].result(faces, ids, n_gen)
-    cand = states[1].result(faces, ids, n_gen)
+    results = [state.result(faces, ids, n_gen) for state in states]
+    ref, cand = results[0], results[1]
     thresholds = ref.thresholds()
-    flips: dict[float, dict[str, Any]] = {
-        f: {"genuine_lost": 0, "genuine_gained": 0, "impostor_accepted": 0,
-            "impostor_rejected": 0, "pairs": []}
-        for f in thresholds
-    }  # fmt: skip
+    flips = {f: _flip_record() for f in thresholds}
+    moved = {f: _flip_record() for f in thresholds}  # mixed against the reference
+    accepted = {f: [0, 0] for f in thresholds}  # mixed: genuine, impostor above t
     if thresholds:
-        for blk in _pair_blocks(
-            [_embeddings(reference, "reference"), _embeddings(candidate, "candidate")],
-            ["reference", "candidate"],
-            codes,
-            _block_size(block),
-        ):
-            r = blk.scores[0].reshape(-1)[blk.index]
-            c = blk.scores[1].reshape(-1)[blk.index]
+        arrays = [_embeddings(e, n) for e, n in zip(sets, names, strict=True)]
+        for blk in _pair_blocks(arrays, names, codes, _block_size(block), scored):
+            r, c = (blk.scores[k].reshape(-1)[blk.index] for k in (0, 1))
+            m = blk.scores[2].reshape(-1)[blk.index] if mixed else None
             for far, t in thresholds.items():
-                changed = np.flatnonzero((r > t) != (c > t))
-                if not changed.size:
-                    continue
-                rec = flips[far]
-                gen = blk.genuine[changed]
-                lost = r[changed] > t
-                rec["genuine_lost"] += int(np.count_nonzero(gen & lost))
-                rec["genuine_gained"] += int(np.count_nonzero(gen & ~lost))
-                rec["impostor_accepted"] += int(np.count_nonzero(~gen & ~lost))
-                rec["impostor_rejected"] += int(np.count_nonzero(~gen & lost))
-                cols = blk.j[1] - blk.j[0]
-                for p in changed[: max(0, max_listed - len(rec["pairs"]))]:
-                    flat = int(blk.index[p])
-                    rec["pairs"].append(
-                        [
-                            blk.i[0] + flat // cols,
-                            blk.j[0] + flat % cols,
-                            float(r[p]),
-                            float(c[p]),
-                            bool(blk.genuine[p]),
-                        ]
-                    )
+                _count_flips(flips[far], blk, r, c, t, max_listed)
+                if m is not None:
+                    _count_flips(moved[far], blk, r, m, t, max_listed)
+                    accepted[far][0] += int(np.count_nonzero(m[blk.genuine] > t))
+                    accepted[far][1] += int(np.count_nonzero(m[~blk.genuine] > t))
     points = []
     for p in ref.points:
         far = p["far"]
@@ -412,14 +460,41 @@ def compare_all_pairs(
                 "reference_tar": p["tar"],
                 "candidate_tar": tar_c,
                 "tar_delta": None if tar_c is None else tar_c - p["tar"],
-                "decision_flips": rec["genuine_lost"]
-                + rec["genuine_gained"]
-                + rec["impostor_accepted"]
-                + rec["impostor_rejected"],
+                "decision_flips": _flips(rec),
                 **rec,
             }
         )
-    return {"reference": ref.to_dict(), "candidate": cand.to_dict(), "points": points}
+    out = {"reference": ref.to_dict(), "candidate": cand.to_dict(), "points": points}
+    if mixed:
+        n_imp = ref.impostor_pairs
+        transfer = []
+        for p in ref.points:
+            if not p["supported"]:
+                transfer.append({"far_target": p["far"], "supported": False, "reason": p["reason"]})
+                continue
+            far, t = p["far"], p["threshold"]
+            gen_acc, imp_acc = accepted[far]
+            transfer.append(
+                {
+                    "far_target": far,
+                    "supported": True,
+                    "threshold": t,
+                    "far_reference": p["far_measured"],
+                    "tar_reference": p["tar"],
+                    "far_measured": imp_acc / n_imp,
+                    "tar_measured": gen_acc / n_gen if n_gen else 0.0,
+                    "decision_flips": _flips(moved[far]),
+                    **moved[far],
+                }
+            )
+        own = results[2]
+        out["mixed"] = {
+            "convention": "pair i < j: the reference's face i (the gallery) against the "
+            "candidate's face j (the probe)",
+            "tar_at_far": [dict(p) for p in own.points],
+            "threshold_transfer": transfer,
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- 1:N
@@ -475,9 +550,15 @@ def _read(emb: np.ndarray, rows: np.ndarray, name: str) -> np.ndarray:
 
 def _search(
     emb: np.ndarray, codes: np.ndarray, gallery: np.ndarray, probes: np.ndarray,
-    name: str, block: int,
+    name: str, block: int, enrolled: tuple[np.ndarray, str] | None = None,
 ) -> _Search:  # fmt: skip
-    """Every probe against the whole gallery, ``block`` probes x ``block`` entries at a time."""
+    """Every probe against the whole gallery, ``block`` probes x ``block`` entries at a time.
+
+    The probes are rows of ``emb``; the gallery's entries too, or rows of another set
+    (``enrolled``: its embeddings and name), as when a gallery enrolled by one engine is
+    searched with another's probes.
+    """
+    g_emb, g_name = enrolled if enrolled is not None else (emb, name)
     position = {int(c): i for i, c in enumerate(codes[gallery])}
     mate = np.array([position.get(int(c), -1) for c in codes[probes]], dtype=np.int64)
     n = int(probes.size)
@@ -485,14 +566,14 @@ def _search(
     mate_rank = np.zeros(n, dtype=np.int64)
     top = np.full(n, -np.inf, dtype=np.float32)
     g_spans = _spans(int(gallery.size), block)
-    g_blocks = [_read(emb, gallery[g0:g1], name) for g0, g1 in g_spans]
+    g_blocks = [_read(g_emb, gallery[g0:g1], g_name) for g0, g1 in g_spans]
     for p0, p1 in _spans(n, block):
         q = _read(emb, probes[p0:p1], name)
         m = mate[p0:p1]
         has = m >= 0
         own = np.full(p1 - p0, np.nan, dtype=np.float32)
         if has.any():
-            own[has] = np.einsum("ij,ij->i", q[has], _read(emb, gallery[m[has]], name))
+            own[has] = np.einsum("ij,ij->i", q[has], _read(g_emb, gallery[m[has]], g_name))
         above = np.zeros(p1 - p0, dtype=np.int64)
         for (g0, g1), g in zip(g_spans, g_blocks, strict=True):
             s = q @ g.T
@@ -569,7 +650,10 @@ def _identify(
     probe_index: np.ndarray | None,
     nonmated_fraction: float,
     block: int,
+    mixed: bool = False,
 ) -> tuple[list[_Search], int]:
+    """One search per set; with ``mixed``, one more: the second set's probes in the first
+    set's gallery."""
     arrays = [_embeddings(e, n) for e, n in zip(sets, names, strict=True)]
     _same_shapes(arrays, names)
     n_faces = arrays[0].shape[0]
@@ -584,6 +668,8 @@ def _identify(
     if np.unique(codes[g]).size != g.size:
         raise ValidationError("gallery_index: expected one entry per identity, got repeats")
     searches = [_search(a, codes, g, p, n, block) for a, n in zip(arrays, names, strict=True)]
+    if mixed:
+        searches.append(_search(arrays[1], codes, g, p, names[1], block, (arrays[0], names[0])))
     return searches, int(g.size)
 
 
@@ -627,6 +713,14 @@ def identification(
     return _result(searches[0], g, ranks, _fpir_points(searches[0], targets))
 
 
+def _decisions(search: _Search, t: float) -> np.ndarray:
+    """Per probe, whether the system says yes at ``t``: a mated probe's mate found at
+    rank 1 above it, a non-mated probe's false alarm."""
+    hit1 = search.mate_rank == 1
+    yes: np.ndarray = np.where(search.mated, hit1 & (search.mate_score > t), search.top_score > t)
+    return yes
+
+
 def compare_identification(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -636,6 +730,7 @@ def compare_identification(
     nonmated_fraction: float = 0.5,
     block: int = 2048,
     max_listed: int = 20,
+    mixed: bool = True,
 ) -> dict[str, Any]:
     """1:N identification of reference and candidate, their deltas and flipped probes.
 
@@ -643,12 +738,18 @@ def compare_identification(
     it: a mated probe found by one and missed by the other, or a non-mated probe that
     raises a false alarm in one only. ``rank1_flips`` counts mated probes whose mate
     is at rank 1 in one and not the other.
+
+    With ``mixed``, also the candidate's probes searched in the reference's gallery:
+    ``mixed.rank``, ``mixed.fnir_at_fpir`` (at its own thresholds) and
+    ``mixed.threshold_transfer`` (the reference's threshold applied: the FPIR and FNIR
+    measured, and the probes judged differently from the reference's own search).
     """
     targets = _targets(fpirs, "fpirs")
-    (ref_s, cand_s), g = _identify(
+    searches, g = _identify(
         [reference, candidate], ["reference", "candidate"], labels, None, None,
-        nonmated_fraction, _block_size(block),
+        nonmated_fraction, _block_size(block), mixed,
     )  # fmt: skip
+    ref_s, cand_s = searches[0], searches[1]
     ref_points = _fpir_points(ref_s, targets)
     ref = _result(ref_s, g, ranks, ref_points)
     cand = _result(cand_s, g, ranks, _fpir_points(cand_s, targets))
@@ -661,9 +762,7 @@ def compare_identification(
             points.append(rp)
             continue
         t = rp["threshold"]
-        ref_yes = np.where(ref_s.mated, ref_hit1 & (ref_s.mate_score > t), ref_s.top_score > t)
-        cand_yes = np.where(cand_s.mated, cand_hit1 & (cand_s.mate_score > t), cand_s.top_score > t)
-        changed = np.flatnonzero(ref_yes != cand_yes)
+        changed = np.flatnonzero(_decisions(ref_s, t) != _decisions(cand_s, t))
         points.append(
             {
                 "fpir": rp["fpir"],
@@ -676,10 +775,48 @@ def compare_identification(
                 "probes": [int(i) for i in ref_s.probes[changed[:max_listed]]],
             }
         )
-    return {
+    out: dict[str, Any] = {
         "reference": ref.to_dict(),
         "candidate": cand.to_dict(),
         "rank_delta": {str(r): cand.ranks[r] - ref.ranks[r] for r in ref.ranks if r in cand.ranks},
         "rank1_flips": int(rank1_flips),
         "points": points,
     }
+    if mixed:
+        mix_s = searches[2]
+        own = _result(mix_s, g, ranks, _fpir_points(mix_s, targets))
+        transfer: list[dict[str, Any]] = []
+        nonmated = ~ref_s.mated
+        hit1 = mix_s.mate_rank[mix_s.mated] == 1
+        for rp in ref_points:
+            if not rp["supported"]:
+                transfer.append(
+                    {"fpir_target": rp["fpir"], "supported": False, "reason": rp["reason"]}
+                )
+                continue
+            t = rp["threshold"]
+            found = hit1 & (mix_s.mate_score[mix_s.mated] > t)
+            changed = np.flatnonzero(_decisions(ref_s, t) != _decisions(mix_s, t))
+            transfer.append(
+                {
+                    "fpir_target": rp["fpir"],
+                    "supported": True,
+                    "threshold": t,
+                    "fpir_reference": rp["fpir_measured"],
+                    "fnir_reference": rp["fnir"],
+                    "fpir_measured": float(np.count_nonzero(mix_s.top_score[nonmated] > t))
+                    / int(np.count_nonzero(nonmated)),
+                    "fnir_measured": 1.0 - float(np.count_nonzero(found)) / hit1.size,
+                    "decision_flips": int(changed.size),
+                    "probes": [int(i) for i in ref_s.probes[changed[:max_listed]]],
+                }
+            )
+        mix_hit1 = mix_s.mate_rank == 1
+        out["mixed"] = {
+            "convention": "the candidate's probes searched in the reference's gallery",
+            "rank": {str(k): v for k, v in own.ranks.items()},
+            "rank1_flips": int(np.count_nonzero(ref_s.mated & (ref_hit1 != mix_hit1))),
+            "fnir_at_fpir": [dict(p) for p in own.points],
+            "threshold_transfer": transfer,
+        }
+    return out

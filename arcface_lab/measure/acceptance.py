@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from arcface_lab.config.params import Thresholds
+from arcface_lab.config.params import ReenrolmentParams, Thresholds
 from arcface_lab.core.speed import contains, format_interval
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "format_checks",
     "gate_checks",
+    "reenrolment",
     "speed_check",
     "verdict_passed",
 ]
@@ -205,3 +206,103 @@ def format_checks(checks: Iterable[Check], verdict: bool = True) -> str:
     if verdict:
         rows.append(f"verdict: {'PASS' if verdict_passed(checks) else 'FAIL'}")
     return "\n".join(rows)
+
+
+def _transfer(rows: Sequence[Mapping[str, Any]], key: str, target: float) -> Mapping[str, Any]:
+    return next((r for r in rows if r.get(key) == target), {})
+
+
+def reenrolment(
+    pairs_mixed: Mapping[str, Any] | None,
+    identification_mixed: Mapping[str, Any] | None,
+    limits: ReenrolmentParams,
+) -> dict[str, Any]:
+    """Must a gallery enrolled with the reference be enrolled again for this engine?
+
+    Reads the threshold transfer of :func:`arcface_lab.core.lowfar.compare_all_pairs`
+    (``mixed``) and :func:`~arcface_lab.core.lowfar.compare_identification`: at each
+    operating point of ``limits``, the reference's threshold applied to the mixed
+    comparisons (reference gallery, engine probes). ``required`` is True when any point
+    loses more TAR (gains more FNIR) or accepts more impostors than ``limits`` allow,
+    False when every point holds, None when no point could be measured. ``reason`` is
+    one sentence naming the worst point.
+    """
+    points: list[dict[str, Any]] = []
+    checks = (
+        ("1:1", "far", limits.fars, (pairs_mixed or {}).get("threshold_transfer") or []),
+        ("1:N", "fpir", limits.fpirs, (identification_mixed or {}).get("threshold_transfer") or []),
+    )
+    for mode, rate, targets, rows in checks:
+        for target in targets:
+            row = _transfer(rows, f"{rate}_target", target)
+            point: dict[str, Any] = {"mode": mode, rate: target}
+            if not row.get("supported"):
+                why = row.get("reason") or f"{rate.upper()} {target:g} was not measured"
+                points.append({**point, "judged": False, "reason": why})
+                continue
+            if mode == "1:1":
+                loss = float(row["tar_reference"]) - float(row["tar_measured"])
+                loss_max, what = limits.tar_loss_max, "TAR loss"
+                figures = {
+                    "tar_reference": row["tar_reference"],
+                    "tar_mixed": row["tar_measured"],
+                    "tar_loss": loss,
+                }
+            else:
+                loss = float(row["fnir_measured"]) - float(row["fnir_reference"])
+                loss_max, what = limits.fnir_rise_max, "FNIR rise"
+                figures = {
+                    "fnir_reference": row["fnir_reference"],
+                    "fnir_mixed": row["fnir_measured"],
+                    "fnir_rise": loss,
+                }
+            measured = float(row[f"{rate}_measured"])
+            inflation = measured / target
+            excess = max(loss / loss_max if loss_max else float(loss > 0),
+                         inflation / limits.far_inflation_max)  # fmt: skip
+            points.append(
+                {
+                    **point,
+                    "judged": True,
+                    "threshold": row["threshold"],
+                    **figures,
+                    f"{rate}_mixed": measured,
+                    f"{rate}_inflation": inflation,
+                    "decision_flips": int(row["decision_flips"]),
+                    "holds": loss <= loss_max and inflation <= limits.far_inflation_max,
+                    "excess": excess,
+                    "what": what,
+                }
+            )
+    judged = [p for p in points if p["judged"]]
+    limits_dict = asdict(limits)
+    if not judged:
+        return {
+            "required": None,
+            "reason": "not judged: no operating point could be measured on these faces",
+            "points": points,
+            "limits": limits_dict,
+        }
+    worst = max(judged, key=lambda p: p["excess"])
+    rate = "far" if worst["mode"] == "1:1" else "fpir"
+    where = f"{worst['mode']} at {rate.upper()} {worst[rate]:g}"
+    loss_key = "tar_loss" if worst["mode"] == "1:1" else "fnir_rise"
+    loss_max = limits.tar_loss_max if worst["mode"] == "1:1" else limits.fnir_rise_max
+    said = (
+        f"{worst['what']} {worst[loss_key]:+.4f} (at most {loss_max:g}), "
+        f"{rate.upper()} {worst[f'{rate}_mixed']:.2g} against a target of {worst[rate]:g} "
+        f"({worst[f'{rate}_inflation']:.2f}x, at most {limits.far_inflation_max:g}x), "
+        f"{worst['decision_flips']} decision flip(s)"
+    )
+    required = not all(p["holds"] for p in judged)
+    if required:
+        reason = (
+            f"Re-enrol the gallery: with the reference's gallery, this engine's probes at the "
+            f"reference's threshold miss the limits at {where}: {said}."
+        )
+    else:
+        reason = (
+            f"No re-enrolment needed: every operating point holds with the reference's "
+            f"gallery and threshold; the closest is {where}: {said}."
+        )
+    return {"required": required, "reason": reason, "points": points, "limits": limits_dict}

@@ -7,8 +7,14 @@ cosine gates are vertical lines (a point right of its precision's gate fails it)
 hardware class's speed target a horizontal one, the chosen engine a star. Drawn from
 ``optimize.json`` alone, by the report (a PNG in ``index.html``) and notebook 03.
 
-The figure is a :class:`matplotlib.figure.Figure` made without pyplot, so drawing it
-never changes the caller's matplotlib backend.
+The switching picture (:func:`switching_figure`): TAR against FAR from the scale
+section, for the reference alone, the engine alone and the mixed comparisons (a gallery
+enrolled with the reference, the engine's probes), each at its own thresholds, and the
+mixed comparisons at the reference's operating thresholds (what a deployment that does
+not re-enrol sees).
+
+The figures are :class:`matplotlib.figure.Figure`\\ s made without pyplot, so drawing
+them never changes the caller's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FLOOR", "frontier_figure", "frontier_png", "frontier_points"]
+__all__ = [
+    "FLOOR",
+    "frontier_figure",
+    "frontier_png",
+    "frontier_points",
+    "switching_figure",
+    "switching_png",
+]
 
 #: ``1 - cosine`` below this is drawn at it (float32 embeddings agree to about 1e-7).
 FLOOR = 1e-8
@@ -151,6 +164,58 @@ def frontier_png(
     if not frontier_points(optimized):
         return None
     fig = frontier_figure(optimized, gates, target, target_label)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _curve(points: Any, far_key: str = "far", tar_key: str = "tar") -> tuple[list, list]:
+    rows = [p for p in points or [] if p.get("supported")]
+    return [float(p[far_key]) for p in rows], [float(p[tar_key]) for p in rows]
+
+
+def switching_figure(scale: Mapping[str, Any]) -> Any:
+    """TAR against FAR (log) for reference, engine and mixed (see the module docstring)."""
+    from matplotlib.figure import Figure
+
+    pairs = scale.get("all_pairs") or {}
+    mixed = pairs.get("mixed") or {}
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for label, points, style in (
+        ("reference gallery + reference probes", (pairs.get("reference") or {}).get("points"),
+         "o-"),
+        ("engine gallery + engine probes", (pairs.get("candidate") or {}).get("points"), "s--"),
+        ("reference gallery + engine probes (mixed)", mixed.get("tar_at_far"), "^-"),
+    ):  # fmt: skip
+        far, tar = _curve(points)
+        if far:
+            ax.plot(far, tar, style, label=label, markersize=5)
+    far, tar = _curve(mixed.get("threshold_transfer"), "far_measured", "tar_measured")
+    if far:
+        ax.plot(
+            [max(f, FLOOR) for f in far], tar, "x", color="tab:red", markersize=9,
+            label="mixed at the reference's thresholds (no re-enrolment)",
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("FAR (impostor pairs accepted)")
+    ax.set_ylabel("TAR (genuine pairs accepted)")
+    ax.set_title("Switching engines: one gallery, two embedders")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def switching_png(scale: Mapping[str, Any]) -> str | None:
+    """:func:`switching_figure` as base64 PNG; None without mixed figures or matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        return None
+    if not ((scale.get("all_pairs") or {}).get("mixed") or {}).get("tar_at_far"):
+        return None
+    fig = switching_figure(scale)
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96)

@@ -191,6 +191,9 @@ def _headline(
     aligned = _alignment_line(folder.read("alignment", required=False))
     if aligned:
         rows.append(aligned)
+    switching = _reenrolment_line(folder.read("scale", required=False))
+    if switching:
+        rows.append(switching)
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="headline">{body}</table>' + _verdict_summary(verdict)
 
@@ -398,6 +401,41 @@ def _scale(scale: Mapping[str, Any] | None) -> str:
     )
 
 
+def _switching(scale: Mapping[str, Any] | None) -> str:
+    """Switching from the reference to this engine: the re-enrolment verdict, its points
+    and the TAR-FAR picture of reference, engine and mixed (absent without a scale run)."""
+    from arcface_lab.report.figures import switching_png
+
+    block = (scale or {}).get("reenrolment")
+    if not block:
+        return ""
+    intro = (
+        f"{block['reason']} A gallery enrolled with the reference is searched with this "
+        "engine's probes and judged at the reference's own operating thresholds "
+        "(params reenrolment)."
+    )
+    png = switching_png(scale or {})
+    figure = (
+        f'<figure class="switching"><img alt="TAR against FAR: reference, engine, mixed" '
+        f'src="data:image/png;base64,{png}"></figure>'
+        if png
+        else ""
+    )
+    return (
+        _section("Switching from the reference to this engine", tables.reenrolment(block), intro)
+        + figure
+    )
+
+
+def _reenrolment_line(scale: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The headline's row for the re-enrolment verdict (None without one)."""
+    block = (scale or {}).get("reenrolment")
+    if not block:
+        return None
+    word = {True: "REQUIRED", False: "not required", None: "not judged"}[block["required"]]
+    return ("gallery re-enrolment", f"{word}: {block['reason']}")
+
+
 def _alignment(alignment: Mapping[str, Any] | None) -> str:
     """How steady the run's real faces are: each crop aligned again (absent: no photos)."""
     if not alignment:
@@ -522,6 +560,7 @@ def render(run_dir: str | Path) -> Path:
             _MEMORY_NOTE,
         ),
         _scale(folder.read("scale", required=False)),
+        _switching(folder.read("scale", required=False)),
         _alignment(folder.read("alignment", required=False)),
         _environment(env),
     ]

@@ -480,3 +480,41 @@ def realignment(alignment: Mapping[str, Any]) -> Table:
         ["embedding cosine, min", _round(check.get("cosine_min"), 5), t.get("cosine_min"), ""],
     ]
     return Table(("re-alignment", "measured", "target", "note"), rows)
+
+
+def reenrolment(block: Mapping[str, Any]) -> Table:
+    """The re-enrolment verdict's operating points: reference against mixed."""
+    rows = []
+    for p in block.get("points") or []:
+        rate = "far" if p["mode"] == "1:1" else "fpir"
+        where = f"{p['mode']} {rate.upper()} {p[rate]:g}"
+        if not p["judged"]:
+            rows.append([where, None, None, None, None, None, p["reason"]])
+            continue
+        if p["mode"] == "1:1":
+            ref, mix, loss = p["tar_reference"], p["tar_mixed"], p["tar_loss"]
+        else:
+            ref, mix, loss = p["fnir_reference"], p["fnir_mixed"], p["fnir_rise"]
+        rows.append(
+            [
+                where,
+                _round(ref, 5),
+                _round(mix, 5),
+                _round(loss, 5),
+                f"{p[f'{rate}_mixed']:.2g} ({p[f'{rate}_inflation']:.2f}x)",
+                p["decision_flips"],
+                "holds" if p["holds"] else "RE-ENROL",
+            ]
+        )
+    return Table(
+        (
+            "operating point",
+            "reference TAR / FNIR",
+            "mixed TAR / FNIR",
+            "loss",
+            "mixed FAR / FPIR (x target)",
+            "decision flips",
+            "",
+        ),
+        rows,
+    )

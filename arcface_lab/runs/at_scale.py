@@ -6,7 +6,10 @@ optimize chose, each streamed into shards (:mod:`arcface_lab.runs.stream`), and 
 ``scale.json``: per engine its throughput and peak memory, then all-pairs TAR at each
 FAR and 1:N identification for both, their deltas and the decisions that flip at the
 reference's thresholds (:mod:`arcface_lab.core.lowfar`). ``thresholds.tar_delta_max``
-makes the TAR delta at ``scale.gate_far`` a verdict check.
+makes the TAR delta at ``scale.gate_far`` a verdict check. The mixed comparisons (a
+gallery enrolled with the reference, probes from the engine) give the ``reenrolment``
+block: whether switching to the engine needs the gallery enrolled again, judged by
+``params.reenrolment`` (:func:`arcface_lab.measure.acceptance.reenrolment`).
 
 The faces are synthetic and the seeded models untrained: the TAR itself identifies
 nothing; the flips and the deltas say whether the engine is still the reference.
@@ -29,7 +32,7 @@ from arcface_lab.data.images import RUN_IMAGE_SEED
 from arcface_lab.data.shards import read_shards
 from arcface_lab.data.stream import ImageSource, NpySource, SyntheticSource
 from arcface_lab.engines.registry import create_engine
-from arcface_lab.measure.acceptance import Check
+from arcface_lab.measure.acceptance import Check, reenrolment
 from arcface_lab.measure.optimize import engine_options, reference_backend
 from arcface_lab.runs.stream import embed_to_shards
 
@@ -149,6 +152,7 @@ def scale_json(params: Params, model: Any, opt: Any, threads: int = 0) -> dict[s
         "gate_far": scale.gate_far,
         "all_pairs": pairs,
         "identification": ident,
+        "reenrolment": reenrolment(pairs.get("mixed"), ident.get("mixed"), params.reenrolment),
     }
 
 

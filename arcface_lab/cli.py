@@ -692,6 +692,50 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_golden_record(args: argparse.Namespace) -> int:
+    """Embed faces once and keep them, with what made them, as a golden folder."""
+    from arcface_lab.measure.golden import record_golden
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise InputError(
+            f"--out {args.out}: exists and is not empty; a golden is never written over",
+            argument="out",
+        )
+    model = _model(args)
+    faces = _images(args.input, model.preprocess.size)
+    labels = None
+    if args.labels:
+        from arcface_lab.data.labels import load_labels
+
+        labels = load_labels(args.labels, len(faces))
+    with _engine(args, model) as engine:
+        out = record_golden(args.out, engine, model, faces, labels)
+        info = engine.info
+    print(
+        f"recorded {len(faces)} faces ({'labelled' if labels is not None else 'no labels'}) "
+        f"embedded by {info.backend}/{info.precision} on {info.device} in {out}"
+    )
+    return EXIT_OK
+
+
+def cmd_golden_check(args: argparse.Namespace) -> int:
+    """Embed a golden folder's faces now and judge them with the face gates (exit 3: off)."""
+    from arcface_lab.config.params import Params, default_params_file, load_params
+    from arcface_lab.measure.golden import check_golden
+
+    source = args.params or default_params_file()
+    params = load_params(source) if source else Params()
+    model = _model(args)
+    with _engine(args, model) as engine:
+        result = check_golden(args.golden, engine, model, params.thresholds, params.reenrolment)
+    if args.out:
+        _write_json(args.out, result)
+    for gate in result["gates"]:
+        print(f"  {'holds' if gate['holds'] else 'FAIL '}  {gate['gate']}: {gate['measured']}")
+    print(result["reason"])
+    return EXIT_OK if result["passed"] else EXIT_THRESHOLD
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from arcface_lab.core.metrics import compare_verification, cosine_drift, flip_sum, mirror
     from arcface_lab.data.pairs import load_pairs
@@ -1046,6 +1090,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=_out_file, help="low-FAR JSON")
     p.set_defaults(func=cmd_lowfar)
+
+    p = sub.add_parser(
+        "golden", help="record a model's embeddings of your faces; check them after an upgrade"
+    )
+    golden = p.add_subparsers(dest="golden_command", required=True, parser_class=_Parser)
+    g = golden.add_parser("record", help="embed faces and keep them as a golden folder")
+    _add_model_args(g)
+    _add_engine_args(g)
+    g.add_argument("--input", required=True, help=".npy of aligned crops, images, synthetic:N")
+    g.add_argument("--labels", type=Path, help="one identity per face (.csv, .txt, .npy)")
+    g.add_argument("--out", required=True, type=Path, help="the golden folder (new or empty)")
+    g.set_defaults(func=cmd_golden_record)
+    g = golden.add_parser(
+        "check",
+        help="embed a golden folder's faces now and judge them (--params: the thresholds and "
+        "reenrolment limits; default params/default.yaml)",
+    )
+    g.add_argument("golden", type=Path, help="a folder golden record wrote")
+    _add_model_args(g)
+    _add_engine_args(g)
+    g.add_argument("--out", type=_out_file, help="the check as JSON")
+    g.set_defaults(func=cmd_golden_check)
 
     p = sub.add_parser("bench", help="latency, throughput, memory and speedup vs the reference")
     _add_model_args(p)

@@ -20,6 +20,7 @@ __all__ = [
     "DiskFullError",
     "EngineError",
     "EngineIntegrityError",
+    "GoldenIntegrityError",
     "InputError",
     "ModelFormatError",
     "ModelIntegrityError",
@@ -116,6 +117,10 @@ class EngineIntegrityError(ArcfaceLabError):
 
 class ModelIntegrityError(EngineIntegrityError):
     """A model file (a zoo download) does not match the sha256 it is listed with."""
+
+
+class GoldenIntegrityError(EngineIntegrityError):
+    """A golden folder's file is missing or does not match the sha256 it was recorded with."""
 
 
 class StoreError(ArcfaceLabError):

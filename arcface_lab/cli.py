@@ -283,6 +283,19 @@ def _images(spec: str, size: tuple[int, int]) -> np.ndarray:
     return images_from_spec(spec, size)[0]
 
 
+def _storages(text: str) -> tuple[str, ...]:
+    """``--gallery-storage``: comma-separated names of :data:`GALLERY_STORAGES`."""
+    from arcface_lab.config.params import GALLERY_STORAGES
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in GALLERY_STORAGES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma-separated list of {', '.join(GALLERY_STORAGES)}"
+        )
+    return names
+
+
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
     from arcface_lab.core.files import write_text_atomic
 
@@ -664,6 +677,15 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
         payload["reenrolment"] = reenrolment(
             payload["mixed"], payload["mixed"]["identification"], limits
         )
+    if args.gallery_storage:
+        from arcface_lab.config.params import Params, load_params
+        from arcface_lab.measure.storage import storage_table
+
+        limits = (load_params(args.params) if args.params else Params()).reenrolment
+        stored = cand if args.candidate else ref
+        payload["gallery_storage"] = storage_table(
+            np.asarray(stored), labels, args.gallery_storage, limits.fars, limits.fpirs
+        )
     _write_json(args.out, payload)
     rows = pairs.get("points", [])
     print(f"{payload['faces']} faces, {payload['identities']} identities")
@@ -688,6 +710,15 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
             )
     if "reenrolment" in payload:
         print(f"  {payload['reenrolment']['reason']}")
+    for r in (payload.get("gallery_storage") or {}).get("storages", []):
+        if not r["supported"]:
+            print(f"  gallery as {r['storage']}: n/a ({r['reason']})")
+            continue
+        flips = sum(v.get("decision_flips", 0) for v in r["verification"])
+        print(
+            f"  gallery as {r['storage']}: {r['bytes_per_face']} bytes a face, "
+            f"{flips} 1:1 decision flip(s), rank-1 {r['rank1_float32']} -> {r['rank1']}"
+        )
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -1087,6 +1118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--params",
         type=Path,
         help="params file whose reenrolment: block judges the mixed case (default: defaults)",
+    )
+    p.add_argument(
+        "--gallery-storage",
+        type=_storages,
+        help="float16,int8,pq64: the figures with the gallery stored so (the candidate's "
+        "embeddings, else the reference's), against float32",
     )
     p.add_argument("--out", required=True, type=_out_file, help="low-FAR JSON")
     p.set_defaults(func=cmd_lowfar)

@@ -361,6 +361,7 @@ def test_the_scale_section_embeds_a_labelled_set_and_gates_the_tar_delta(
             "fars": [0.1, 0.01],
             "fpirs": [0.2],
             "gate_far": 0.1,
+            "gallery_storage": ["int8", "pq64"],
         },
         reenrolment={"fars": [0.1, 0.01], "fpirs": [0.2]},
         thresholds={
@@ -404,5 +405,10 @@ def test_the_scale_section_embeds_a_labelled_set_and_gates_the_tar_delta(
     transfer = scale["all_pairs"]["mixed"]["threshold_transfer"]
     assert [t["far_target"] for t in transfer] == [0.1, 0.01]
     assert "Switching from the reference to this engine" in page
-    assert "gallery re-enrolment</th><td>not required: No re-enrolment needed" in page
+    assert "gallery re-enrolment</th><td>No re-enrolment needed" in page
     assert '<figure class="switching">' in page
+    # the gallery stored as int8 (measured) and pq64 (48 faces cannot train it: said so)
+    int8, pq = scale["gallery_storage"]["storages"]
+    assert int8["storage"] == "int8" and int8["supported"] and int8["bytes_per_face"] == 516
+    assert not pq["supported"] and "256" in pq["reason"]
+    assert "What storing the gallery costs" in page

@@ -229,6 +229,8 @@ class RealignParams:
         )
 
 
+#: How a gallery can be stored (:mod:`arcface_lab.measure.storage`).
+GALLERY_STORAGES = ("float16", "int8", "pq64")
 #: The face detectors that are not ONNX files: MTCNN (``zoo:mtcnn-*``).
 BUILTIN_DETECTORS = ("mtcnn",)
 
@@ -338,7 +340,9 @@ class ScaleParams:
     ``faces``: how many (0: no scale section), sized to take about a minute on the
     machine the params are for; ``faces_per_identity``: images per synthetic identity;
     ``fars`` / ``fpirs``: the all-pairs and 1:N operating points; ``gate_far``: the FAR at
-    which ``thresholds.tar_delta_max`` judges the engine's TAR against the reference's.
+    which ``thresholds.tar_delta_max`` judges the engine's TAR against the reference's;
+    ``gallery_storage``: the compressed galleries whose cost is measured on the chosen
+    engine's embeddings (:data:`arcface_lab.measure.storage.STORAGES`; empty: none).
     """
 
     faces: int = 0
@@ -347,6 +351,7 @@ class ScaleParams:
     fars: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
     fpirs: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
     gate_far: float = 1e-3
+    gallery_storage: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> ScaleParams:
@@ -375,6 +380,14 @@ class ScaleParams:
             fpirs=rates("fpirs", cls.fpirs),
             gate_far=parse_float(
                 m.get("gate_far", cls.gate_far), ctx.child("gate_far"), 1e-12, 0.999999
+            ),
+            gallery_storage=tuple(
+                parse_str(v, ctx.child("gallery_storage").child(str(i)), GALLERY_STORAGES)
+                for i, v in enumerate(
+                    parse_list(m["gallery_storage"], ctx.child("gallery_storage"))
+                    if m.get("gallery_storage")
+                    else []
+                )
             ),
         )
 

@@ -421,9 +421,22 @@ def _switching(scale: Mapping[str, Any] | None) -> str:
         if png
         else ""
     )
+    storage = (scale or {}).get("gallery_storage")
+    stored = (
+        _section(
+            "What storing the gallery costs",
+            tables.gallery_storage(storage),
+            f"The chosen engine's {storage['faces']} embeddings with the gallery stored "
+            "compressed and the probes in float32, judged at float32's thresholds (params "
+            "scale.gallery_storage; the operating points of reenrolment).",
+        )
+        if storage
+        else ""
+    )
     return (
         _section("Switching from the reference to this engine", tables.reenrolment(block), intro)
         + figure
+        + stored
     )
 
 
@@ -432,8 +445,7 @@ def _reenrolment_line(scale: Mapping[str, Any] | None) -> tuple[str, str] | None
     block = (scale or {}).get("reenrolment")
     if not block:
         return None
-    word = {True: "REQUIRED", False: "not required", None: "not judged"}[block["required"]]
-    return ("gallery re-enrolment", f"{word}: {block['reason']}")
+    return ("gallery re-enrolment", str(block["reason"]))
 
 
 def _alignment(alignment: Mapping[str, Any] | None) -> str:

@@ -518,3 +518,46 @@ def reenrolment(block: Mapping[str, Any]) -> Table:
         ),
         rows,
     )
+
+
+def gallery_storage(block: Mapping[str, Any]) -> Table:
+    """Each stored gallery against float32: bytes, TAR at the FARs, rank-1, FNIR, flips."""
+    rows: list[list[Any]] = [
+        ["float32", block.get("float32_bytes_per_face"), 1.0, None, None, None, None, ""]
+    ]
+    for r in block.get("storages") or []:
+        if not r["supported"]:
+            rows.append([r["storage"], None, None, None, None, None, None, r["reason"]])
+            continue
+        ver = [v for v in r["verification"] if v.get("supported", True)]
+        ident = [p for p in r["identification"] if p.get("supported", True)]
+        rows.append(
+            [
+                r["storage"],
+                r["bytes_per_face"],
+                _round(r["compression"], 1),
+                "; ".join(f"{v['far']:g}: {v['tar_float32']:.4f} -> {v['tar']:.4f}" for v in ver)
+                or None,
+                sum(v["decision_flips"] for v in ver),
+                (None if r["rank1"] is None else f"{r['rank1_float32']:.4f} -> {r['rank1']:.4f}"),
+                "; ".join(
+                    f"{p['fpir']:g}: {p['fnir_float32']:.4f} -> {p['fnir']:.4f}" for p in ident
+                )
+                or None,
+                f"{r['rank1_flips']} rank-1, "
+                f"{sum(p['decision_flips'] for p in ident)} at the FPIRs",
+            ]
+        )
+    return Table(
+        (
+            "gallery stored as",
+            "bytes a face",
+            "x smaller",
+            "TAR at FAR (float32 -> stored)",
+            "1:1 flips",
+            "rank-1",
+            "FNIR at FPIR",
+            "1:N flips / note",
+        ),
+        rows,
+    )

@@ -34,6 +34,7 @@ from arcface_lab.data.stream import ImageSource, NpySource, SyntheticSource
 from arcface_lab.engines.registry import create_engine
 from arcface_lab.measure.acceptance import Check, reenrolment
 from arcface_lab.measure.optimize import engine_options, reference_backend
+from arcface_lab.measure.storage import storage_table
 from arcface_lab.runs.stream import embed_to_shards
 
 __all__ = ["SCALE_SEED", "scale_check", "scale_json"]
@@ -134,7 +135,7 @@ def scale_json(params: Params, model: Any, opt: Any, threads: int = 0) -> dict[s
         )  # fmt: skip
     pairs = compare_all_pairs(ref, emb, labels, fars=scale.fars, max_listed=10)
     ident = compare_identification(ref, emb, labels, fpirs=scale.fpirs, max_listed=10)
-    return {
+    out: dict[str, Any] = {
         "faces": scale.faces,
         "identities": int(labels[-1]) + 1,
         "faces_per_identity": per,
@@ -154,6 +155,11 @@ def scale_json(params: Params, model: Any, opt: Any, threads: int = 0) -> dict[s
         "identification": ident,
         "reenrolment": reenrolment(pairs.get("mixed"), ident.get("mixed"), params.reenrolment),
     }
+    if scale.gallery_storage:
+        out["gallery_storage"] = storage_table(
+            emb, labels, scale.gallery_storage, params.reenrolment.fars, params.reenrolment.fpirs
+        )
+    return out
 
 
 def scale_check(scale: dict[str, Any], params: Params) -> Check | None:

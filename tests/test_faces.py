@@ -557,3 +557,9 @@ def test_a_run_on_real_faces_reports_thumbnails_and_score_distributions(
     assert check["engine"]["backend"] == "onnxruntime" and check["engine"]["precision"] == "fp32"
     assert sum(alignment["faces_per_photo"].values()) == check["faces"]
     assert "How steady the faces are" in page and "face alignment" in page
+    # the chosen engine's probes against the reference's gallery on the run's pairs: the
+    # default operating FARs (1e-3, 1e-4) need more than these 10 impostor pairs
+    switching = ver["switching"]
+    assert switching["mixed"]["impostor_pairs"] == 10
+    assert switching["reenrolment"]["required"] is None
+    assert "gallery re-enrolment</th><td>not judged" in page

@@ -363,6 +363,30 @@ def test_the_reenrolment_verdict_on_planted_engines() -> None:
     assert [p["judged"] for p in nothing["points"]] == [False, False]
 
 
+def test_threshold_transfer_on_a_pair_list_counts_each_pair() -> None:
+    rng = np.random.default_rng(12)
+    same = np.r_[np.ones(200, bool), np.zeros(800, bool)]
+    ref = np.where(same, rng.normal(0.6, 0.1, 1000), rng.normal(0.1, 0.1, 1000))
+    out = lowfar.compare_pair_list(ref, ref.copy(), same, fars=(1e-1, 1e-2, 1e-4))
+    [a, b, c] = out["threshold_transfer"]
+    assert (
+        a["decision_flips"] == b["decision_flips"] == 0 and a["tar_measured"] == a["tar_reference"]
+    )
+    assert not c["supported"] and "800 impostor pairs cannot measure a FAR of 0.0001" in c["reason"]
+    moved = ref + np.where(same, -0.2, 0.2)  # mixed scores: genuine lower, impostors higher
+    t = lowfar.compare_pair_list(ref, moved, same, fars=(1e-2,))["threshold_transfer"][0]
+    thr = t["threshold"]
+    assert thr == np.sort(ref[~same])[::-1][7]  # k = floor(0.01 * 800) = 8th highest
+    assert t["tar_measured"] == np.mean(moved[same] > thr) < t["tar_reference"]
+    assert t["far_measured"] == np.mean(moved[~same] > thr) > t["far_reference"]
+    flips = (ref > thr) != (moved > thr)
+    assert t["decision_flips"] == flips.sum() == t["genuine_lost"] + t["impostor_accepted"]
+    with pytest.raises(ValidationError, match="need both"):
+        lowfar.compare_pair_list(ref[:200], ref[:200], same[:200])
+    with pytest.raises(ValidationError, match="as many reference scores"):
+        lowfar.compare_pair_list(ref, ref[:5], same)
+
+
 def test_bad_inputs_are_named() -> None:
     emb, labels = _faces(50, 10)
     bad = emb.copy()

@@ -208,10 +208,10 @@ class MtcnnParams:
 @dataclass(frozen=True)
 class RealignParams:
     """How steady alignment must be (``arcface-lab align --check``, the real-faces run):
-    an aligned crop, aligned again, must put its five landmarks within ``px_median``
-    (median over crops) and ``px_max`` (every crop) pixels of the template, on average
-    over the five, and its embedding must keep cosine at least ``cosine_min`` against the
-    first alignment's; no crop may be lost."""
+    an aligned crop, aligned again, must find its five landmarks within ``px_median``
+    (median over crops) and ``px_max`` (every crop) pixels of where the first alignment
+    put them, on average over the five, and its embedding must keep cosine at least
+    ``cosine_min`` against the first alignment's; no crop may be lost."""
 
     px_median: float = 1.5
     px_max: float = 3.0
@@ -310,6 +310,8 @@ class ReenrolmentParams:
         m = parse_mapping(raw, ctx, tuple(f.name for f in dataclasses.fields(cls)))
 
         def rates(key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+            if m.get(key) == []:  # none: that mode is not judged
+                return ()
             values = parse_list(m[key], ctx.child(key)) if key in m else list(default)
             return tuple(
                 parse_float(v, ctx.child(key).child(str(i)), 0.0, 1.0, open_lo=True)

@@ -57,6 +57,7 @@ __all__ = [
     "all_pairs_verification",
     "compare_all_pairs",
     "compare_identification",
+    "compare_pair_list",
     "identification",
     "split_gallery",
 ]
@@ -495,6 +496,75 @@ def compare_all_pairs(
             "threshold_transfer": transfer,
         }
     return out
+
+
+def compare_pair_list(
+    reference: np.ndarray,
+    mixed: np.ndarray,
+    same: np.ndarray,
+    fars: Sequence[float] = DEFAULT_FARS,
+) -> dict[str, Any]:
+    """Threshold transfer on a list of labelled pairs (a pairs file, not a labelled set).
+
+    ``reference``: each pair's score with both sides embedded by the reference;
+    ``mixed``: with one side by the reference (the gallery) and the other by the
+    candidate (the probe); ``same``: genuine or impostor. At each target FAR the
+    reference's threshold is its ``k``-th highest impostor score (as everywhere here);
+    applied to the mixed scores it gives the FAR and TAR measured and the pairs judged
+    differently. Returns ``threshold_transfer`` in the form of
+    :func:`compare_all_pairs`'s ``mixed``.
+    """
+    r = np.asarray(reference, dtype=np.float64).reshape(-1)
+    m = np.asarray(mixed, dtype=np.float64).reshape(-1)
+    genuine = np.asarray(same, dtype=bool).reshape(-1)
+    if not (r.size == m.size == genuine.size) or not r.size:
+        raise ValidationError(
+            f"pairs: expected as many reference scores, mixed scores and labels, got "
+            f"{r.size}, {m.size} and {genuine.size}"
+        )
+    n_gen, n_imp = int(genuine.sum()), int((~genuine).sum())
+    if not n_gen or not n_imp:
+        raise ValidationError(f"pairs: {n_gen} genuine and {n_imp} impostor; need both")
+    imp = np.sort(r[~genuine])[::-1]
+    transfer: list[dict[str, Any]] = []
+    for far in _targets(fars, "fars"):
+        k = int(np.floor(far * n_imp + 1e-9))
+        if k < 1:
+            transfer.append(
+                {
+                    "far_target": far,
+                    "supported": False,
+                    "reason": f"{n_imp} impostor pairs cannot measure a FAR of {far:g} "
+                    f"(it needs at least {int(np.ceil(1.0 / far))})",
+                }
+            )
+            continue
+        t = float(imp[k - 1])
+        changed = (r > t) != (m > t)
+        lost = changed & genuine & (r > t)
+        gained = changed & genuine & ~(r > t)
+        transfer.append(
+            {
+                "far_target": far,
+                "supported": True,
+                "threshold": t,
+                "far_reference": float(np.count_nonzero(r[~genuine] > t)) / n_imp,
+                "tar_reference": float(np.count_nonzero(r[genuine] > t)) / n_gen,
+                "far_measured": float(np.count_nonzero(m[~genuine] > t)) / n_imp,
+                "tar_measured": float(np.count_nonzero(m[genuine] > t)) / n_gen,
+                "decision_flips": int(changed.sum()),
+                "genuine_lost": int(lost.sum()),
+                "genuine_gained": int(gained.sum()),
+                "impostor_accepted": int((changed & ~genuine & ~(r > t)).sum()),
+                "impostor_rejected": int((changed & ~genuine & (r > t)).sum()),
+            }
+        )
+    return {
+        "convention": "pair (a, b): the reference's a (the gallery) against the candidate's b",
+        "genuine_pairs": n_gen,
+        "impostor_pairs": n_imp,
+        "threshold_transfer": transfer,
+    }
 
 
 # --------------------------------------------------------------------------- 1:N

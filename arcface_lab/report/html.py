@@ -191,7 +191,9 @@ def _headline(
     aligned = _alignment_line(folder.read("alignment", required=False))
     if aligned:
         rows.append(aligned)
-    switching = _reenrolment_line(folder.read("scale", required=False))
+    switching = _reenrolment_line(
+        folder.read("scale", required=False), folder.read("verification", required=False)
+    )
     if switching:
         rows.append(switching)
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
@@ -401,18 +403,32 @@ def _scale(scale: Mapping[str, Any] | None) -> str:
     )
 
 
-def _switching(scale: Mapping[str, Any] | None) -> str:
+def _reenrolment_block(
+    scale: Mapping[str, Any] | None, verification: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any] | None, str]:
+    """The re-enrolment verdict a run has, and what it was judged on: the scale section's
+    labelled set, else the run's verification pairs."""
+    if scale and scale.get("reenrolment"):
+        return scale["reenrolment"], f"the scale section's {scale.get('faces')} labelled faces"
+    pairs = (verification or {}).get("switching") or {}
+    if verification and pairs.get("reenrolment"):
+        return pairs["reenrolment"], f"the run's {verification.get('pairs')} verification pairs"
+    return None, ""
+
+
+def _switching(scale: Mapping[str, Any] | None, verification: Mapping[str, Any] | None) -> str:
     """Switching from the reference to this engine: the re-enrolment verdict, its points
-    and the TAR-FAR picture of reference, engine and mixed (absent without a scale run)."""
+    and the TAR-FAR picture of reference, engine and mixed (the picture and the storage
+    table need the scale section)."""
     from arcface_lab.report.figures import switching_png
 
-    block = (scale or {}).get("reenrolment")
+    block, judged_on = _reenrolment_block(scale, verification)
     if not block:
         return ""
     intro = (
-        f"{block['reason']} A gallery enrolled with the reference is searched with this "
-        "engine's probes and judged at the reference's own operating thresholds "
-        "(params reenrolment)."
+        f"{block['reason']} A gallery enrolled with the reference is compared with this "
+        f"engine's probes and judged at the reference's own operating thresholds (params "
+        f"reenrolment), on {judged_on}."
     )
     png = switching_png(scale or {})
     figure = (
@@ -440,12 +456,14 @@ def _switching(scale: Mapping[str, Any] | None) -> str:
     )
 
 
-def _reenrolment_line(scale: Mapping[str, Any] | None) -> tuple[str, str] | None:
+def _reenrolment_line(
+    scale: Mapping[str, Any] | None, verification: Mapping[str, Any] | None
+) -> tuple[str, str] | None:
     """The headline's row for the re-enrolment verdict (None without one)."""
-    block = (scale or {}).get("reenrolment")
+    block, judged_on = _reenrolment_block(scale, verification)
     if not block:
         return None
-    return ("gallery re-enrolment", str(block["reason"]))
+    return ("gallery re-enrolment", f"{block['reason']} (on {judged_on})")
 
 
 def _alignment(alignment: Mapping[str, Any] | None) -> str:
@@ -572,7 +590,9 @@ def render(run_dir: str | Path) -> Path:
             _MEMORY_NOTE,
         ),
         _scale(folder.read("scale", required=False)),
-        _switching(folder.read("scale", required=False)),
+        _switching(
+            folder.read("scale", required=False), folder.read("verification", required=False)
+        ),
         _alignment(folder.read("alignment", required=False)),
         _environment(env),
     ]

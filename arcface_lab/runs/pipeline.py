@@ -22,6 +22,7 @@ folder is never taken for a finished one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -252,12 +253,38 @@ def _verification_json(params: Params, opt: Any) -> dict[str, Any]:
         }
         for c in opt.ran()
     }
-    return {
+    out = {
         "pairs": opt.data["pairs"],
         "data_kind": opt.data["pairs_kind"],
         "source": opt.data["pairs_source"],
         "flip": params.data.flip,
         "engines": engines,
+    }
+    if opt.chosen is not None:
+        out["switching"] = _switching_on_pairs(params, opt)
+    return out
+
+
+def _switching_on_pairs(params: Params, opt: Any) -> dict[str, Any]:
+    """The chosen engine's probes against the reference's gallery on the run's pairs: the
+    reference's operating thresholds applied, and the re-enrolment verdict of
+    ``params.reenrolment`` (1:1 only; a pairs file has no gallery to search)."""
+    from arcface_lab.core.lowfar import compare_pair_list
+    from arcface_lab.core.metrics import pair_scores
+    from arcface_lab.measure.acceptance import reenrolment
+    from arcface_lab.measure.bench import pair_embeddings
+
+    ref_a, ref_b = pair_embeddings(opt.reference.outputs)
+    chosen = opt.chosen
+    _, cand_b = pair_embeddings(chosen.outputs)
+    mixed = compare_pair_list(
+        pair_scores(ref_a, ref_b), pair_scores(ref_a, cand_b), opt.same, params.reenrolment.fars
+    )
+    limits = dataclasses.replace(params.reenrolment, fpirs=())
+    return {
+        "engine": chosen.candidate.label,
+        "mixed": mixed,
+        "reenrolment": reenrolment(mixed, None, limits),
     }
 
 

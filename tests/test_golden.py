@@ -50,6 +50,7 @@ def test_a_golden_round_trip_passes_on_the_same_model_and_names_what_changed(
     assert same["passed"], same["reason"]
     assert same["worst_face"]["cosine"] > 0.99999 and same["flips"] == {"0.01": 0}
     assert same["reenrolment"]["required"] is False and same["changed"] == []
+    assert [g["measured"] for g in same["gates"]][1:] == [0, "no re-enrolment needed"]
     assert same["reason"].startswith("Golden check PASS") and "nothing recorded changed" in (
         same["reason"]
     )

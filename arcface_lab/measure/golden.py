@@ -253,7 +253,9 @@ def check_golden(
         gates.append(
             {
                 "gate": "a gallery of the recorded embeddings serves today's probes",
-                "measured": block["required"],
+                "measured": {True: "re-enrol", False: "no re-enrolment needed", None: "not judged"}[
+                    block["required"]
+                ],
                 "holds": block["required"] is not True,
             }
         )

@@ -549,7 +549,6 @@ def _align(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
             result.faces, pipe.detector, pipe.engine, faces.realign, result.landmarks()
         )
         check["model"] = args.model
-        check["engine"] = pipe.engine.info.to_dict()
     return result, faces, check
 
 

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from arcface_lab.data.align import ARCFACE_TEMPLATE, align_face, estimate_transform
+from arcface_lab.data.align import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    apply_similarity,
+    estimate_transform,
+)
 from arcface_lab.errors import InputError
 from arcface_lab.models.mtcnn import MtcnnFaceFinder, PNet, load_net
 
@@ -58,10 +63,6 @@ def _one_face(finder: MtcnnFaceFinder, photo: np.ndarray) -> np.ndarray:
     return landmarks
 
 
-def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return (np.c_[pts, np.ones(len(pts))] @ matrix.T)[:, :2]
-
-
 def test_the_astronaut_has_one_face_and_its_five_points(
     finder: MtcnnFaceFinder, astronaut: np.ndarray
 ) -> None:
@@ -99,7 +100,7 @@ def test_an_aligned_crop_gives_back_the_points_it_was_aligned_by(
     """
     points = _one_face(finder, astronaut)
     crop = align_face(astronaut, points)
-    aligned = _apply(estimate_transform(points), points)
+    aligned = apply_similarity(estimate_transform(points), points)
     again = _one_face(finder, crop)
     err = _errors(again, aligned)
     to_template = _errors(again, ARCFACE_TEMPLATE)
@@ -135,7 +136,7 @@ def test_a_face_cut_by_the_border_keeps_its_points(
         preserve_range=True,
     )
     tight = np.clip(np.rint(tight), 0, 255).astype(np.uint8)
-    err = _errors(_one_face(finder, tight), _apply(zoom, points))
+    err = _errors(_one_face(finder, tight), apply_similarity(zoom, points))
     assert (err <= TOLERANCE_PX).all(), f"zoomed crop: errors {err.round(2)} px"
 
 
@@ -153,7 +154,7 @@ def test_points_follow_a_similarity_transform_of_the_photo(
         preserve_range=True,
     )
     photo = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
-    expected = _apply(moved.params, _one_face(finder, astronaut))
+    expected = apply_similarity(moved.params, _one_face(finder, astronaut))
     found = _one_face(finder, photo)
     err = _errors(found, expected)
     assert (err <= TOLERANCE_PX).all(), f"errors {err.round(2)} px, found {found.round(1)}"

@@ -22,6 +22,7 @@ __all__ = [
     "ARCFACE_TEMPLATE",
     "PHOTO_SUFFIXES",
     "align_face",
+    "apply_similarity",
     "estimate_transform",
     "list_photos",
     "read_photo",
@@ -74,6 +75,13 @@ def estimate_transform(landmarks: np.ndarray) -> np.ndarray:
     if not ok or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:2, :2])) < 1e-12:
         raise DataError(f"landmarks {pts.round(1).tolist()}: no similarity transform maps them")
     return matrix
+
+
+def apply_similarity(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``points`` ``(K, 2)`` moved by the 3x3 matrix ``matrix`` (x, y in and out)."""
+    pts = np.asarray(points, dtype=np.float64)
+    moved: np.ndarray = (np.c_[pts, np.ones(len(pts))] @ np.asarray(matrix).T)[:, :2]
+    return moved
 
 
 def align_face(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

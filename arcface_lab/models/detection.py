@@ -28,6 +28,11 @@ class Detection:
         x1, y1, x2, y2 = self.box
         return min(x2 - x1, y2 - y1)
 
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return (x2 - x1) * (y2 - y1)
+
 
 class FaceDetector(Protocol):
     """Anything that finds faces and their five landmarks in an RGB photo."""

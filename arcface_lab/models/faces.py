@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from arcface_lab.config.params import BUILTIN_DETECTORS, FacesParams, RealignParams
-from arcface_lab.data.align import ARCFACE_SIZE, ARCFACE_TEMPLATE, align_face, read_photo
+from arcface_lab.data.align import (
+    ARCFACE_SIZE,
+    ARCFACE_TEMPLATE,
+    align_face,
+    apply_similarity,
+    estimate_transform,
+    read_photo,
+)
 from arcface_lab.errors import DataError, InputError
 from arcface_lab.models.detection import Detection, FaceDetector, nms
 
@@ -368,18 +375,15 @@ def refine_landmarks(
     final crop is (nearly) a fixed point: aligning it again gives it back. None when
     the face is not found again on its own crop (it is then not a face to trust).
     """
-    from arcface_lab.data.align import estimate_transform
-
     points = np.asarray(landmarks, dtype=np.float64)
     for _ in range(steps):
         matrix = estimate_transform(points)
         found = detector.detect(align_face(photo, points))
         if not found:
             return None
-        face = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        on_crop = np.asarray(face.landmarks, dtype=np.float64)
-        moved = np.linalg.norm(on_crop - (np.c_[points, np.ones(5)] @ matrix.T)[:, :2], axis=1)
-        points = (np.c_[on_crop, np.ones(5)] @ np.linalg.inv(matrix).T)[:, :2]
+        on_crop = np.asarray(max(found, key=lambda d: d.area).landmarks, dtype=np.float64)
+        moved = np.linalg.norm(on_crop - apply_similarity(matrix, points), axis=1)
+        points = apply_similarity(np.linalg.inv(matrix), on_crop)
         if moved.mean() < _REFINED_PX:
             break
     return points
@@ -554,9 +558,10 @@ class Realignment:
             misses.append(f"max {px_max:.2f} px > {targets.px_max:g}")
         cos: dict[str, float | None] = {"cosine_median": None, "cosine_min": None}
         if cosine is not None and len(cosine):
-            cos = {"cosine_median": float(np.median(cosine)), "cosine_min": float(cosine.min())}
-            if cos["cosine_min"] is not None and cos["cosine_min"] < targets.cosine_min:
-                misses.append(f"cosine min {cos['cosine_min']:.4f} < {targets.cosine_min:g}")
+            low = float(cosine.min())
+            cos = {"cosine_median": float(np.median(cosine)), "cosine_min": low}
+            if low < targets.cosine_min:
+                misses.append(f"cosine min {low:.4f} < {targets.cosine_min:g}")
         point_max = float(np.nanmax(self.point_px)) if found.size else None
         fit = self.fit_px[np.isfinite(self.fit_px)]
         return {
@@ -591,12 +596,9 @@ class Realignment:
 
 def aligned_points(landmarks: np.ndarray) -> np.ndarray:
     """Where alignment puts each face's five ``landmarks`` ``(N, 5, 2)`` in its crop."""
-    from arcface_lab.data.align import estimate_transform
-
     out = np.empty((len(landmarks), 5, 2))
     for i, points in enumerate(np.asarray(landmarks, dtype=np.float64)):
-        matrix = estimate_transform(points)
-        out[i] = (np.c_[points, np.ones(5)] @ matrix.T)[:, :2]
+        out[i] = apply_similarity(estimate_transform(points), points)
     return out
 
 
@@ -640,7 +642,7 @@ def realign(
         if not found:
             lost.append(i)
             continue
-        face = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        face = max(found, key=lambda d: d.area)
         try:
             again[i] = align_face(crop, face.landmarks)
         except DataError:

@@ -14,7 +14,6 @@ Example::
     result.embeddings      # (N, 512) float32, L2-normalized, one row per aligned face
     result.aligned.index() # which photo and box each row came from
     result.engine          # backend, precision, device, fallbacks
-    pipe.check_alignment("photos/")  # how steady the crops are (align, align again)
 """
 
 from __future__ import annotations
@@ -138,18 +137,6 @@ class FacePipeline:
             emb = np.zeros((0, dim), dtype=np.float32)
         return FaceEmbeddings(emb, aligned, self.engine.info.to_dict())
 
-    def check_alignment(self, photos: str | Path | Sequence[str | Path]) -> dict[str, Any]:
-        """Align ``photos``, align every crop again, and measure the drift: landmarks to
-        the template in px, crops lost, and the embedding's cosine through this engine
-        (:func:`alignment_check`), judged by ``faces.realign``."""
-        aligned = self.align(photos)
-        check = alignment_check(
-            aligned.faces, self.detector, self.engine, self.faces.realign, aligned.landmarks()
-        )
-        check["engine"] = self.engine.info.to_dict()
-        check["photos"] = aligned.counts()
-        return check
-
 
 def alignment_check(
     crops: np.ndarray,
@@ -161,7 +148,8 @@ def alignment_check(
     """Re-alignment drift of aligned ``crops``: each found and aligned again by
     ``detector``, the landmarks' distance to where the first alignment put them (its
     ``landmarks`` in the photos; without them, the template), and each re-aligned crop's
-    embedding (``engine``) against the first one's; judged by ``targets``.
+    embedding (``engine``) against the first one's; judged by ``targets``. The result
+    names the engine that embedded them (``engine``).
 
     Raises:
         InputError: ``crops`` are not aligned 112x112 RGB crops.
@@ -177,4 +165,5 @@ def alignment_check(
     if cosine is not None:
         for row, value in zip(kept.tolist(), cosine.tolist(), strict=True):
             summary["per_face"][row]["cosine"] = round(float(value), 6)
+    summary["engine"] = engine.info.to_dict()
     return summary

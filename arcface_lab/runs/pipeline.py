@@ -332,8 +332,9 @@ def _face_specs(params: Params) -> Any:
 
 def _alignment_json(params: Params, model: Any, faces: Any) -> dict[str, Any]:
     """``alignment.json``: how steady the run's real faces are. Every photo's faces,
-    aligned again by the same detector, their landmarks against the template and their
-    embeddings through the reference (FP32) against the first alignment's."""
+    aligned again by the same detector, their landmarks against where the first
+    alignment put them and their embeddings through the reference (FP32) against the
+    first alignment's."""
     from arcface_lab.engines.registry import create_engine
     from arcface_lab.measure.optimize import reference_backend
     from arcface_lab.runs.faces import alignment_check
@@ -347,7 +348,6 @@ def _alignment_json(params: Params, model: Any, faces: Any) -> dict[str, Any]:
         check = alignment_check(
             aligned.faces, faces.finder, engine, params.faces.realign, aligned.landmarks()
         )
-        check["engine"] = engine.info.to_dict()
     check["seconds"] = round(time.perf_counter() - t0, 2)
     per_photo = {p.photo: sum(f.index is not None for f in p.faces) for p in aligned.photos}
     return {"realign": check, "faces_per_photo": per_photo, "aligned": aligned.to_dict()}

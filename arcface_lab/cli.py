@@ -678,13 +678,15 @@ def cmd_lowfar(args: argparse.Namespace) -> int:
         )
     if args.gallery_storage:
         from arcface_lab.config.params import Params, load_params
-        from arcface_lab.measure.storage import storage_table
+        from arcface_lab.measure.storage import Ivf, storage_table
 
-        limits = (load_params(args.params) if args.params else Params()).reenrolment
+        chosen = load_params(args.params) if args.params else Params()
+        limits, scale = chosen.reenrolment, chosen.scale
         stored = cand if args.candidate else ref
         payload["gallery_storage"] = storage_table(
-            np.asarray(stored), labels, args.gallery_storage, limits.fars, limits.fpirs
-        )
+            np.asarray(stored), labels, args.gallery_storage, limits.fars, limits.fpirs,
+            ivf=Ivf(scale.ivf_lists, scale.ivf_probes),
+        )  # fmt: skip
     _write_json(args.out, payload)
     rows = pairs.get("points", [])
     print(f"{payload['faces']} faces, {payload['identities']} identities")
@@ -1121,8 +1123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gallery-storage",
         type=_storages,
-        help="float16,int8,pq64: the figures with the gallery stored so (the candidate's "
-        "embeddings, else the reference's), against float32",
+        help="float16,int8,pq64,ivfpq64: the figures with the gallery stored so (the "
+        "candidate's embeddings, else the reference's), against float32; ivfpq64's lists "
+        "from --params (scale.ivf_lists, scale.ivf_probes)",
     )
     p.add_argument("--out", required=True, type=_out_file, help="low-FAR JSON")
     p.set_defaults(func=cmd_lowfar)

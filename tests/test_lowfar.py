@@ -474,3 +474,49 @@ def test_bad_label_files_are_named(tmp_path) -> None:
         load_labels(tmp_path / "c.npy")
     np.save(tmp_path / "d.npy", np.array(["x", "y", "x"]))
     assert list(load_labels(tmp_path / "d.npy", 3)) == ["x", "y", "x"]
+
+
+def _exact_index(emb: np.ndarray, miss: set[int] = frozenset()):  # type: ignore[assignment]
+    """An index that searches exactly, except that it never lists the faces in ``miss``."""
+    u = _unit(emb)
+
+    def search(gallery, probes, k):
+        s = u[probes] @ u[gallery].T
+        s[:, np.isin(gallery, list(miss))] = -np.inf
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        ids = np.where(np.isfinite(np.take_along_axis(s, order, 1)), gallery[order], -1)
+        return ids, np.take_along_axis(s, order, 1)
+
+    return search
+
+
+def test_an_exact_index_agrees_with_the_exact_search_and_a_missing_entry_is_counted() -> None:
+    emb, labels = _faces(240, 40, dim=16, spread=0.7, seed=11)
+    exact = lowfar.identification(emb, labels, fpirs=(0.1,), ranks=(1, 5)).to_dict()
+    same = lowfar.compare_identification_index(emb, labels, _exact_index(emb), fpirs=(0.1,))
+    assert same["candidate"]["rank"] == exact["rank"] and same["rank1_flips"] == 0
+    assert same["points"][0]["decision_flips"] == 0
+    # the index never lists one enrolled identity's entry: its mated probes are missed,
+    # and a probe whose best wrong entry was that one may now find its mate first
+    gallery, probes = lowfar.split_gallery(labels)
+    lost = int(gallery[0])
+    u = _unit(emb)
+    mated = probes[np.isin(labels[probes], labels[gallery])]
+    scores = u[mated] @ u[gallery].T
+    before = (
+        gallery[np.argmax(scores, axis=1)]
+        == gallery[np.searchsorted(labels[gallery], labels[mated])]
+    )
+    scores[:, gallery == lost] = -np.inf
+    after = (
+        gallery[np.argmax(scores, axis=1)]
+        == gallery[np.searchsorted(labels[gallery], labels[mated])]
+    ) & (labels[mated] != labels[lost])
+    assert np.count_nonzero(before & ~after) > 0  # the check can fail
+    got = lowfar.compare_identification_index(emb, labels, _exact_index(emb, {lost}))
+    assert got["rank1_flips"] == int(np.count_nonzero(before != after))
+    assert got["candidate"]["rank"]["1"] == pytest.approx(after.mean(), abs=1e-9)
+    with pytest.raises(ValidationError, match=r"index search: expected ids and scores"):
+        lowfar.compare_identification_index(
+            emb, labels, lambda g, p, k: (np.zeros((1, k)), np.zeros((1, k)))
+        )

@@ -79,3 +79,32 @@ def test_lowfar_gallery_storage_on_the_command_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(argv)
     assert "expected a comma-separated list of float16, int8, pq64" in capsys.readouterr().err
+
+
+def test_ivfpq64_is_judged_by_its_own_search_and_misses_more_with_fewer_lists_visited() -> None:
+    """The inverted file's 1:N comes from FAISS's search: visiting every list finds what
+    the PQ codes allow, visiting one list of 16 loses mates in the lists not visited."""
+    pytest.importorskip("faiss")
+    from arcface_lab.measure.storage import Ivf
+
+    emb, labels = _faces(1000, 200, dim=128, spread=2.0, seed=5)
+    args = dict(storages=("ivfpq64",), fars=(1e-2,), fpirs=(1e-1,))
+    [every] = storage_table(emb, labels, ivf=Ivf(16, 16), **args)["storages"]
+    [one] = storage_table(emb, labels, ivf=Ivf(16, 1), **args)["storages"]
+    assert every["supported"] and every["bytes_per_face"] == 72  # 64 code bytes + its id
+    assert (every["lists"], every["probes"], one["probes"]) == (16, 16, 1)
+    assert one["rank1"] < every["rank1"] <= every["rank1_float32"] + 0.02
+    assert one["rank1_flips"] > every["rank1_flips"]
+    from arcface_lab.report.tables import gallery_storage
+
+    table = gallery_storage(storage_table(emb, labels, ivf=Ivf(16, 1), **args))
+    assert table.rows[1][0] == "ivfpq64 (1 of 16 lists searched)"
+    [few] = storage_table(emb[:500], labels[:500], ivf=Ivf(16, 4), **args)["storages"]
+    assert not few["supported"] and "at least 624 faces" in few["reason"]
+
+
+def test_ivf_params_are_checked() -> None:
+    scale = Params.from_mapping({"scale": {"ivf_lists": 32, "ivf_probes": 8}}).scale
+    assert (scale.ivf_lists, scale.ivf_probes) == (32, 8)
+    with pytest.raises(ParamsError, match=r"scale.ivf_probes: expected at most ivf_lists \(4\)"):
+        Params.from_mapping({"scale": {"ivf_lists": 4, "ivf_probes": 5}}, "p.yaml")

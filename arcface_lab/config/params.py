@@ -230,7 +230,7 @@ class RealignParams:
 
 
 #: How a gallery can be stored (:mod:`arcface_lab.measure.storage`).
-GALLERY_STORAGES = ("float16", "int8", "pq64")
+GALLERY_STORAGES = ("float16", "int8", "pq64", "ivfpq64")
 #: The face detectors that are not ONNX files: MTCNN (``zoo:mtcnn-*``).
 BUILTIN_DETECTORS = ("mtcnn",)
 
@@ -344,7 +344,9 @@ class ScaleParams:
     ``fars`` / ``fpirs``: the all-pairs and 1:N operating points; ``gate_far``: the FAR at
     which ``thresholds.tar_delta_max`` judges the engine's TAR against the reference's;
     ``gallery_storage``: the compressed galleries whose cost is measured on the chosen
-    engine's embeddings (:data:`arcface_lab.measure.storage.STORAGES`; empty: none).
+    engine's embeddings (:data:`arcface_lab.measure.storage.STORAGES`; empty: none);
+    ``ivf_lists`` / ``ivf_probes``: the inverted file of ``ivfpq64`` (its coarse centroids,
+    and how many of them a search visits).
     """
 
     faces: int = 0
@@ -354,6 +356,8 @@ class ScaleParams:
     fpirs: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
     gate_far: float = 1e-3
     gallery_storage: tuple[str, ...] = ()
+    ivf_lists: int = 16
+    ivf_probes: int = 4
 
     @classmethod
     def parse(cls, raw: Any, ctx: Ctx) -> ScaleParams:
@@ -374,6 +378,10 @@ class ScaleParams:
             raise ctx.child("faces").error(
                 f"0 (no scale section) or at least {2 * per} faces (two identities)", faces
             )
+        lists = parse_int(m.get("ivf_lists", cls.ivf_lists), ctx.child("ivf_lists"), 1)
+        probes = parse_int(m.get("ivf_probes", cls.ivf_probes), ctx.child("ivf_probes"), 1)
+        if probes > lists:
+            raise ctx.child("ivf_probes").error(f"at most ivf_lists ({lists})", probes)
         return cls(
             faces=faces,
             faces_per_identity=per,
@@ -391,6 +399,8 @@ class ScaleParams:
                     else []
                 )
             ),
+            ivf_lists=lists,
+            ivf_probes=probes,
         )
 
 

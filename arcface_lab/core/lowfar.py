@@ -40,7 +40,7 @@ Conventions (the same in every function here):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +54,11 @@ __all__ = [
     "DEFAULT_FPIRS",
     "AllPairsResult",
     "IdentificationResult",
+    "IndexSearch",
     "all_pairs_verification",
     "compare_all_pairs",
     "compare_identification",
+    "compare_identification_index",
     "compare_pair_list",
     "identification",
     "split_gallery",
@@ -791,35 +793,12 @@ def _decisions(search: _Search, t: float) -> np.ndarray:
     return yes
 
 
-def compare_identification(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    labels: Sequence[Any] | np.ndarray,
-    fpirs: Sequence[float] = DEFAULT_FPIRS,
-    ranks: Sequence[int] = (1, 5),
-    nonmated_fraction: float = 0.5,
-    block: int = 2048,
-    max_listed: int = 20,
-    mixed: bool = True,
-) -> dict[str, Any]:
-    """1:N identification of reference and candidate, their deltas and flipped probes.
-
-    A probe flips at an FPIR when, at the reference's threshold, the two disagree on
-    it: a mated probe found by one and missed by the other, or a non-mated probe that
-    raises a false alarm in one only. ``rank1_flips`` counts mated probes whose mate
-    is at rank 1 in one and not the other.
-
-    With ``mixed``, also the candidate's probes searched in the reference's gallery:
-    ``mixed.rank``, ``mixed.fnir_at_fpir`` (at its own thresholds) and
-    ``mixed.threshold_transfer`` (the reference's threshold applied: the FPIR and FNIR
-    measured, and the probes judged differently from the reference's own search).
-    """
-    targets = _targets(fpirs, "fpirs")
-    searches, g = _identify(
-        [reference, candidate], ["reference", "candidate"], labels, None, None,
-        nonmated_fraction, _block_size(block), mixed,
-    )  # fmt: skip
-    ref_s, cand_s = searches[0], searches[1]
+def _compare_searches(
+    ref_s: _Search, cand_s: _Search, g: int, ranks: Sequence[int],
+    targets: tuple[float, ...], max_listed: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """The reference's and the candidate's searches, their deltas and the probes that flip
+    at the reference's thresholds; with the reference's own points."""
     ref_points = _fpir_points(ref_s, targets)
     ref = _result(ref_s, g, ranks, ref_points)
     cand = _result(cand_s, g, ranks, _fpir_points(cand_s, targets))
@@ -852,6 +831,40 @@ def compare_identification(
         "rank1_flips": int(rank1_flips),
         "points": points,
     }
+    return out, ref_points
+
+
+def compare_identification(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: Sequence[Any] | np.ndarray,
+    fpirs: Sequence[float] = DEFAULT_FPIRS,
+    ranks: Sequence[int] = (1, 5),
+    nonmated_fraction: float = 0.5,
+    block: int = 2048,
+    max_listed: int = 20,
+    mixed: bool = True,
+) -> dict[str, Any]:
+    """1:N identification of reference and candidate, their deltas and flipped probes.
+
+    A probe flips at an FPIR when, at the reference's threshold, the two disagree on
+    it: a mated probe found by one and missed by the other, or a non-mated probe that
+    raises a false alarm in one only. ``rank1_flips`` counts mated probes whose mate
+    is at rank 1 in one and not the other.
+
+    With ``mixed``, also the candidate's probes searched in the reference's gallery:
+    ``mixed.rank``, ``mixed.fnir_at_fpir`` (at its own thresholds) and
+    ``mixed.threshold_transfer`` (the reference's threshold applied: the FPIR and FNIR
+    measured, and the probes judged differently from the reference's own search).
+    """
+    targets = _targets(fpirs, "fpirs")
+    searches, g = _identify(
+        [reference, candidate], ["reference", "candidate"], labels, None, None,
+        nonmated_fraction, _block_size(block), mixed,
+    )  # fmt: skip
+    ref_s, cand_s = searches[0], searches[1]
+    out, ref_points = _compare_searches(ref_s, cand_s, g, ranks, targets, max_listed)
+    ref_hit1 = ref_s.mate_rank == 1
     if mixed:
         mix_s = searches[2]
         own = _result(mix_s, g, ranks, _fpir_points(mix_s, targets))
@@ -889,4 +902,70 @@ def compare_identification(
             "fnir_at_fpir": [dict(p) for p in own.points],
             "threshold_transfer": transfer,
         }
+    return out
+
+
+#: ``search(gallery, probes, k)``: for each face index in ``probes`` (embeddings of the
+#: index's own set), the ``k`` best gallery entries found, as face indices from
+#: ``gallery`` (``-1``: none) and their scores, best first; shape ``(probes, k)`` each.
+IndexSearch = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _search_from_lists(
+    codes: np.ndarray, gallery: np.ndarray, probes: np.ndarray, ids: np.ndarray,
+    scores: np.ndarray, k: int,
+) -> _Search:  # fmt: skip
+    """A :class:`_Search` from the candidate lists an index returned: a mate outside its
+    probe's ``k`` best ranks ``gallery + 1`` (not found), and the top score is the best
+    listed one (``-inf`` when nothing was found)."""
+    n = int(probes.size)
+    if ids.shape != (n, k) or scores.shape != (n, k):
+        raise ValidationError(
+            f"index search: expected ids and scores of shape ({n}, {k}), "
+            f"got {ids.shape} and {scores.shape}"
+        )
+    position = {int(c): int(i) for i, c in zip(gallery, codes[gallery], strict=True)}
+    mate = np.array([position.get(int(c), -1) for c in codes[probes]], dtype=np.int64)
+    listed = ids >= 0
+    at = (ids == mate[:, None]) & listed & (mate[:, None] >= 0)
+    found = at.any(axis=1)
+    where = np.argmax(at, axis=1)
+    mate_rank = np.where(mate >= 0, np.where(found, where + 1, gallery.size + 1), 0)
+    mate_score = np.where(found, scores[np.arange(n), where], np.nan).astype(np.float32)
+    top = np.where(listed[:, 0], scores[:, 0], -np.inf).astype(np.float32)
+    return _Search(probes, mate >= 0, mate_score, mate_rank.astype(np.int64), top)
+
+
+def compare_identification_index(
+    reference: np.ndarray,
+    labels: Sequence[Any] | np.ndarray,
+    search: IndexSearch,
+    fpirs: Sequence[float] = DEFAULT_FPIRS,
+    ranks: Sequence[int] = (1, 5),
+    nonmated_fraction: float = 0.5,
+    block: int = 2048,
+    max_listed: int = 20,
+) -> dict[str, Any]:
+    """1:N as an approximate index answers it, against the exact search of ``reference``.
+
+    ``search`` is the index (see :data:`IndexSearch`): it is given the gallery and probe
+    face indices of :func:`split_gallery` and returns each probe's ``max(ranks)`` best
+    entries. A mate the index does not list (a list it did not visit, a code too coarse)
+    is not found. The result has the shape of :func:`compare_identification` without
+    ``mixed``: ``candidate`` is the index, judged at the exact search's thresholds.
+    """
+    targets = _targets(fpirs, "fpirs")
+    searches, g = _identify(
+        [reference], ["reference"], labels, None, None, nonmated_fraction, _block_size(block)
+    )
+    ref_s = searches[0]
+    codes = _codes(labels, _embeddings(reference, "reference").shape[0])
+    gallery, probes = split_gallery(codes, nonmated_fraction)
+    k = max(int(r) for r in ranks)
+    ids, scores = search(gallery, probes, k)
+    cand_s = _search_from_lists(
+        codes, gallery, probes, np.asarray(ids, dtype=np.int64),
+        np.asarray(scores, dtype=np.float32), k,
+    )  # fmt: skip
+    out, _ = _compare_searches(ref_s, cand_s, g, ranks, targets, max_listed)
     return out

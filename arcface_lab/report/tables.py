@@ -533,7 +533,11 @@ def gallery_storage(block: Mapping[str, Any]) -> Table:
         ident = [p for p in r["identification"] if p.get("supported", True)]
         rows.append(
             [
-                r["storage"],
+                (
+                    f"{r['storage']} ({r['probes']} of {r['lists']} lists searched)"
+                    if "lists" in r
+                    else r["storage"]
+                ),
                 r["bytes_per_face"],
                 _round(r["compression"], 1),
                 "; ".join(f"{v['far']:g}: {v['tar_float32']:.4f} -> {v['tar']:.4f}" for v in ver)

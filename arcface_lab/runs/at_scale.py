@@ -34,7 +34,7 @@ from arcface_lab.data.stream import ImageSource, NpySource, SyntheticSource
 from arcface_lab.engines.registry import create_engine
 from arcface_lab.measure.acceptance import Check, reenrolment
 from arcface_lab.measure.optimize import engine_options, reference_backend
-from arcface_lab.measure.storage import storage_table
+from arcface_lab.measure.storage import Ivf, storage_table
 from arcface_lab.runs.stream import embed_to_shards
 
 __all__ = ["SCALE_SEED", "scale_check", "scale_json"]
@@ -157,8 +157,9 @@ def scale_json(params: Params, model: Any, opt: Any, threads: int = 0) -> dict[s
     }
     if scale.gallery_storage:
         out["gallery_storage"] = storage_table(
-            emb, labels, scale.gallery_storage, params.reenrolment.fars, params.reenrolment.fpirs
-        )
+            emb, labels, scale.gallery_storage, params.reenrolment.fars,
+            params.reenrolment.fpirs, ivf=Ivf(scale.ivf_lists, scale.ivf_probes),
+        )  # fmt: skip
     return out
 
 

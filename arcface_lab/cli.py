@@ -532,15 +532,13 @@ def _align(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     from arcface_lab.config.params import FacesParams, load_params
     from arcface_lab.core.files import default_cache_root
     from arcface_lab.data.align import list_photos
-    from arcface_lab.models.faces import align_photos, open_face_finder
+    from arcface_lab.models.faces import FaceSpecs
 
     faces = load_params(args.params).faces if args.params else FacesParams()
     cache = Path(args.cache_dir or default_cache_root())
     photos = list_photos(args.photos, cache)
     if not args.check:
-        finder = open_face_finder(faces, cache)
-        aligned = align_photos(photos, finder, faces.min_face_px, refine_steps=faces.refine_steps)
-        return aligned, faces, None
+        return FaceSpecs(faces, cache).photos(photos), faces, None
     from arcface_lab.runs.faces import FacePipeline, alignment_check
 
     with FacePipeline(args.model, args.backend, faces=faces, cache_dir=cache, strict=True) as pipe:

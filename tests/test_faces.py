@@ -276,12 +276,14 @@ def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_runs_face_specs_open_the_finder_once_and_align_each_photo_once(
-    real_cache: Path,
+    real_cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Validation faces, held-out faces and pairs of one run share photos: each is aligned
-    once, and every spec gets what aligning its own photos alone gives."""
+    once, every spec gets what aligning its own photos alone gives, and the next run
+    reads each photo from the aligned-photo store without opening the finder."""
     from arcface_lab.data.samples import fetch_samples
-    from arcface_lab.models.faces import FaceSpecs, open_face_finder
+    from arcface_lab.models.aligned_store import AlignedStore
+    from arcface_lab.models.faces import FaceSpecs, alignment_setup, open_face_finder
 
     specs = [
         "faces:samples:face-api/sample1.jpg,samples:face-api/sample3.jpg",
@@ -292,16 +294,35 @@ def test_a_runs_face_specs_open_the_finder_once_and_align_each_photo_once(
     results = [resolver.align(s) for s in specs]
     assert resolver.align(specs[0]) is results[0]
     assert (resolver.opened, resolver.aligned) == (1, 6)  # six photos, each once
+    assert resolver.store is not None and (resolver.store.made, resolver.store.hits) == (6, 0)
+
+    def same(a, b) -> None:
+        assert np.array_equal(a.faces, b.faces) and a.index() == b.index()
+        assert [p.to_dict() | {"seconds": 0, "cached": 0} for p in a.photos] == [
+            p.to_dict() | {"seconds": 0, "cached": 0} for p in b.photos
+        ]
 
     photos = fetch_samples("samples:face-api", real_cache)
     finder = open_face_finder(FacesParams(), real_cache)
-    for result, own in zip(results, [[0, 2], [1], range(6)], strict=True):
-        alone = align_photos([photos[i] for i in own], finder, 24, refine_steps=3)
-        assert np.array_equal(result.faces, alone.faces)
-        assert result.index() == alone.index()
-        assert [p.to_dict() | {"seconds": 0} for p in result.photos] == [
-            p.to_dict() | {"seconds": 0} for p in alone.photos
-        ]
+    for result, own in zip(results[:2], [[0, 2], [1]], strict=True):
+        same(result, align_photos([photos[i] for i in own], finder, 24, refine_steps=3))
+
+    # the next run: every photo from the store, the finder never opened, the same faces
+    again = FaceSpecs(FacesParams(), real_cache)
+    same(again.align(specs[2]), results[2])
+    assert again.opened == 0 and again.store is not None and again.store.hits == 6
+    assert all(p.cached for p in again.align(specs[2]).photos)
+    # a stored entry that no longer matches its sha256 is set aside and made again
+    entry = real_cache / "aligned" / f"{again.store.key(photos[1])}.npz"
+    entry.write_bytes(entry.read_bytes()[:-9] + b"tampered!")
+    third = FaceSpecs(FacesParams(), real_cache)
+    with caplog.at_level("WARNING"):
+        same(third.align(specs[1]), results[1])
+    assert (third.opened, third.store.made) == (1, 1) and "made again" in caplog.text
+    # another setting is another entry
+    steps = dataclasses.replace(FacesParams(), refine_steps=2)
+    other = AlignedStore(real_cache / "aligned", alignment_setup(steps, real_cache))
+    assert other.key(photos[1]) != again.store.key(photos[1])
 
 
 def test_real_photos_give_every_face_aligned_and_the_trained_model_knows_them(
@@ -316,11 +337,14 @@ def test_real_photos_give_every_face_aligned_and_the_trained_model_knows_them(
     """
     from arcface_lab import create_engine
     from arcface_lab.data.samples import fetch_samples
-    from arcface_lab.models.faces import open_face_finder
+    from arcface_lab.models.faces import FaceSpecs
     from arcface_lab.models.source import resolve_model
 
-    photos = fetch_samples("samples:face-api", real_cache)
-    result = align_photos(photos, open_face_finder(FacesParams(), real_cache), 24, refine_steps=3)
+
+    # the store's copy when an earlier test aligned them (which checks it against aligning)
+    result = FaceSpecs(FacesParams(), real_cache).photos(
+        fetch_samples("samples:face-api", real_cache)
+    )
     per_photo = [sum(f.index is not None for f in r.faces) for r in result.photos]
     assert per_photo == [3, 1, 3, 4, 5, 4] and result.faces.shape == (20, 112, 112, 3)
     unsteady = [

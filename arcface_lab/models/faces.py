@@ -20,8 +20,9 @@ again, and its five points should land on the template they were just warped ont
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from arcface_lab.data.align import (
     read_photo,
 )
 from arcface_lab.errors import DataError, InputError
+from arcface_lab.models.aligned_store import AlignedStore, NotStored, source_sha256
 from arcface_lab.models.detection import Detection, FaceDetector, nms
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "align_photos",
     "align_spec",
     "aligned_points",
+    "alignment_setup",
     "five_points",
     "nms",
     "open_face_finder",
@@ -235,7 +238,8 @@ class PhotoRecord:
     faces: tuple[FaceRecord, ...] = ()
     size: tuple[int, int] | None = None  # height, width
     message: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # aligning it, when it was aligned
+    cached: bool = False  # read from the aligned-photo store, not aligned now
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,8 +248,38 @@ class PhotoRecord:
             "size": list(self.size) if self.size else None,
             "message": self.message,
             "seconds": round(self.seconds, 4),
+            "cached": self.cached,
             "faces": [f.to_dict() for f in self.faces],
         }
+
+    def exact(self) -> dict[str, Any]:
+        """Every field at full precision, for :meth:`from_exact` (the photo's path left out:
+        the same bytes may sit at another path)."""
+        return {
+            "status": self.status,
+            "faces": [dataclasses.asdict(f) for f in self.faces],
+            "size": list(self.size) if self.size else None,
+            "message": self.message,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_exact(cls, record: Mapping[str, Any], photo: str, cached: bool) -> PhotoRecord:
+        faces = tuple(
+            FaceRecord(
+                box=tuple(f["box"]),
+                score=f["score"],
+                landmarks=f["landmarks"],
+                index=f["index"],
+                status=f["status"],
+            )
+            for f in record["faces"]
+        )
+        size = record["size"]
+        return cls(
+            photo, record["status"], faces, None if size is None else (size[0], size[1]),
+            record["message"], record["seconds"], cached,
+        )  # fmt: skip
 
 
 @dataclass
@@ -414,22 +448,35 @@ def align_spec(spec: str, faces: FacesParams, cache_dir: Path) -> AlignResult:
 
 
 class FaceSpecs:
-    """The ``faces:`` specs of one run, resolved together.
+    """The ``faces:`` specs of one run (or the photos of one command), resolved together.
 
-    The face finder is opened once, on the first photo, and each photo is found and
-    aligned once, however many specs name it (a run's validation faces, held-out faces
+    The face finder is opened once, on the first photo aligned, and each photo is found
+    and aligned once, however many specs name it (a run's validation faces, held-out faces
     and pairs often come from the same photos). Photos are aligned one by one, so a
     spec's result is the same as :func:`align_photos` over its photos alone.
+
+    With ``store`` (the default when the finder is the one ``faces`` names), each photo's
+    result is kept in the aligned-photo store under ``cache_dir``
+    (:class:`~arcface_lab.models.aligned_store.AlignedStore`): the next run, test or
+    notebook that names the same photo with the same settings reads it instead of
+    aligning it again, and its record says ``cached``. A finder given here is not one
+    the store can name, so it is never stored for.
     """
 
     def __init__(
-        self, faces: FacesParams, cache_dir: Path, finder: FaceDetector | None = None
+        self,
+        faces: FacesParams,
+        cache_dir: Path,
+        finder: FaceDetector | None = None,
+        store: bool | None = None,
     ) -> None:
-        self.faces, self.cache_dir = faces, cache_dir
+        self.faces, self.cache_dir = faces, Path(cache_dir)
         self._finder = finder
+        self._use_store = finder is None if store is None else store
+        self._store: AlignedStore | None = None
         self._photos: dict[str, AlignResult] = {}
         self._specs: dict[str, AlignResult] = {}
-        #: Times the face finder was opened (0 or 1) and photos aligned, for the record.
+        #: Times the face finder was opened (0 or 1) and photos resolved, for the record.
         self.opened, self.aligned = 0, 0
 
     def align(self, spec: str) -> AlignResult:
@@ -446,11 +493,16 @@ class FaceSpecs:
         if not sources:
             raise InputError(f"{spec}: expected faces:SOURCE[,SOURCE...]")
         photos = [p for s in sources for p in list_photos(s, self.cache_dir)]
-        result = _joined([self._photo(p) for p in photos], self.faces.min_face_px)
+        result = self.photos(photos)
         if not len(result.faces):
             raise InputError(f"{spec}: no face aligned in {len(photos)} photo(s)")
         self._specs[spec] = result
         return result
+
+    def photos(self, paths: Sequence[str | Path]) -> AlignResult:
+        """Every face of ``paths``, each photo aligned at most once per resolver; a photo
+        with no face aligned is a record saying why, as in :func:`align_photos`."""
+        return _joined([self._photo(Path(p)) for p in paths], self.faces.min_face_px)
 
     @property
     def finder(self) -> FaceDetector:
@@ -460,6 +512,15 @@ class FaceSpecs:
             self.opened += 1
         return self._finder
 
+    @property
+    def store(self) -> AlignedStore | None:
+        """The aligned-photo store (None when not used), set up on first use."""
+        if self._use_store and self._store is None:
+            self._store = AlignedStore(
+                self.cache_dir / "aligned", alignment_setup(self.faces, self.cache_dir)
+            )
+        return self._store
+
     def everything(self) -> AlignResult:
         """Every photo aligned so far, once each, in the order they were first aligned."""
         return _joined(list(self._photos.values()), self.faces.min_face_px)
@@ -467,11 +528,85 @@ class FaceSpecs:
     def _photo(self, path: Path) -> AlignResult:
         key = str(path)
         if key not in self._photos:
-            self._photos[key] = align_photos(
-                [path], self.finder, self.faces.min_face_px, refine_steps=self.faces.refine_steps
-            )
+            self._photos[key] = self._align(path)
             self.aligned += 1
         return self._photos[key]
+
+    def _align(self, path: Path) -> AlignResult:
+        def align() -> AlignResult:
+            return align_photos(
+                [path], self.finder, self.faces.min_face_px, refine_steps=self.faces.refine_steps
+            )
+
+        store = self.store
+        if store is None:
+            return align()
+
+        def make() -> tuple[np.ndarray, dict[str, Any]]:
+            result = align()
+            [record] = result.photos
+            made = {"detector": result.detector, "photo": record.exact()}
+            if record.status == "unreadable":  # its message names this path
+                raise NotStored(result.faces, made)
+            return result.faces, made
+
+        crops, made, hit = store.get(path, make)
+        record = PhotoRecord.from_exact(made["photo"], str(path), cached=hit)
+        return AlignResult(crops, [record], made["detector"], self.faces.min_face_px)
+
+
+def alignment_setup(faces: FacesParams, cache_dir: Path) -> dict[str, Any]:
+    """Everything but the photo that aligning one depends on, for the aligned-photo store:
+    the detector's settings and weights (their sha256), the alignment settings, the code's
+    source, the library versions and the hardware class (float32 rounding)."""
+    from importlib.metadata import version
+
+    from arcface_lab.core.files import file_sha256
+    from arcface_lab.core.host import probe
+
+    here = Path(__file__).resolve().parent
+    sources = [here / "faces.py", here / "detection.py", here / "aligned_store.py"]
+    sources.append(here.parent / "data" / "align.py")
+    if faces.detector in BUILTIN_DETECTORS:
+        import torch
+
+        from arcface_lab.models.zoo import mtcnn_weights
+
+        weights = list(mtcnn_weights(cache_dir))
+        detector: dict[str, Any] = {
+            "name": faces.detector,
+            "mtcnn": dataclasses.asdict(faces.mtcnn),
+            "score_min": faces.score_min,
+        }
+        runtime = {"torch": torch.__version__}
+        sources.append(here / "mtcnn.py")
+    else:
+        import onnxruntime
+
+        weights = [
+            _face_model(faces.detector, "detector", cache_dir, "detector"),
+            _face_model(faces.landmarks, "landmarks", cache_dir, "landmarks"),
+        ]
+        detector = {
+            "name": faces.detector,
+            "landmarks": faces.landmarks,
+            "score_min": faces.score_min,
+            "nms_iou": faces.nms_iou,
+        }
+        runtime = {"onnxruntime": onnxruntime.__version__}
+    cpu = probe().cpu
+    return {
+        "detector": detector,
+        "weights": [file_sha256(w) for w in weights],
+        "min_face_px": faces.min_face_px,
+        "refine_steps": faces.refine_steps,
+        "code": source_sha256(sources),
+        "libraries": {
+            **runtime,
+            **{name: version(name) for name in ("numpy", "scikit-image", "pillow")},
+        },
+        "hardware": {"class": cpu.cls, "isa_cap": cpu.isa_cap},
+    }
 
 
 def _joined(parts: Sequence[AlignResult], min_face_px: int) -> AlignResult:

@@ -34,7 +34,7 @@ from arcface_lab.errors import InputError
 from arcface_lab.models.faces import (
     AlignResult,
     FaceDetector,
-    align_photos,
+    FaceSpecs,
     open_face_finder,
     realign,
 )
@@ -65,7 +65,7 @@ class FacePipeline:
         precision: the engine's precision.
         faces: detector, landmarks and thresholds (a params file's ``faces:`` block).
         detector: a :class:`FaceDetector` of your own, instead of ``faces``' models.
-        cache_dir: where the face models (and a zoo embedder) are cached.
+        cache_dir: where the face models (and a zoo embedder) and aligned photos are cached.
         strict: fail instead of falling back to the next backend.
         engine_kwargs: passed to :func:`create_engine` (``device``, ``store``, ...).
     """
@@ -96,6 +96,9 @@ class FacePipeline:
                 argument="model",
             )
         self.detector = detector or open_face_finder(self.faces, cache)
+        # photos are aligned once per pipeline, and kept in the aligned-photo store when
+        # the detector is the one the params name
+        self._photos = FaceSpecs(self.faces, cache, self.detector, store=detector is None)
         self.engine = create_engine(
             chain, self.model, precision=precision, strict=strict, **engine_kwargs
         )
@@ -121,9 +124,7 @@ class FacePipeline:
             if isinstance(photos, (str, Path))
             else [Path(p) for p in photos]
         )
-        return align_photos(
-            paths, self.detector, self.faces.min_face_px, refine_steps=self.faces.refine_steps
-        )
+        return self._photos.photos(paths)
 
     def embed_photos(
         self, photos: str | Path | Sequence[str | Path], normalize: bool = True

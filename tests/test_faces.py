@@ -340,7 +340,6 @@ def test_real_photos_give_every_face_aligned_and_the_trained_model_knows_them(
     from arcface_lab.models.faces import FaceSpecs
     from arcface_lab.models.source import resolve_model
 
-
     # the store's copy when an earlier test aligned them (which checks it against aligning)
     result = FaceSpecs(FacesParams(), real_cache).photos(
         fetch_samples("samples:face-api", real_cache)

@@ -72,7 +72,7 @@ lab: setup
 
 # CPU comparison: every engine in its own process vs torch eager FP32 (table + reports/bench-*/).
 bench: setup
-	$(BIN)/python -m arcface_lab.perf --params $(PARAMS)
+	$(BIN)/python -m arcface_lab.runs.perf --params $(PARAMS)
 
 # Images/s of the streaming embed job: one process against Ray with 1, 2 and N workers.
 scale: setup

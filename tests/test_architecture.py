@@ -6,17 +6,14 @@ one bad import planted, so a contract that was weakened or deleted fails here.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 import arcface_lab
-from arcface_lab._moved import MOVED
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -41,7 +38,7 @@ def _lint_copy(tmp_path: Path, module: str, line: str) -> subprocess.CompletedPr
 def test_the_package_keeps_its_contracts(tmp_path: Path) -> None:
     result = _lint_copy(tmp_path, "errors.py", "")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -66,12 +63,6 @@ def test_the_package_keeps_its_contracts(tmp_path: Path) -> None:
             ".base -> .openvino",
         ),
         (
-            "runs/pipeline.py",
-            "from arcface_lab.params import load_params",
-            "the old module names are for users only",
-            "arcface_lab.runs.pipeline -> arcface_lab.params",
-        ),
-        (
             "helpers.py",
             "import os",
             "every module sits in a wing",
@@ -93,21 +84,9 @@ def test_public_names_are_at_the_top() -> None:
         assert getattr(arcface_lab, name) is not None, name
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_old_module_names_still_import_and_say_where_they_went(old: str) -> None:
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert any(MOVED[old] in str(w.message) for w in caught), [str(w.message) for w in caught]
-    new = importlib.import_module(MOVED[old])
-    for name in new.__all__:
-        assert getattr(module, name) is getattr(new, name), f"{old}.{name}"
-
-
-def test_perf_runs_as_a_module_under_its_old_name() -> None:
+def test_make_bench_runs_the_perf_module() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "arcface_lab.perf", "--help"],
+        [sys.executable, "-m", "arcface_lab.runs.perf", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -19,7 +19,7 @@ from torch import nn
 
 from arcface_lab.errors import InputError
 
-__all__ = ["ARCH_LAYERS", "IBasicBlock", "IResNet", "build_iresnet", "list_archs"]
+__all__ = ["ARCH_LAYERS", "IBasicBlock", "IResNet", "build_iresnet"]
 
 #: Blocks per stage for each architecture name.
 ARCH_LAYERS: dict[str, tuple[int, int, int, int]] = {
@@ -114,11 +114,6 @@ class IResNet(nn.Module):
         x = torch.flatten(self.bn2(x), 1)
         x = self.fc(self.dropout(x))
         return self.features(x)
-
-
-def list_archs() -> list[str]:
-    """Architecture names, smallest first."""
-    return list(ARCH_LAYERS)
 
 
 def build_iresnet(arch: str, num_features: int = 512) -> IResNet:

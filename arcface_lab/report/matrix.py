@@ -49,9 +49,6 @@ class MatrixRow:
 
     cells: tuple[str, ...]
 
-    def as_dict(self) -> dict[str, str]:
-        return dict(zip(COLUMNS, self.cells, strict=True))
-
 
 def _number(value: float | None, digits: int = 5) -> str:
     if value is None:

@@ -1,13 +1,13 @@
 """CPU comparison (``make bench``): optimize's candidates, each created twice, with first-run costs.
 
-``make bench`` runs ``python -m arcface_lab.perf``: :func:`arcface_lab.measure.optimize.optimize`
-over the params' candidates that are native on this host (so an AVX2 machine never
-spends its time on emulated BF16), each engine in a fresh process against torch eager
-FP32 from the same run, at one batch size (``--batch``, default 32). Each engine is
-created twice over the same engine store, cold (``built``) and again (``local``),
-with the build, calibration, compile and import seconds its ``info.details`` records,
-so first-run cost is shown apart from steady state. By default the store is a fresh
-scratch folder, removed at the end; ``--store`` keeps and reuses one.
+``make bench`` runs ``python -m arcface_lab.runs.perf``:
+:func:`arcface_lab.measure.optimize.optimize` over the params' candidates that are native on
+this host (so an AVX2 machine never spends its time on emulated BF16), each engine in a
+fresh process against torch eager FP32 from the same run, at one batch size (``--batch``,
+default 32). Each engine is created twice over the same engine store, cold (``built``) and
+again (``local``), with the build, calibration, compile and import seconds its
+``info.details`` records, so first-run cost is shown apart from steady state. By default the
+store is a fresh scratch folder, removed at the end; ``--store`` keeps and reuses one.
 
 The table adds what optimize does not print: GFLOP/s (convolution and matmul MACs
 counted with OpenVINO), images/s and both creations. Gates come from the params'
@@ -225,7 +225,7 @@ def _notes(results: list[CandidateResult], checks: list[Any]) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m arcface_lab.perf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m arcface_lab.runs.perf", description=__doc__)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--model", help="override params model.spec")
     parser.add_argument("--engines", help="backend:precision,... (default: optimize's candidates)")

@@ -194,10 +194,13 @@ def _params(args: argparse.Namespace) -> Any:
 def _int8_options(
     args: argparse.Namespace, precision: str, params: Any = None
 ) -> dict[str, dict[str, Any]]:
-    """OpenVINO's INT8 gates from params (``params``, else ``--params``), for an int8 engine."""
+    """OpenVINO's INT8 options from params (``params``, else ``--params``), for an int8
+    engine: the run's own (:func:`~arcface_lab.measure.optimize.engine_options`: the gates,
+    the calibration faces and pairs, ``data.flip``), with the gates enforced, since the
+    engine built here is handed over as it is."""
     if precision != "int8":
         return {}
-    from arcface_lab.measure.optimize import int8_gate_options
+    from arcface_lab.measure.optimize import engine_options, int8_gate_options
 
     params = params or _params(args)
     try:
@@ -209,7 +212,9 @@ def _int8_options(
         f"decision flips <= {gates['int8_flips_max']}",
         file=sys.stderr,
     )
-    options = {**gates, "calibration": params.data.images, "pairs": params.data.pairs}
+    options = engine_options("openvino", "int8", params)
+    if "int8_enforce_gates" not in params.backends.options.get("openvino", {}):
+        del options["int8_enforce_gates"]  # the engine's default: the gates are enforced
     return {"openvino": options}
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "UnsafeFileError",
     "ValidationError",
     "VerdictFailed",
+    "WorkerTimeout",
     "error_from_record",
     "error_record",
 ]
@@ -109,6 +110,15 @@ class ConversionError(EngineError):
     def __init__(self, message: str = "", operators: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.operators = list(operators)
+
+
+class WorkerTimeout(EngineError):
+    """A worker process ran past its time limit and was killed, with what it held;
+    ``seconds`` is the limit it had (None when rebuilt from a record without it)."""
+
+    def __init__(self, message: str = "", seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 class EngineIntegrityError(ArcfaceLabError):

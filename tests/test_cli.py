@@ -345,6 +345,27 @@ def test_int8_gates_come_from_params_and_a_missing_gate_is_named(env, tmp_path: 
     assert not (tmp_path / "b.json").exists()
 
 
+def test_the_clis_int8_options_are_the_runs_own_with_the_gates_enforced() -> None:
+    """One resolver of a candidate's options: the CLI's INT8 engine calibrates as the run's
+    does (the run's faces, pairs and data.flip), and refuses an engine missing its gates."""
+    import argparse
+
+    from arcface_lab.cli import _int8_options
+    from arcface_lab.config.params import Params
+    from arcface_lab.measure.optimize import engine_options
+
+    raw = {
+        "data": {"images": "synthetic:16", "pairs": "synthetic:20", "flip": False},
+        "thresholds": {"cosine_min": {"int8": 0.995}, "decision_flips_max": 0},
+    }
+    params = Params.from_mapping(raw, "p.yaml")
+    got = _int8_options(argparse.Namespace(), "int8", params)["openvino"]
+    run = engine_options("openvino", "int8", params)
+    assert got["flip"] is False and run["int8_enforce_gates"] is False
+    assert got == {k: v for k, v in run.items() if k != "int8_enforce_gates"}
+    assert _int8_options(argparse.Namespace(), "fp32", params) == {}
+
+
 def test_build_openvino_int8_takes_its_gates_from_params(env, tmp_path: Path) -> None:
     pytest.importorskip("nncf")
     gates = tmp_path / "int8.yaml"

@@ -251,7 +251,7 @@ def test_a_worker_past_its_timeout_is_killed_with_what_it_started(tmp_path: Path
     import sys
     import threading
 
-    from arcface_lab.errors import EngineError
+    from arcface_lab.errors import EngineError, WorkerTimeout
     from arcface_lab.measure.bench import start_worker, wait_worker
 
     pid_file = tmp_path / "grandchild.pid"
@@ -275,7 +275,8 @@ def test_a_worker_past_its_timeout_is_killed_with_what_it_started(tmp_path: Path
     waiter.start()
     waiter.join(120)  # a liveness bound, not a speed check: before the fix it never returned
     assert not waiter.is_alive(), "wait_worker hung on the grandchild's open pipes"
-    assert len(raised) == 1 and isinstance(raised[0], EngineError)
+    assert len(raised) == 1 and isinstance(raised[0], WorkerTimeout)
+    assert isinstance(raised[0], EngineError) and raised[0].seconds == 1.0
     assert "test worker timed out after 1 s" in str(raised[0])
     grandchild = int(pid_file.read_text())
     assert _wait_for(lambda: not Path(f"/proc/{grandchild}").exists() or _zombie(grandchild))

@@ -40,6 +40,7 @@ from arcface_lab.core.speed import timing_interval
 from arcface_lab.errors import (
     ArcfaceLabError,
     EngineError,
+    WorkerTimeout,
     error_from_record,
     error_record,
 )
@@ -633,14 +634,14 @@ def wait_worker(proc: subprocess.Popen[str], timeout_s: float, label: str) -> tu
     """The worker's stdout and stderr once it exits; killed, group and all, past ``timeout_s``.
 
     Raises:
-        EngineError: it ran past ``timeout_s`` (it is killed first).
+        WorkerTimeout: it ran past ``timeout_s`` (it is killed first).
     """
     try:
         return proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         kill_worker(proc)
         _drain(proc)
-        raise EngineError(f"{label} timed out after {timeout_s:.0f} s") from None
+        raise WorkerTimeout(f"{label} timed out after {timeout_s:.0f} s", timeout_s) from None
     except BaseException:  # interrupted: the worker goes with the run
         kill_worker(proc)
         _drain(proc)

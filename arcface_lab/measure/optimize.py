@@ -47,6 +47,7 @@ from arcface_lab.engines.base import Support
 from arcface_lab.engines.registry import check_params
 from arcface_lab.errors import ArcfaceLabError, BackendUnavailable, InputError, ParamsError
 from arcface_lab.measure.acceptance import Check, gate_checks
+from arcface_lab.models.faces import FACES_PREFIX
 
 if TYPE_CHECKING:
     from arcface_lab.config.params import Params
@@ -391,10 +392,6 @@ def held_out_images(
     if spec.startswith(FACES_PREFIX):
         return _real_faces(spec, size, faces or _face_specs(params)).faces
     return images_from_spec(spec, size, seed=HELD_OUT_SEED)[0]
-
-
-#: A data spec of real faces from photos (see :func:`arcface_lab.models.faces.align_spec`).
-FACES_PREFIX = "faces:"
 
 
 def _face_specs(params: Params | None) -> Any:
@@ -945,7 +942,7 @@ def _run_candidate(
     of each precision is always measured, so the verdict judges every precision on an
     engine of its own.
     """
-    from arcface_lab.errors import EngineError
+    from arcface_lab.errors import EngineError, WorkerTimeout
 
     if cand.support.status == "unavailable":
         return CandidateResult(cand, "unavailable", cand.support.reason)
@@ -989,11 +986,9 @@ def _run_candidate(
 
     try:
         raw, out = _wait(lambda: run(cand, left, give_up_ms), cand.label, bar, phase)
+    except WorkerTimeout:
+        return failed("over_budget", f"stopped after {left:.0f} s: the budget of {budget:.0f} s")
     except EngineError as exc:
-        if "timed out" in str(exc):
-            return failed(
-                "over_budget", f"stopped after {left:.0f} s: the budget of {budget:.0f} s"
-            )
         return failed("error", _one_line(exc))
     except BackendUnavailable as exc:
         return failed("unavailable", _one_line(exc))

@@ -955,12 +955,12 @@ def compare_identification_index(
     ``mixed``: ``candidate`` is the index, judged at the exact search's thresholds.
     """
     targets = _targets(fpirs, "fpirs")
-    searches, g = _identify(
-        [reference], ["reference"], labels, None, None, nonmated_fraction, _block_size(block)
-    )
-    ref_s = searches[0]
     codes = _codes(labels, _embeddings(reference, "reference").shape[0])
     gallery, probes = split_gallery(codes, nonmated_fraction)
+    searches, g = _identify(
+        [reference], ["reference"], codes, gallery, probes, nonmated_fraction, _block_size(block)
+    )
+    ref_s = searches[0]
     k = max(int(r) for r in ranks)
     ids, scores = search(gallery, probes, k)
     cand_s = _search_from_lists(

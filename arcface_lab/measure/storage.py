@@ -124,8 +124,13 @@ def stored(embeddings: np.ndarray, storage: str, ivf: Ivf = Ivf()) -> tuple[np.n
             with fewer than 256 faces (``ivfpq64``: 39 a list), or a dimension 64 does not
             divide.
     """
-    x = _unit(embeddings)
-    dim = x.shape[1]
+    back, size, _ = _stored(_unit(embeddings), storage, ivf)
+    return back, size
+
+
+def _stored(x: np.ndarray, storage: str, ivf: Ivf) -> tuple[np.ndarray, int, Any]:
+    """:func:`stored` of unit rows ``x``, and the trained FAISS index (None but for PQ)."""
+    dim, index = x.shape[1], None
     if storage == "float16":
         back, size = x.astype(np.float16).astype(np.float32), 2 * dim
     elif storage == "int8":
@@ -142,20 +147,15 @@ def stored(embeddings: np.ndarray, storage: str, ivf: Ivf = Ivf()) -> tuple[np.n
             f"gallery storage {storage!r}: expected one of {', '.join(STORAGES)}",
             argument="storage",
         )
-    norms = np.linalg.norm(back, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (back / norms).astype(np.float32), int(size)
+    return _unit(back), int(size), index
 
 
-def _ivf_search(x: np.ndarray, ivf: Ivf) -> Any:
-    """An :data:`arcface_lab.core.lowfar.IndexSearch` over an ``IndexIVFPQ`` trained on
-    ``x``: the gallery's faces added under their indices, the probes searched as they are
-    (float32), ``ivf.probes`` lists visited."""
-
-    unit = _unit(x)
+def _ivf_search(unit: np.ndarray, index: Any) -> Any:
+    """An :data:`arcface_lab.core.lowfar.IndexSearch` over ``index`` (an ``IndexIVFPQ``
+    trained on the unit rows ``unit``): the gallery's faces added under their indices, the
+    probes searched as they are (float32), ``index.nprobe`` lists visited."""
 
     def search(gallery: np.ndarray, probes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = _pq_index(unit, "ivfpq64", ivf)
         index.add_with_ids(unit[gallery], gallery.astype(np.int64))
         scores, ids = index.search(unit[probes], k)
         return ids, scores
@@ -178,12 +178,13 @@ def storage_table(
     row with its reason, never an error: the others are still measured.
     """
     x = np.asarray(embeddings, dtype=np.float32)
+    unit = _unit(x)  # as a gallery keeps them
     dim = int(x.shape[1])
     gallery, _ = split_gallery(np.asarray(labels), nonmated_fraction)
     rows: list[dict[str, Any]] = []
     for storage in storages:
         try:
-            back, size = stored(x, storage, ivf)
+            back, size, index = _stored(unit, storage, ivf)
         except InputError as exc:
             if storage not in STORAGES:
                 raise
@@ -192,7 +193,7 @@ def storage_table(
         pairs = compare_all_pairs(x, back, labels, fars=fars, max_listed=0)
         if storage == "ivfpq64":
             ident = compare_identification_index(
-                x, labels, _ivf_search(x, ivf), fpirs=fpirs,
+                x, labels, _ivf_search(unit, index), fpirs=fpirs,
                 nonmated_fraction=nonmated_fraction, max_listed=0,
             )  # fmt: skip
         else:
